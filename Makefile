@@ -1,0 +1,35 @@
+# Two commands: `make demo` (main job on the shipped default model) and `make test`.
+# Each builds its own virtual environment in $(VENV); torch is installed first from
+# TORCH_SPEC so CPU machines get the local CPU wheel. GPU users: make TORCH_SPEC="torch==2.13.0" \
+#   PIP_EXTRA="--index-url https://download.pytorch.org/whl/cu128" (or any spec they like).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PIP_EXTRA ?=
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-fast demo clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The full suite (what CI runs): fast and slow tests.
+test: $(STAMP)
+	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+
+# The fast subset for local iteration (plain `pytest` does the same).
+test-fast: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m workbench.demo
+
+clean:
+	rm -rf $(VENV) wb-results

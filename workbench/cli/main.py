@@ -1,0 +1,63 @@
+"""Entry point of the `workbench` command.
+
+User errors (`WorkbenchError`, bad options) print one clear message and exit non-zero;
+a traceback is shown only with --debug.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from workbench.cli.common import err_console
+from workbench.cli.info import info
+from workbench.errors import WorkbenchError
+
+app = typer.Typer(
+    name="workbench",
+    help="Attention Workbench: find out what each attention head does.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show full tracebacks for errors")) -> None:
+    """Attention Workbench: find out what each attention head does."""
+
+
+app.command("info")(info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="workbench", standalone_mode=False)
+    except WorkbenchError as exc:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err_console.print(f"  [bold]fix:[/] {exc.hint}", highlight=False)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    return 0
+
+
+def run() -> None:  # pragma: no cover - console-script shim
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Turn a model spec into a loaded `Model`.
+
+A spec is, in this order: the name of a shipped model, a local folder in Hugging Face
+format, or a Hugging Face hub id already in the local cache (downloads only happen when the
+user is online and has not set HF_HUB_OFFLINE). Every failure is a `WorkbenchError` naming
+the spec and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from workbench.errors import ModelNotFoundError, UnsupportedModelError, WorkbenchError
+from workbench.models.registry import shipped_models
+
+SpecKind = Literal["shipped", "folder", "hub"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float64": torch.float64, "fp64": torch.float64,
+}
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    spec: str
+    kind: SpecKind
+    path: Path
+    revision: str | None = None
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        raise WorkbenchError(f"unknown dtype {dtype!r}", f"use one of {sorted(set(_DTYPES))}")
+    return _DTYPES[key]
+
+
+def parse_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise WorkbenchError(f"unknown device {device!r}", "use cpu, cuda, cuda:N or auto") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise WorkbenchError(f"device {device!r} asked for but no CUDA GPU is visible", "use --device cpu")
+    return dev
+
+
+def check_model_folder(folder: Path, spec: str) -> None:
+    """A Hugging Face folder needs a config and weights; say which is missing."""
+    if not folder.is_dir():
+        raise ModelNotFoundError(f"model path {spec!r} is not a folder", "give the folder that holds config.json")
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"model folder {str(folder)!r} has no config.json",
+            "point at a Hugging Face model folder (config.json + *.safetensors), e.g. one saved with save_pretrained",
+        )
+    if not any(any(folder.glob(p)) for p in _WEIGHT_PATTERNS):
+        raise ModelNotFoundError(
+            f"model folder {str(folder)!r} has a config but no weights (*.safetensors or pytorch_model*.bin)",
+            "copy the weight files into the folder, or save the model with save_pretrained",
+        )
+
+
+def _hf_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_spec(spec: str | os.PathLike, revision: str | None = None) -> ResolvedSpec:
+    text = str(spec).strip()
+    if not text:
+        raise ModelNotFoundError("empty model spec", "name a shipped model, a folder, or a Hugging Face id")
+    shipped = shipped_models()
+    if text in shipped:
+        return ResolvedSpec(text, "shipped", shipped[text])
+    path = Path(text).expanduser()
+    if path.exists():
+        check_model_folder(path, text)
+        return ResolvedSpec(text, "folder", path.resolve())
+    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+    if looks_like_path or not _HUB_ID.match(text):
+        raise ModelNotFoundError(
+            f"model path {text!r} does not exist",
+            "check the path, or name a shipped model (" + (", ".join(shipped) or "none yet") + ") or a Hugging Face id",
+        )
+    return ResolvedSpec(text, "hub", _hub_snapshot(text, revision), revision)
+
+
+def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=patterns))
+    except LocalEntryNotFoundError:
+        pass
+    except Exception as exc:  # malformed cache entries and the like
+        raise ModelNotFoundError(f"could not read {repo_id!r} from the local Hugging Face cache: {exc}") from exc
+    if _hf_offline():
+        raise ModelNotFoundError(
+            f"{repo_id!r} is not a shipped model or a folder, and it is not in the local Hugging Face cache "
+            "(HF_HUB_OFFLINE is set, so nothing is downloaded)",
+            f"download it where there is network (`hf download {repo_id}`) and copy the cache, "
+            "point HF_HOME at a cache that has it, or give a local folder",
+        )
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except Exception as exc:
+        raise ModelNotFoundError(
+            f"{repo_id!r} is not in the local Hugging Face cache and could not be downloaded ({type(exc).__name__})",
+            "check the id and your network, or set HF_HUB_OFFLINE=1 and use a cached model or a local folder",
+        ) from exc
+
+
+def read_config(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "config.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelNotFoundError(f"{folder / 'config.json'} is not valid JSON: {exc}", "fix or re-save the config") from exc
+
+
+def check_supported(config: dict, spec: str) -> str:
+    """The architecture must have a TransformerLens 4 adapter; name it or say it is missing."""
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    archs = config.get("architectures") or []
+    for arch in archs:
+        if arch in SUPPORTED_ARCHITECTURES:
+            return arch
+    raise UnsupportedModelError(
+        f"model {spec!r} has architecture {archs or config.get('model_type')!r}, "
+        "which TransformerLens 4 has no adapter for",
+        "use a supported architecture (Llama, Qwen2, Mistral, GPT-2, Gemma, ...); "
+        "see transformer_lens.factories.architecture_adapter_factory.SUPPORTED_ARCHITECTURES",
+    )

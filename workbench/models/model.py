@@ -1,0 +1,108 @@
+"""`Model`: a TransformerBridge, its tokenizer, and its head geometry, loaded once."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench.errors import UnsupportedModelError, WorkbenchError
+from workbench.models.geometry import HeadGeometry, geometry_from_config
+from workbench.models.loading import (
+    ResolvedSpec,
+    check_supported,
+    parse_device,
+    parse_dtype,
+    read_config,
+    resolve_spec,
+)
+
+
+@dataclass
+class Model:
+    """What every analysis receives: the hooked model plus the facts needed to address heads."""
+
+    bridge: Any  # transformer_lens.model_bridge.TransformerBridge
+    tokenizer: Any
+    geometry: HeadGeometry
+    source: ResolvedSpec
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def name(self) -> str:
+        return self.source.spec
+
+    @property
+    def hf_model(self) -> Any:
+        """The wrapped Hugging Face model (same weights as the bridge)."""
+        return self.bridge.original_model
+
+    def to_tokens(self, text: str | list[str], prepend_bos: bool | None = None) -> torch.Tensor:
+        """Token ids [batch, seq] on the model's device; BOS follows the tokenizer unless told."""
+        texts = [text] if isinstance(text, str) else list(text)
+        enc = self.tokenizer(texts, add_special_tokens=True, return_tensors="pt", padding=True)
+        ids = enc["input_ids"]
+        bos = self.geometry.bos.token_id
+        if prepend_bos is True and not self.geometry.bos.prepends and bos is not None:
+            ids = torch.cat([torch.full((ids.shape[0], 1), bos, dtype=ids.dtype), ids], dim=1)
+        if prepend_bos is False and self.geometry.bos.prepends:
+            ids = ids[:, 1:]
+        return ids.to(self.device)
+
+    def to_str_tokens(self, tokens: torch.Tensor | list[int]) -> list[str]:
+        ids = tokens.flatten().tolist() if isinstance(tokens, torch.Tensor) else list(tokens)
+        return self.tokenizer.convert_ids_to_tokens(ids)
+
+    @torch.no_grad()
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.bridge(tokens.to(self.device))
+
+
+def load_model(
+    spec: str | Path,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    revision: str | None = None,
+) -> Model:
+    """Load a shipped model, a local Hugging Face folder, or a cached hub id as a `Model`."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    resolved = resolve_spec(spec, revision)
+    dev = parse_device(device)
+    dt = parse_dtype(dtype)
+    config = read_config(resolved.path)
+    check_supported(config, resolved.spec)
+    quiet = io.StringIO()
+    tl_logger = logging.getLogger("transformer_lens")
+    previous = tl_logger.level
+    tl_logger.setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(quiet):
+            bridge = TransformerBridge.boot_transformers(str(resolved.path), device=str(dev), dtype=dt)
+    except (OSError, ValueError, KeyError) as exc:
+        raise WorkbenchError(
+            f"could not load model {resolved.spec!r} from {resolved.path}: {type(exc).__name__}: {exc}",
+            "check that the folder is a complete Hugging Face checkpoint (config, weights, tokenizer)",
+        ) from exc
+    finally:
+        tl_logger.setLevel(previous)
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+    bridge.eval()
+    tokenizer = bridge.tokenizer
+    if tokenizer is None:
+        raise UnsupportedModelError(
+            f"model {resolved.spec!r} has no tokenizer", "add tokenizer.json (and tokenizer_config.json) to the folder"
+        )
+    geometry = geometry_from_config(bridge.original_model.config, tokenizer, bridge.cfg)
+    return Model(bridge=bridge, tokenizer=tokenizer, geometry=geometry, source=resolved, device=dev, dtype=dt)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from workbench.cli.common import err_console
@@ -36,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="workbench", standalone_mode=False)
+        # Standalone mode lets typer print usage errors (exit 2) itself; our errors propagate.
+        app(args=args, prog_name="workbench", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except WorkbenchError as exc:
         if debug:
             raise
@@ -44,13 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             err_console.print(f"  [bold]fix:[/] {exc.hint}", highlight=False)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        err_console.print("aborted")
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
         return 130
     return 0
 

@@ -73,9 +73,9 @@ def load_model(
     """Load a shipped model, a local Hugging Face folder, or a cached hub id as a `Model`."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    resolved = resolve_spec(spec, revision)
-    dev = parse_device(device)
+    dev = parse_device(device)  # cheap checks first, before any file is read
     dt = parse_dtype(dtype)
+    resolved = resolve_spec(spec, revision)
     config = read_config(resolved.path)
     check_supported(config, resolved.spec)
     quiet = io.StringIO()

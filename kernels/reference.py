@@ -1,0 +1,110 @@
+"""Float64 naive reference: materialises the full ``[B, Hq, Nq, Nk]`` softmax. Small N only.
+
+This is the oracle the torch-chunked and Triton backends are tested against. It is written for
+clarity, not speed: every statistic is computed directly from the dense probability matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._validate import check_inputs
+from .stats import AttentionStats
+
+__all__ = ["reference_attention_with_stats", "REFERENCE_MAX_ELEMENTS"]
+
+# B * Hq * Nq * Nk above this (about 2 GiB of float64 per dense tensor) is refused.
+REFERENCE_MAX_ELEMENTS = 1 << 28
+
+
+def _key_masks(nq: int, nk: int, *, causal: bool, q_offset: int, first_k: int, window: int, device):
+    qpos = torch.arange(nq, device=device)[:, None] + q_offset  # [Nq, 1]
+    j = torch.arange(nk, device=device)[None, :]  # [1, Nk]
+    visible = (j <= qpos) if causal else torch.ones(nq, nk, dtype=torch.bool, device=device)
+    sink = (j < first_k).expand(nq, nk)
+    local = (j > qpos - window) & (j <= qpos)
+    return visible, sink, local
+
+
+def reference_attention_with_stats(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    causal: bool = True,
+    q_offset: int = 0,
+    first_k: int = 1,
+    window: int = 16,
+    columns: bool = True,
+    pool: int = 64,
+    return_probs: bool = False,
+    stats_dtype: torch.dtype = torch.float32,
+):
+    """Dense float64 attention and statistics (same contract as ``attention_with_stats``).
+
+    With ``return_probs=True`` also returns the dense float64 probabilities ``[B, Hq, Nq, Nk]``.
+    ``stats_dtype=torch.float64`` keeps the statistics in float64 (tests compare against those).
+    """
+    sh = check_inputs(
+        q, k, v, scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window, pool=pool
+    )
+    if sh.batch * sh.n_q_heads * sh.n_queries * sh.n_keys > REFERENCE_MAX_ELEMENTS:
+        raise ValueError(
+            f"the float64 reference materialises B*Hq*Nq*Nk = "
+            f"{sh.batch * sh.n_q_heads * sh.n_queries * sh.n_keys} scores (limit {REFERENCE_MAX_ELEMENTS}); "
+            f"use backend='torch' or 'triton' for long sequences"
+        )
+    g = sh.group
+    q64 = q.detach().to(torch.float64)
+    # Reference only: expand K/V to the query heads (the real backends index instead of copying).
+    k64 = k.detach().to(torch.float64).repeat_interleave(g, dim=1)
+    v64 = v.detach().to(torch.float64).repeat_interleave(g, dim=1)
+
+    scores = torch.matmul(q64, k64.transpose(-1, -2)) * float(scale)  # [B, Hq, Nq, Nk]
+    visible, sink, local = _key_masks(
+        sh.n_queries, sh.n_keys, causal=causal, q_offset=q_offset, first_k=first_k, window=window,
+        device=q.device,
+    )
+    scores = scores.masked_fill(~visible, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    p = torch.exp(scores - lse[..., None])  # exactly 0 on masked cells
+    out = torch.matmul(p, v64).to(q.dtype)
+
+    entropy = torch.special.entr(p).sum(-1)
+    argmax = torch.argmax(scores, dim=-1)  # first maximal index on ties
+    pmax = torch.gather(p, -1, argmax[..., None])[..., 0]
+    first_k_mass = (p * sink).sum(-1)
+    window_mass = (p * local).sum(-1)
+
+    col_sum = col_max = pooled = None
+    if columns:
+        col_sum = p.sum(-2)
+        col_max = p.amax(-2)
+        nqb = -(-sh.n_queries // pool)
+        nkb = -(-sh.n_keys // pool)
+        padded = p.new_zeros(sh.batch, sh.n_q_heads, nqb * pool, nkb * pool)
+        padded[..., : sh.n_queries, : sh.n_keys] = p
+        pooled = padded.view(sh.batch, sh.n_q_heads, nqb, pool, nkb, pool).sum(dim=(3, 5))
+
+    f32 = lambda t: None if t is None else t.to(stats_dtype)  # noqa: E731
+    stats = AttentionStats(
+        lse=f32(lse),
+        entropy=f32(entropy),
+        argmax=argmax.to(torch.int64),
+        pmax=f32(pmax),
+        first_k_mass=f32(first_k_mass),
+        window_mass=f32(window_mass),
+        col_sum=f32(col_sum),
+        col_max=f32(col_max),
+        pooled=f32(pooled),
+        n_keys=sh.n_keys,
+        q_offset=int(q_offset),
+        causal=bool(causal),
+        first_k=int(first_k),
+        window=int(window),
+        pool=int(pool),
+    )
+    if return_probs:
+        return out, stats, p
+    return out, stats

@@ -1,0 +1,159 @@
+"""Chunked torch backend: the CPU path (also works on CUDA tensors).
+
+Loops over query chunks; per chunk it holds the scores of ``chunk`` queries against the visible keys
+(at most two tensors of ``[B, Hq, chunk, Nk]``), so memory is O(N x chunk), never N x N.
+GQA is handled by viewing q as ``[B, Hkv, group, Nq, D]`` and multiplying each kv head with all of its
+query heads at once (K and V are never repeated). Scores, softmax and all statistics are accumulated in
+float32 (float64 for float64 inputs) whatever the input dtype; column sums and pooled maps are summed
+across chunks in float64.
+
+Causal chunks only multiply against keys ``< q_offset + chunk_end`` (keys after the last query of the
+chunk are invisible), which halves the work of a causal prefill.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._validate import check_inputs
+from .stats import AttentionStats
+
+__all__ = ["torch_attention_with_stats"]
+
+# Finite stand-in for -inf on masked scores: exp(NEG - m) == 0 and 0 * (NEG - m) == 0 (no NaN).
+_NEG = -1.0e30
+
+
+def torch_attention_with_stats(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    causal: bool = True,
+    q_offset: int = 0,
+    first_k: int = 1,
+    window: int = 16,
+    columns: bool = True,
+    pool: int = 64,
+    chunk: int = 256,
+    check: bool = True,
+):
+    """Same contract as :func:`workbench.kernels.attention_with_stats` with ``backend="torch"``."""
+    sh = check_inputs(
+        q, k, v, scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window,
+        pool=pool, check_finite=check,
+    )
+    if int(chunk) != chunk or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    chunk = int(chunk)
+    q_offset = int(q_offset)
+    b, hq, hkv, g = sh.batch, sh.n_q_heads, sh.n_kv_heads, sh.group
+    nq, nk, d = sh.n_queries, sh.n_keys, sh.head_dim
+    dev = q.device
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    scale = float(scale)
+
+    with torch.no_grad():
+        kf = k.detach().to(acc)  # [B, Hkv, Nk, D]; a no-op for fp32 inputs
+        vf = v.detach().to(acc)
+        qg = q.detach().unflatten(1, (hkv, g))  # [B, Hkv, g, Nq, D], a view
+
+        out = torch.empty(b, hkv, g, nq, d, dtype=q.dtype, device=dev)
+        lse = torch.empty(b, hkv, g, nq, dtype=torch.float32, device=dev)
+        ent = torch.empty_like(lse)
+        pmax = torch.empty_like(lse)
+        sink = torch.empty_like(lse)
+        local = torch.empty_like(lse)
+        amax = torch.empty(b, hkv, g, nq, dtype=torch.int64, device=dev)
+        if columns:
+            nqb, nkb = -(-nq // pool), -(-nk // pool)
+            col_sum = torch.zeros(b, hkv, g, nk, dtype=torch.float64, device=dev)
+            col_max = torch.zeros(b, hkv, g, nk, dtype=torch.float32, device=dev)
+            pooled = torch.zeros(b, hkv, g, nqb, nkb, dtype=torch.float64, device=dev)
+
+        for i0 in range(0, nq, chunk):
+            i1 = min(nq, i0 + chunk)
+            c = i1 - i0
+            p0, p1 = q_offset + i0, q_offset + i1  # absolute positions of the chunk [p0, p1)
+            khi = min(nk, p1) if causal else nk  # keys beyond khi are invisible to the whole chunk
+
+            qc = qg[:, :, :, i0:i1].to(acc).reshape(b, hkv, g * c, d)
+            s = torch.matmul(qc, kf[:, :, :khi].transpose(-1, -2))  # [B, Hkv, g*c, khi]
+            s = s.view(b, hkv, g, c, khi)
+            s.mul_(scale)
+            if causal and khi > p0 + 1:
+                # only keys j in (p0, khi) can lie after some query of the chunk
+                jj = torch.arange(p0 + 1, khi, device=dev)
+                qpos = torch.arange(p0, p1, device=dev)
+                s[..., p0 + 1 :].masked_fill_(jj[None, :] > qpos[:, None], _NEG)
+
+            m, idx = s.max(dim=-1)  # first maximal index on ties
+            s.sub_(m[..., None])  # t - m  (<= 0)
+            e = torch.exp(s)  # unnormalised probabilities; 0 on masked cells
+            l = e.sum(-1)
+            s.mul_(e)  # e * (t - m): centred entropy terms, finite everywhere
+            a = s.sum(-1)
+            del s
+            log_l = torch.log(l)
+            lse[..., i0:i1] = m + log_l
+            ent[..., i0:i1] = log_l - a / l
+            pmax[..., i0:i1] = 1.0 / l
+            amax[..., i0:i1] = idx
+
+            o = torch.matmul(e.view(b, hkv, g * c, khi), vf[:, :, :khi]).view(b, hkv, g, c, d)
+            out[..., i0:i1, :] = o / l[..., None]
+
+            nfk = min(first_k, khi)
+            sink[..., i0:i1] = (e[..., :nfk].sum(-1) / l) if nfk > 0 else 0.0
+            lo, hi = max(0, p0 - window + 1), min(khi, p1)
+            if window > 0 and hi > lo:
+                jj = torch.arange(lo, hi, device=dev)
+                qpos = torch.arange(p0, p1, device=dev)[:, None]
+                band = (jj[None, :] > qpos - window) & (jj[None, :] <= qpos)  # [c, hi - lo]
+                local[..., i0:i1] = (e[..., lo:hi] * band).sum(-1) / l
+            else:
+                local[..., i0:i1] = 0.0
+
+            if columns:
+                e.div_(l[..., None])  # probabilities p
+                col_sum[..., :khi] += e.sum(dim=-2)  # fp32 over <= chunk queries, fp64 across chunks
+                col_max[..., :khi] = torch.maximum(col_max[..., :khi], e.amax(dim=-2).to(torch.float32))
+                full = (khi // pool) * pool
+                parts = []
+                if full:
+                    parts.append(e[..., :full].unflatten(-1, (full // pool, pool)).sum(-1))
+                if full < khi:
+                    parts.append(e[..., full:].sum(-1, keepdim=True))
+                rows = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]  # [B,Hkv,g,c,kb]
+                kb = rows.shape[-1]
+                # add the rows of this chunk to the query blocks they belong to (local query index)
+                r = i0
+                while r < i1:
+                    qb = r // pool
+                    r_end = min(i1, (qb + 1) * pool)
+                    pooled[..., qb, :kb] += rows[..., r - i0 : r_end - i0, :].sum(-2, dtype=torch.float64)
+                    r = r_end
+            del e
+
+    def heads(t):
+        return t.flatten(1, 2)
+
+    stats = AttentionStats(
+        lse=heads(lse),
+        entropy=heads(ent),
+        argmax=heads(amax),
+        pmax=heads(pmax),
+        first_k_mass=heads(sink),
+        window_mass=heads(local),
+        col_sum=heads(col_sum).to(torch.float32) if columns else None,
+        col_max=heads(col_max) if columns else None,
+        pooled=heads(pooled).to(torch.float32) if columns else None,
+        n_keys=nk,
+        q_offset=q_offset,
+        causal=bool(causal),
+        first_k=int(first_k),
+        window=int(window),
+        pool=int(pool),
+    )
+    return heads(out), stats

@@ -1,0 +1,33 @@
+"""Recorder settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Backend = Literal["auto", "triton", "torch", "eager"]
+
+
+@dataclass(frozen=True)
+class RecorderConfig:
+    """What to record and how.
+
+    backend: "triton" (CUDA kernels), "torch" (chunked CPU/GPU path, O(N x chunk) memory),
+    "eager" (the bridge's own N x N attention via hook_pattern; short prompts, keeps the
+    full patterns for pictures), or "auto" (triton on CUDA, torch otherwise).
+    """
+
+    backend: Backend = "auto"
+    first_k: int = 1  # sink mass on keys j < first_k (position 0 is BOS when the tokenizer prepends it)
+    window: int = 16  # local mass on the last `window` keys
+    columns: bool = True  # per-key attention received and the pooled map (kernel pass B)
+    pool: int = 64  # pooled-map block size
+    chunk: int = 256  # query chunk of the torch backend
+    layers: tuple[int, ...] | None = None  # record only these layers (all by default)
+    keep_patterns: bool = False  # eager backend only: keep the full [B, H, N, N] patterns
+    eager_max_tokens: int = 4096  # refuse the eager backend above this many tokens
+
+    def resolved_backend(self, device_type: str) -> str:
+        if self.backend == "auto":
+            return "triton" if device_type == "cuda" else "torch"
+        return self.backend

@@ -1,0 +1,158 @@
+"""`AttentionRecorder`: record per-head attention statistics while the model runs.
+
+    with AttentionRecorder(model) as rec:
+        logits = model.logits(tokens)
+    record = rec.last            # AttentionRecord: per layer, per head, per query/key statistics
+
+The instrumented backends (triton, torch) never build an N x N tensor, so this works at long
+context; the eager backend keeps the bridge's own attention and can keep full patterns.
+The model is restored on exit, also when the forward raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.kernels import AttentionStats, attention_with_stats
+from workbench.models.hooks import temporary_hooks
+from workbench.record.config import RecorderConfig
+from workbench.record.eager import stats_from_pattern
+from workbench.record.patch import instrumented_attention
+from workbench.record.record import AttentionRecord
+
+
+class AttentionRecorder:
+    def __init__(self, model: Any, config: RecorderConfig | None = None, **overrides: Any) -> None:
+        base = config or RecorderConfig()
+        if overrides:
+            base = RecorderConfig(**{**base.__dict__, **overrides})
+        self.model = model
+        self.config = base
+        self.backend = base.resolved_backend(model.device.type)
+        n_layers = model.geometry.n_layers
+        if base.layers is not None:
+            bad = [layer for layer in base.layers if not 0 <= layer < n_layers]
+            if bad:
+                raise WorkbenchError(f"layers {bad} out of range: the model has {n_layers} layers", f"use 0..{n_layers - 1}")
+        self.records: list[AttentionRecord] = []
+        self._pending: dict[int, AttentionStats] = {}
+        self._patterns: dict[int, torch.Tensor] = {}
+        self._stack: contextlib.ExitStack | None = None
+        self._tokens_seen: torch.Tensor | None = None
+
+    # -- context manager ---------------------------------------------------------------
+    def __enter__(self) -> "AttentionRecorder":
+        stack = contextlib.ExitStack()
+        try:
+            stack.callback(self._finish_record)
+            if self.backend == "eager":
+                stack.enter_context(temporary_hooks(self._eager_points()))
+            else:
+                stack.enter_context(
+                    instrumented_attention(self.model.bridge, self._core, list(range(self.model.geometry.n_layers)))
+                )
+            stack.enter_context(self._token_capture())
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    @property
+    def last(self) -> AttentionRecord:
+        self._finish_record()
+        if not self.records:
+            raise WorkbenchError("nothing was recorded", "run the model inside the `with AttentionRecorder(...)` block")
+        return self.records[-1]
+
+    # -- internals ---------------------------------------------------------------------
+    def _wanted(self, layer: int) -> bool:
+        return self.config.layers is None or layer in self.config.layers
+
+    @contextlib.contextmanager
+    def _token_capture(self):
+        """Each embedding call (one per forward pass) starts a new record; keep its input ids."""
+
+        def pre_hook(module: Any, args: tuple, kwargs: dict) -> None:
+            self._finish_record()
+            ids = args[0] if args else kwargs.get("input_ids", kwargs.get("input"))
+            if isinstance(ids, torch.Tensor):
+                if self.backend == "eager" and ids.shape[-1] > self.config.eager_max_tokens:
+                    raise WorkbenchError(
+                        f"the eager backend builds N x N patterns and is limited to {self.config.eager_max_tokens} tokens; "
+                        f"this input has {ids.shape[-1]}",
+                        "use backend='torch' (CPU) or 'triton' (GPU) for long prompts",
+                    )
+                self._tokens_seen = ids.detach().cpu()
+
+        handle = self.model.bridge.embed.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _finish_record(self) -> None:
+        if self._tokens_seen is None and not self._pending:
+            return
+        n_layers = self.model.geometry.n_layers
+        layers = [self._pending.get(i) for i in range(n_layers)]
+        tokens = self._tokens_seen if self._tokens_seen is not None else torch.empty(0, dtype=torch.long)
+        self.records.append(AttentionRecord(tokens=tokens, layers=layers, backend=self.backend, patterns=dict(self._patterns)))
+        self._pending, self._patterns, self._tokens_seen = {}, {}, None
+
+    def _core(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+        cfg = self.config
+        wanted = self._wanted(layer)
+        if not torch.isfinite(q).all() or not torch.isfinite(k).all():
+            raise WorkbenchError(
+                f"layer {layer}: queries or keys contain NaN/inf before attention",
+                "check the model weights and dtype (float16 overflow?); try --dtype float32",
+            )
+        backend = "torch" if self.backend == "torch" else "triton"
+        out, stats = attention_with_stats(
+            q, k, v, scale=scale, causal=True, first_k=cfg.first_k, window=cfg.window,
+            columns=cfg.columns and wanted, pool=cfg.pool, backend=backend, chunk=cfg.chunk,
+        )
+        if wanted:
+            self._pending[layer] = stats.cpu() if hasattr(stats, "cpu") else stats
+        return out
+
+    def _eager_points(self) -> list[tuple[Any, Any]]:
+        points = []
+        scores_box: dict[int, torch.Tensor] = {}
+        for layer, block in enumerate(self.model.bridge.blocks):
+            if not self._wanted(layer):
+                continue
+
+            def on_scores(t: torch.Tensor, hook: Any, layer: int = layer) -> None:
+                scores_box[layer] = t.detach()
+
+            def on_pattern(t: torch.Tensor, hook: Any, layer: int = layer) -> None:
+                cfg = self.config
+                stats = stats_from_pattern(
+                    scores_box.pop(layer), t.detach(), first_k=cfg.first_k, window=cfg.window,
+                    columns=cfg.columns, pool=cfg.pool,
+                )
+                self._pending[layer] = stats.cpu() if hasattr(stats, "cpu") else stats
+                if cfg.keep_patterns:
+                    self._patterns[layer] = t.detach().float().cpu()
+
+            points.append((block.attn.hook_attn_scores, on_scores))
+            points.append((block.attn.hook_pattern, on_pattern))
+        return points
+
+
+def record_attention(model: Any, tokens: torch.Tensor, config: RecorderConfig | None = None, **overrides: Any):
+    """One recorded forward pass: returns (logits, AttentionRecord)."""
+    with AttentionRecorder(model, config, **overrides) as rec, torch.no_grad():
+        logits = model.logits(tokens)
+    return logits, rec.last

@@ -1,0 +1,128 @@
+"""Sink analysis: planted sink head and token found; statistics equal the naive definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.analysis.sinks import (
+    SinkConfig,
+    analyze_sinks,
+    massive_activations,
+    mean_received,
+    overlap_with_sinks,
+)
+from workbench.interventions.attention_edits import act_calibrate, remove_keys
+from workbench.models import load_model
+from workbench.models.heads import Head
+from workbench.record import record_attention
+
+SINK_TOKEN = 40  # token id planted as a hidden sink
+MASSIVE_TOKEN = 41
+PLANTED = Head(1, 2)
+
+
+def plant_sink(model, head: Head, token_id: int) -> None:
+    """Make one head attend to ``token_id`` wherever it appears (built here, not trained).
+
+    Every embedding gets a constant component on dim 0 and the sink token also one on dim 1;
+    the planted head's query reads dim 0 and its key reads dim 1, both into the lowest-frequency
+    RoPE pair, whose rotation is negligible over a few hundred positions.
+    """
+    hf = model.hf_model
+    cfg = hf.config
+    d = cfg.head_dim
+    group = cfg.num_attention_heads // cfg.num_key_value_heads
+    slot = d // 2 - 1  # lowest-frequency rotary pair (slot, slot + d/2)
+    with torch.no_grad():
+        emb = hf.model.embed_tokens.weight
+        emb[:, 0] = 1.0
+        emb[:, 1] = 0.0  # only the sink token carries dim 1, so the head ignores every other key
+        emb[token_id, 1] = 1.0
+        attn = hf.model.layers[head.layer].self_attn
+        q_rows = slice(head.head * d, (head.head + 1) * d)
+        attn.q_proj.weight[q_rows] = 0.0
+        attn.q_proj.weight[head.head * d + slot, 0] = 4.0
+        kv = head.head // group
+        k_rows = slice(kv * d, (kv + 1) * d)
+        attn.k_proj.weight[k_rows] = 0.0
+        attn.k_proj.weight[kv * d + slot, 1] = 4.0
+
+
+@pytest.fixture(scope="module")
+def planted(tiny_model_dir):
+    model = load_model(tiny_model_dir("llama"), device="cpu")
+    plant_sink(model, PLANTED, SINK_TOKEN)
+    with torch.no_grad():
+        model.hf_model.model.embed_tokens.weight[MASSIVE_TOKEN, 5] = 4000.0
+    return model
+
+
+def _prompt(n=96, seed=0, sink_at=(30, 60)):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(4, 40, (1, n), generator=g)
+    tokens[0, 0] = 1  # BOS
+    for pos in sink_at:
+        tokens[0, pos] = SINK_TOKEN
+    return tokens
+
+
+def test_planted_sink_head_and_tokens_are_found(planted):
+    prompts = [_prompt(seed=s) for s in range(3)]
+    report = analyze_sinks(planted, prompts, recorder=None)
+    ranked = report.scores.ranked("hidden_sink_mass")
+    assert ranked[0][0] == PLANTED, ranked[:3]
+    hidden = report.hidden_sinks(PLANTED)
+    assert {(t.prompt, t.position) for t in hidden} == {(p, pos) for p in range(3) for pos in (30, 60)}
+    assert all(t.token == planted.to_str_tokens([SINK_TOKEN])[0] for t in hidden)
+    sunk, seen = report.token_sink_frequency[hidden[0].token]
+    assert sunk == seen == 6
+    assert 0.0 <= report.sink_rate <= 100.0 and report.sink_rate_per_layer.shape == (2,)
+
+
+def test_statistics_equal_the_naive_definitions(tiny_model_dir):
+    """First-token mass, Gu's alpha_1 and ACT's column mean, from the recorder vs the full pattern."""
+    model = load_model(tiny_model_dir("llama"), device="cpu")
+    tokens = torch.randint(4, 60, (1, 80), generator=torch.Generator().manual_seed(3))
+    _, fast = record_attention(model, tokens, backend="torch", chunk=16)
+    _, eager = record_attention(model, tokens, backend="eager", keep_patterns=True)
+    got = mean_received(fast)[0]  # [L, H, N]
+    for layer, pattern in eager.patterns.items():
+        p = pattern[0].double()  # [H, N, N]
+        n = p.shape[-1]
+        naive_alpha = p.sum(-2) / torch.arange(n, 0, -1, dtype=torch.float64)  # Gu / ACT column mean
+        assert np.allclose(got[layer], naive_alpha.numpy(), atol=1e-5)
+        naive_first = p[:, :, 0].mean(-1)
+        assert np.allclose(fast.layers[layer].first_k_mass[0].double().mean(-1).numpy(), naive_first.numpy(), atol=1e-5)
+    cfg = SinkConfig()
+    report = analyze_sinks(model, [tokens], cfg)
+    alpha1 = np.stack([eager.patterns[l][0, :, :, 0].double().mean(-1).numpy() for l in range(2)])
+    assert np.allclose(report.scores["first_token_mass"], alpha1, atol=1e-5)
+    assert np.allclose(report.sink_rate_per_layer, 100 * (alpha1 > cfg.eps).mean(-1))
+
+
+def test_massive_activation_found_and_overlaps_the_sink(planted):
+    tokens = _prompt()
+    tokens[0, 30] = MASSIVE_TOKEN  # the massive token replaces the first planted sink
+    report = massive_activations(planted, tokens)
+    assert report.massive and {m.position for m in report.massive} == {30}
+    assert {m.dim for m in report.massive} == {5}
+    assert report.top_values.shape == (2, 3) and (report.top_values[:, 0] > 1000 * report.medians).all()
+    sinks = analyze_sinks(planted, [_prompt()])
+    assert overlap_with_sinks(report, sinks) == 1.0
+
+
+def test_remove_keys_and_act_keep_rows_normalised():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(2, 12, 12, generator=g)
+    scores[:, :, 5] += 4.0  # a hidden sink at key 5
+    causal = torch.ones(12, 12).tril().bool()
+    p = torch.softmax(scores.masked_fill(~causal, float("-inf")), -1)
+    r = remove_keys(p, [0])
+    assert torch.allclose(r.sum(-1), torch.ones(2, 12))
+    assert (r[:, 1:, 0] == 0).all() and torch.equal(r[:, 0], p[:, 0])
+    a = act_calibrate(p, beta=0.4, tau=0.1)
+    assert torch.allclose(a.sum(-1), torch.ones(2, 12), atol=1e-6)
+    assert torch.allclose(a[:, 6:, 5], 0.4 * p[:, 6:, 5])  # the hidden sink is scaled by beta
+    assert torch.equal(a[:, :, 0] >= p[:, :, 0], torch.ones(2, 12, dtype=torch.bool))  # first token gains mass

@@ -1,0 +1,222 @@
+"""Attention sinks: heads that park attention on a few tokens, and which tokens.
+
+Works from recorder statistics (per-key attention received, first-token mass), so it runs
+at long context without N x N patterns. Definitions:
+
+* first-token mass of a head: mean over queries of the attention on the first ``first_k``
+  keys; for ``first_k = 1`` this is alpha_1 of Gu et al. (2024), the mean attention the first
+  token receives from the queries that see it.
+* sink rate (Gu et al., "When Attention Sink Emerges", ICLR 2025): share of heads with
+  alpha_1 > eps, eps = 0.3, per layer and overall, averaged over prompts.
+* sink tokens (ACT, Yu et al., ICML 2024): keys whose mean received attention over the
+  queries that can see them exceeds tau = 0.1. Keys before ``first_k`` are the first-token
+  sink; the others are hidden sinks.
+* massive activations (Sun et al., 2024): residual-stream entries far above the median
+  magnitude of their layer (>= 100 and >= 1000x the median by default).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.analysis.scores import HeadScores
+from workbench.errors import InputDataError
+from workbench.models.heads import Head
+from workbench.models.hooks import temporary_hooks
+from workbench.record import AttentionRecord, AttentionRecorder, RecorderConfig
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """Defaults: eps from Gu et al. 2024; tau, beta from ACT (Yu et al. 2024); massive
+    activation thresholds from Sun et al. 2024."""
+
+    eps: float = 0.3  # Gu et al.: a head is a sink head when alpha_1 > eps
+    first_k: int = 1  # keys counted as "the first token"
+    tau: float = 0.1  # ACT: a key is a sink when its mean received attention > tau
+    # Keys seen by fewer queries than this are not called sinks: the last few keys of a
+    # prompt get a high mean from a handful of local queries. (ACT's code has no such guard.)
+    min_queries: int = 8
+    massive_abs: float = 100.0  # Sun et al.: magnitude above this ...
+    massive_ratio: float = 1000.0  # ... and this many times the layer's median magnitude
+    massive_top: int = 3  # Sun et al. report the top-3 magnitudes per layer
+
+
+@dataclass(frozen=True)
+class SinkToken:
+    prompt: int
+    layer: int
+    head: int
+    position: int
+    token: str
+    mean_received: float
+    kind: str  # "first" or "hidden"
+
+
+@dataclass
+class SinkReport:
+    scores: HeadScores  # first_token_mass, sink_head (0/1 share of prompts), hidden_sink_count, hidden_sink_mass
+    sink_rate_per_layer: np.ndarray  # [L] percent of heads with alpha_1 > eps, averaged over prompts
+    sink_rate: float  # percent over all heads and prompts
+    sink_tokens: list[SinkToken]
+    token_sink_frequency: dict[str, tuple[int, int]]  # token -> (times a sink for >= 1 head, times seen)
+    config: SinkConfig = field(default_factory=SinkConfig)
+
+    def sink_heads(self) -> list[Head]:
+        """Heads that are sink heads in the majority of prompts, strongest first."""
+        return [h for h, v in self.scores.ranked("first_token_mass") if self.scores.score("sink_head", h) > 0.5]
+
+    def hidden_sinks(self, head: Head | None = None) -> list[SinkToken]:
+        return [t for t in self.sink_tokens if t.kind == "hidden" and (head is None or (t.layer, t.head) == tuple(head))]
+
+
+def first_token_mass(record: AttentionRecord) -> np.ndarray:
+    """[B, L, H] mean over queries of the attention on the first ``first_k`` keys."""
+    mass = record.stack("first_k_mass")  # [L, B, H, N]
+    return mass.mean(-1).permute(1, 0, 2).double().numpy()
+
+
+def mean_received(record: AttentionRecord) -> np.ndarray:
+    """[B, L, H, N] mean attention each key receives from the queries that can see it."""
+    layers = [record.col_mean(layer) for layer in record.recorded_layers]
+    return torch.stack(layers).permute(1, 0, 2, 3).double().numpy()
+
+
+def sink_positions(col_mean: np.ndarray, n_tokens: int, cfg: SinkConfig) -> np.ndarray:
+    """Boolean [..., N]: keys above tau that at least ``min_queries`` queries can see."""
+    seen_by = n_tokens - np.arange(n_tokens)
+    return (col_mean > cfg.tau) & (seen_by >= cfg.min_queries)
+
+
+def analyze_sink_records(
+    records: Sequence[AttentionRecord], token_texts: Sequence[Sequence[str]], n_layers: int, n_heads: int,
+    cfg: SinkConfig = SinkConfig(),
+) -> SinkReport:
+    """Pure: sink scores from recorder records (one record per prompt, batch of 1 each)."""
+    if not records:
+        raise InputDataError("no prompts to analyse", "give at least one prompt")
+    first_mass, is_sink_head, hidden_count, hidden_mass = [], [], [], []
+    tokens_out: list[SinkToken] = []
+    seen: Counter[str] = Counter()
+    sunk: Counter[str] = Counter()
+    for p, (record, texts) in enumerate(zip(records, token_texts, strict=True)):
+        if record.recorded_layers != list(range(n_layers)):
+            raise ValueError("sink analysis needs every layer recorded")
+        if record.layers[0].first_k != cfg.first_k:
+            raise ValueError(f"record has first_k={record.layers[0].first_k}, config wants {cfg.first_k}")
+        n = record.n_tokens
+        fm = first_token_mass(record)[0]  # [L, H]
+        cm = mean_received(record)[0]  # [L, H, N]
+        sinks = sink_positions(cm, n, cfg)
+        hidden = sinks.copy()
+        hidden[..., : cfg.first_k] = False
+        first_mass.append(fm)
+        is_sink_head.append(fm > cfg.eps)
+        hidden_count.append(hidden.sum(-1))
+        hidden_mass.append(np.where(hidden, cm, 0.0).sum(-1))
+        for layer, h, j in zip(*np.nonzero(sinks)):
+            tokens_out.append(
+                SinkToken(p, int(layer), int(h), int(j), texts[j], float(cm[layer, h, j]), "first" if j < cfg.first_k else "hidden")
+            )
+        eligible = n - np.arange(n) >= cfg.min_queries
+        any_head = sinks.any(axis=(0, 1))
+        for j in range(n):
+            if eligible[j]:
+                seen[texts[j]] += 1
+                if any_head[j]:
+                    sunk[texts[j]] += 1
+    scores = HeadScores("sinks", n_layers, n_heads)
+    scores.add("first_token_mass", np.mean(first_mass, 0), "mean attention on the first token(s) over queries (alpha_1)")
+    scores.add("sink_head", np.mean(is_sink_head, 0), f"share of prompts where alpha_1 > eps ({cfg.eps})")
+    scores.add("hidden_sink_count", np.mean(hidden_count, 0), f"keys after the first with mean received attention > tau ({cfg.tau})")
+    scores.add("hidden_sink_mass", np.mean(hidden_mass, 0), "summed mean received attention of the hidden sinks")
+    rate_per_layer = 100.0 * np.mean(is_sink_head, axis=(0, 2))
+    freq = {tok: (sunk[tok], seen[tok]) for tok in seen}
+    return SinkReport(scores, rate_per_layer, float(np.mean(rate_per_layer)), tokens_out, freq, cfg)
+
+
+def analyze_sinks(
+    model: Any, prompts: Sequence[torch.Tensor], cfg: SinkConfig = SinkConfig(), recorder: RecorderConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SinkReport:
+    """Record each prompt (token ids [1, N] or [N]) and score sinks. Runs at long context."""
+    rec_cfg = recorder or RecorderConfig()
+    rec_cfg = RecorderConfig(**{**rec_cfg.__dict__, "first_k": cfg.first_k, "columns": True, "layers": None})
+    records, texts = [], []
+    for i, prompt in enumerate(prompts):
+        tokens = prompt.view(1, -1)
+        if tokens.shape[1] < 2:
+            raise InputDataError(f"prompt {i} has {tokens.shape[1]} token(s)", "sink analysis needs prompts of at least 2 tokens")
+        with AttentionRecorder(model, rec_cfg) as rec, torch.no_grad():
+            model.logits(tokens)
+        records.append(rec.last)
+        texts.append(model.to_str_tokens(tokens[0]))
+        if progress:
+            progress(i + 1, len(prompts))
+    return analyze_sink_records(records, texts, model.geometry.n_layers, model.geometry.n_heads, cfg)
+
+
+# -- massive activations --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MassiveActivation:
+    layer: int
+    position: int
+    dim: int
+    value: float
+    token: str
+
+
+@dataclass
+class MassiveActivationReport:
+    top_values: np.ndarray  # [L, top] largest |h| per layer (residual stream after the block)
+    medians: np.ndarray  # [L] median |h| per layer
+    massive: list[MassiveActivation]
+    overlap_with_sinks: float | None = None  # share of massive-activation positions that are sink tokens
+
+    def positions(self) -> set[int]:
+        return {m.position for m in self.massive}
+
+
+def massive_activations(model: Any, tokens: torch.Tensor, cfg: SinkConfig = SinkConfig()) -> MassiveActivationReport:
+    """Top residual magnitudes per layer against the median (Sun et al. 2024), one prompt."""
+    tokens = tokens.view(1, -1)
+    resid: dict[int, torch.Tensor] = {}
+    points = []
+    for layer, block in enumerate(model.bridge.blocks):
+
+        def grab(t: torch.Tensor, hook: Any, layer: int = layer) -> None:
+            resid[layer] = t.detach().abs().float()[0].cpu()  # [N, d_model]
+
+        points.append((block.hook_resid_post if hasattr(block, "hook_resid_post") else block.hook_out, grab))
+    with temporary_hooks(points), torch.no_grad():
+        model.logits(tokens)
+    texts = model.to_str_tokens(tokens[0])
+    tops, medians, found = [], [], []
+    for layer in range(len(resid)):
+        mag = resid[layer]
+        median = float(mag.median())
+        flat = mag.flatten()
+        values, idx = flat.topk(min(cfg.massive_top, flat.numel()))
+        tops.append(values.numpy())
+        medians.append(median)
+        hits = (mag > cfg.massive_abs) & (mag > cfg.massive_ratio * median)
+        for pos, dim in hits.nonzero().tolist():
+            found.append(MassiveActivation(layer, pos, dim, float(mag[pos, dim]), texts[pos]))
+    return MassiveActivationReport(np.array(tops), np.array(medians), found)
+
+
+def overlap_with_sinks(massive: MassiveActivationReport, report: SinkReport, prompt: int = 0) -> float | None:
+    """Share of positions carrying massive activations that are also sink tokens of some head."""
+    positions = massive.positions()
+    if not positions:
+        return None
+    sink_positions_ = {t.position for t in report.sink_tokens if t.prompt == prompt}
+    return len(positions & sink_positions_) / len(positions)

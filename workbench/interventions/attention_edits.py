@@ -1,0 +1,96 @@
+"""Edits of the attention pattern of chosen heads (the eager path: hook_pattern).
+
+These are the causal checks of the sink family: remove a key from a head's view and give
+its mass back to the other keys, or calibrate hidden sinks as in ACT (Yu et al., ICML 2024).
+They act on the bridge's full pattern, so they are meant for prompts of a few thousand
+tokens at most; hooks are always removed on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from workbench.models.heads import Head, HeadLike, parse_heads
+from workbench.models.hooks import temporary_hooks
+
+PatternEdit = Callable[[torch.Tensor], torch.Tensor]  # [B, Nq, Nk] -> same, rows summing to 1
+
+
+def remove_keys(pattern: torch.Tensor, keys: torch.Tensor | list[int]) -> torch.Tensor:
+    """Zero the given key columns and renormalise each row over the remaining keys.
+
+    Rows that could only see removed keys (query 0 when key 0 is removed) are left as they were.
+    """
+    keep = torch.ones(pattern.shape[-1], dtype=torch.bool, device=pattern.device)
+    keep[torch.as_tensor(keys, device=pattern.device, dtype=torch.long)] = False
+    kept = pattern * keep
+    total = kept.sum(-1, keepdim=True)
+    edited = kept / total.clamp_min(1e-30)
+    return torch.where(total > 1e-12, edited, pattern)
+
+
+def act_calibrate(pattern: torch.Tensor, beta: float = 0.4, tau: float = 0.1, skip_first: int = 1) -> torch.Tensor:
+    """ACT calibration of one head's causal pattern [B, Nq, Nk] (Nq == Nk).
+
+    Sinks S are keys whose mean received attention over the queries that see them exceeds
+    tau, minus the first ``skip_first`` keys (ACT leaves the start token alone). Attention on
+    S is scaled by beta; the freed mass (1 - beta) * sum_S goes to the other keys of the row
+    in proportion to their attention, so rows still sum to 1.
+    """
+    b, nq, nk = pattern.shape
+    visible = torch.arange(nk, 0, -1, device=pattern.device, dtype=pattern.dtype)  # queries that see key j
+    col_mean = pattern.sum(-2) / visible  # [B, Nk]
+    sinks = col_mean > tau
+    sinks[:, :skip_first] = False
+    sink_mask = sinks[:, None, :].to(pattern.dtype)  # [B, 1, Nk]
+    on_sinks = (pattern * sink_mask).sum(-1, keepdim=True)
+    rest = pattern * (1 - sink_mask)
+    rest_total = rest.sum(-1, keepdim=True)
+    freed = (1 - beta) * on_sinks
+    share = rest / rest_total.clamp_min(1e-30)
+    edited = pattern * sink_mask * beta + rest + freed * share
+    # A row whose only visible keys are sinks has nowhere to move mass: keep it unchanged.
+    return torch.where(rest_total > 1e-12, edited, pattern)
+
+
+@dataclass(frozen=True)
+class HeadPatternEdit:
+    heads: tuple[Head, ...]
+    edit: PatternEdit
+
+
+@contextlib.contextmanager
+def edited_patterns(model: Any, heads: Iterable[HeadLike], edit: PatternEdit) -> Iterator[None]:
+    """Apply ``edit`` to the post-softmax pattern of each chosen head while the block runs."""
+    geo = model.geometry
+    chosen = parse_heads(list(heads), geo.n_layers, geo.n_heads)
+    by_layer: dict[int, list[int]] = {}
+    for head in chosen:
+        by_layer.setdefault(head.layer, []).append(head.head)
+    points = []
+    for layer, head_ids in by_layer.items():
+
+        def hook(pattern: torch.Tensor, hook: Any, head_ids: list[int] = head_ids) -> torch.Tensor:
+            out = pattern.clone()
+            for h in head_ids:
+                out[:, h] = edit(pattern[:, h].float()).to(pattern.dtype)
+            return out
+
+        points.append((model.bridge.blocks[layer].attn.hook_pattern, hook))
+    with temporary_hooks(points):
+        yield
+
+
+def removed_first_token(model: Any, heads: Iterable[HeadLike], n_first: int = 1):
+    """Context: chosen heads cannot attend to the first ``n_first`` tokens (mass renormalised)."""
+    return edited_patterns(model, heads, lambda p: remove_keys(p, list(range(n_first))))
+
+
+def act_calibrated(model: Any, heads: Iterable[HeadLike], beta: float = 0.4, tau: float = 0.1):
+    """Context: ACT calibration on the hidden sinks of the chosen heads."""
+    return edited_patterns(model, heads, lambda p: act_calibrate(p, beta=beta, tau=tau))

@@ -48,6 +48,7 @@ def plant_sink(model, head: Head, token_id: int) -> None:
         k_rows = slice(kv * d, (kv + 1) * d)
         attn.k_proj.weight[k_rows] = 0.0
         attn.k_proj.weight[kv * d + slot, 1] = 4.0
+        attn.v_proj.weight[k_rows] *= 50.0  # make what the head reads matter for the loss
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +127,53 @@ def test_remove_keys_and_act_keep_rows_normalised():
     assert torch.allclose(a.sum(-1), torch.ones(2, 12), atol=1e-6)
     assert torch.allclose(a[:, 6:, 5], 0.4 * p[:, 6:, 5])  # the hidden sink is scaled by beta
     assert torch.equal(a[:, :, 0] >= p[:, :, 0], torch.ones(2, 12, dtype=torch.bool))  # first token gains mass
+
+
+def test_first_token_removal_and_act_search_bookkeeping(planted):
+    from workbench.analysis.metrics import lm_loss
+    from workbench.analysis.sinks import act_head_search, first_token_removal_check
+    from workbench.interventions.attention_edits import act_calibrated, removed_first_token
+
+    prompts = [_prompt(64, seed=s) for s in range(2)]
+    report = analyze_sinks(planted, prompts)
+    check = first_token_removal_check(planted, report, prompts, k=2)
+    assert check.top_heads == report.scores.top("first_token_mass", 2)
+    with removed_first_token(planted, check.top_heads):
+        assert lm_loss(planted, prompts) == pytest.approx(check.top_loss)
+    assert check.base_loss == pytest.approx(lm_loss(planted, prompts))  # hooks are gone again
+
+    cal, held_out = prompts[:1], prompts[1:]
+    result = act_head_search(
+        planted, lambda: -lm_loss(planted, cal), lambda: -lm_loss(planted, held_out), candidates=[PLANTED, Head(0, 0)]
+    )
+    assert set(result.single_head_gain) == {PLANTED, Head(0, 0)}
+    assert result.selected == [h for h in result.candidates if result.single_head_gain[h] > 0]
+    if result.selected:
+        with act_calibrated(planted, result.selected):
+            assert -lm_loss(planted, held_out) == pytest.approx(result.evaluation_after)
+    # the planted head's hidden sinks are real, so calibrating it must change the loss
+    assert result.single_head_gain[PLANTED] != 0.0
+
+
+@pytest.mark.slow
+def test_sinks_run_at_8k_tokens_on_cpu(tmp_path):
+    from workbench.models.tiny import build_tiny_model
+
+    model = load_model(build_tiny_model(tmp_path, "llama", n_ctx=8192), device="cpu")
+    tokens = torch.randint(4, 60, (1, 8192), generator=torch.Generator().manual_seed(0))
+    tokens[0, 0] = 1
+    report = analyze_sinks(model, [tokens])
+    assert report.scores["first_token_mass"].shape == (2, 4)
+    assert np.isfinite(report.scores["first_token_mass"]).all()
+
+
+def test_act_rows_entirely_on_a_sink_share_the_freed_mass_uniformly():
+    p = torch.zeros(1, 6, 6)
+    p[0, 0, 0] = 1.0
+    p[0, 1, :2] = 0.5
+    p[0, 2:, 2] = 1.0  # every later query looks only at key 2: rest mass is exactly zero
+    a = act_calibrate(p, beta=0.4, tau=0.1)
+    assert torch.allclose(a.sum(-1), torch.ones(1, 6))
+    assert torch.allclose(a[0, 5, 2], torch.tensor(0.4))
+    # the freed 0.6 goes uniformly to the 5 visible non-sink keys of query 5
+    assert torch.allclose(a[0, 5, [0, 1, 3, 4, 5]], torch.full((5,), 0.12))

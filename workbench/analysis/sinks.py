@@ -220,3 +220,89 @@ def overlap_with_sinks(massive: MassiveActivationReport, report: SinkReport, pro
         return None
     sink_positions_ = {t.position for t in report.sink_tokens if t.prompt == prompt}
     return len(positions & sink_positions_) / len(positions)
+
+
+# -- causal checks ------------------------------------------------------------------------------
+
+
+@dataclass
+class FirstTokenRemovalCheck:
+    """Loss change when the top vs the bottom sink heads can no longer see the first token."""
+
+    base_loss: float
+    top_heads: list[Head]
+    bottom_heads: list[Head]
+    top_loss: float
+    bottom_loss: float
+
+    @property
+    def top_delta(self) -> float:
+        return self.top_loss - self.base_loss
+
+    @property
+    def bottom_delta(self) -> float:
+        return self.bottom_loss - self.base_loss
+
+
+def first_token_removal_check(
+    model: Any, report: SinkReport, prompts: Sequence[torch.Tensor], k: int = 3
+) -> FirstTokenRemovalCheck:
+    """Causal check of the sink ranking: remove the first token's key for the k strongest
+    and the k weakest first-token heads (mass renormalised), and compare the loss change."""
+    from workbench.analysis.metrics import lm_loss
+    from workbench.interventions.attention_edits import removed_first_token
+
+    ranked = [h for h, _ in report.scores.ranked("first_token_mass")]
+    top, bottom = ranked[:k], ranked[-k:]
+    base = lm_loss(model, prompts)
+    with removed_first_token(model, top, report.config.first_k):
+        top_loss = lm_loss(model, prompts)
+    with removed_first_token(model, bottom, report.config.first_k):
+        bottom_loss = lm_loss(model, prompts)
+    return FirstTokenRemovalCheck(base, top, bottom, top_loss, bottom_loss)
+
+
+@dataclass
+class ActResult:
+    """ACT head search: heads kept on the calibration set, metric before/after on held-out data."""
+
+    candidates: list[Head]
+    single_head_gain: dict[Head, float]  # calibration-set metric change per candidate head
+    selected: list[Head]
+    calibration_before: float
+    calibration_after: float
+    evaluation_before: float
+    evaluation_after: float
+    beta: float
+    tau: float
+
+
+def act_head_search(
+    model: Any,
+    calibration_metric: Callable[[], float],
+    evaluation_metric: Callable[[], float],
+    candidates: Sequence[Head] | None = None,
+    beta: float = 0.4,
+    tau: float = 0.1,
+    min_gain: float = 0.0,
+) -> ActResult:
+    """ACT (Yu et al. 2024): calibrate one head at a time, keep those that improve the
+    calibration metric (higher is better) by more than ``min_gain``, then report the
+    metric with all kept heads calibrated on the calibration set and on a held-out set."""
+    from workbench.interventions.attention_edits import act_calibrated
+
+    geo = model.geometry
+    heads = list(candidates) if candidates is not None else geo.all_heads()
+    base_cal = calibration_metric()
+    gains: dict[Head, float] = {}
+    for head in heads:
+        with act_calibrated(model, [head], beta=beta, tau=tau):
+            gains[head] = calibration_metric() - base_cal
+    selected = [h for h in heads if gains[h] > min_gain]
+    base_eval = evaluation_metric()
+    if selected:
+        with act_calibrated(model, selected, beta=beta, tau=tau):
+            cal_after, eval_after = calibration_metric(), evaluation_metric()
+    else:
+        cal_after, eval_after = base_cal, base_eval
+    return ActResult(heads, gains, selected, base_cal, cal_after, base_eval, eval_after, beta, tau)

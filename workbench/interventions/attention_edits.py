@@ -52,10 +52,18 @@ def act_calibrate(pattern: torch.Tensor, beta: float = 0.4, tau: float = 0.1, sk
     rest = pattern * (1 - sink_mask)
     rest_total = rest.sum(-1, keepdim=True)
     freed = (1 - beta) * on_sinks
-    share = rest / rest_total.clamp_min(1e-30)
+    # ACT shares the freed mass in proportion to the row's non-sink attention. When that is
+    # exactly zero (a row entirely on sinks; ACT's formula divides 0 by 0) we share it
+    # uniformly over the visible non-sink keys instead; a row with none keeps its pattern.
+    causal = torch.ones(nq, nk, dtype=torch.bool, device=pattern.device).tril(nk - nq)
+    fallback = causal.to(pattern.dtype) * (1 - sink_mask)
+    fallback_total = fallback.sum(-1, keepdim=True)
+    share = torch.where(
+        rest_total > 0, rest / rest_total.clamp_min(1e-38), fallback / fallback_total.clamp_min(1.0)
+    )
     edited = pattern * sink_mask * beta + rest + freed * share
-    # A row whose only visible keys are sinks has nowhere to move mass: keep it unchanged.
-    return torch.where(rest_total > 1e-12, edited, pattern)
+    movable = (rest_total > 0) | (fallback_total > 0)
+    return torch.where(movable, edited, pattern)
 
 
 @dataclass(frozen=True)

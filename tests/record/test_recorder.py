@@ -128,3 +128,17 @@ def test_eager_refuses_long_inputs(tiny_model_dir):
     model = load_model(tiny_model_dir("llama"), device="cpu")
     with AttentionRecorder(model, backend="eager", eager_max_tokens=16), pytest.raises(WorkbenchError, match="limited to 16 tokens"):
         model.logits(_tokens(model, 40))
+
+
+def test_attention_at_recomputes_single_entries(model):
+    """Entries of A from captured q/k and the LSE equal the bridge's own full pattern."""
+    tokens = _tokens(model, 70, seed=4)
+    _, fast = record_attention(model, tokens, backend="torch", chunk=16, capture_qk=True)
+    _, eager = record_attention(model, tokens, backend="eager", keep_patterns=True)
+    qi = torch.tensor([0, 5, 69, 69, 40, 10])
+    kj = torch.tensor([0, 4, 0, 69, 39, 20])  # the last pair is not visible (key after query)
+    for layer in range(model.geometry.n_layers):
+        got = fast.attention_at(layer, qi, kj)
+        want = eager.patterns[layer][:, :, qi, kj]
+        assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+        assert (got[..., -1] == 0).all()

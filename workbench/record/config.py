@@ -26,6 +26,10 @@ class RecorderConfig:
     layers: tuple[int, ...] | None = None  # record only these layers (all by default)
     keep_patterns: bool = False  # eager backend only: keep the full [B, H, N, N] patterns
     eager_max_tokens: int = 4096  # refuse the eager backend above this many tokens
+    # Keep the post-RoPE queries and keys (O(N x d) per layer): any single attention
+    # probability can then be recomputed exactly from them and the LSE (echo, induction,
+    # retrieval and detector scores at long context use this).
+    capture_qk: bool = False
 
     def resolved_backend(self, device_type: str) -> str:
         if self.backend == "auto":

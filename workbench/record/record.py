@@ -20,6 +20,8 @@ class AttentionRecord:
     layers: list[AttentionStats | None]
     backend: str
     patterns: dict[int, torch.Tensor] = field(default_factory=dict)  # eager + keep_patterns only
+    # capture_qk only: layer -> (q [B, H, N, D], k [B, Hkv, N, D], scale), post-RoPE, on CPU
+    qk: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = field(default_factory=dict)
 
     @property
     def n_tokens(self) -> int:
@@ -35,6 +37,26 @@ class AttentionRecord:
         if any(v is None for v in values):
             raise ValueError(f"statistic {name!r} was not recorded (set columns=True for per-key statistics)")
         return torch.stack(values)
+
+    def attention_at(self, layer: int, query_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor:
+        """Exact probabilities p[b, h, m] = A[query_pos[m], key_pos[m]] for every batch item and head.
+
+        Recomputed from the captured queries/keys and the stored LSE (p = exp(scale q.k - lse)),
+        so no N x N pattern is needed. Pairs with key_pos > query_pos (not visible) give 0.
+        """
+        if layer not in self.qk:
+            raise ValueError(f"layer {layer} has no captured queries/keys: record with capture_qk=True")
+        stats = self.layers[layer]
+        if stats is None:
+            raise ValueError(f"layer {layer} was not recorded")
+        q, k, scale = self.qk[layer]
+        qi = torch.as_tensor(query_pos, dtype=torch.long)
+        kj = torch.as_tensor(key_pos, dtype=torch.long)
+        group = q.shape[1] // k.shape[1]
+        kk = k.repeat_interleave(group, dim=1) if group > 1 else k
+        logits = (q[:, :, qi, :].double() * kk[:, :, kj, :].double()).sum(-1) * scale
+        p = torch.exp(logits - stats.lse[:, :, qi].double())
+        return torch.where(kj <= qi, p, torch.zeros_like(p)).float()
 
     def col_mean(self, layer: int) -> torch.Tensor:
         """Mean attention each key receives from the queries that can see it: ``[B, H, N]``."""

@@ -38,9 +38,12 @@ class AttentionRecorder:
             bad = [layer for layer in base.layers if not 0 <= layer < n_layers]
             if bad:
                 raise WorkbenchError(f"layers {bad} out of range: the model has {n_layers} layers", f"use 0..{n_layers - 1}")
+        if self.backend == "eager" and base.capture_qk:
+            raise WorkbenchError("capture_qk needs an instrumented backend", "use backend='torch' or 'triton'")
         self.records: list[AttentionRecord] = []
         self._pending: dict[int, AttentionStats] = {}
         self._patterns: dict[int, torch.Tensor] = {}
+        self._qk: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}
         self._stack: contextlib.ExitStack | None = None
         self._tokens_seen: torch.Tensor | None = None
 
@@ -106,8 +109,10 @@ class AttentionRecorder:
         n_layers = self.model.geometry.n_layers
         layers = [self._pending.get(i) for i in range(n_layers)]
         tokens = self._tokens_seen if self._tokens_seen is not None else torch.empty(0, dtype=torch.long)
-        self.records.append(AttentionRecord(tokens=tokens, layers=layers, backend=self.backend, patterns=dict(self._patterns)))
-        self._pending, self._patterns, self._tokens_seen = {}, {}, None
+        self.records.append(
+            AttentionRecord(tokens=tokens, layers=layers, backend=self.backend, patterns=dict(self._patterns), qk=dict(self._qk))
+        )
+        self._pending, self._patterns, self._qk, self._tokens_seen = {}, {}, {}, None
 
     def _core(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
         cfg = self.config
@@ -124,6 +129,8 @@ class AttentionRecorder:
         )
         if wanted:
             self._pending[layer] = stats.cpu() if hasattr(stats, "cpu") else stats
+            if cfg.capture_qk:
+                self._qk[layer] = (q.detach().float().cpu(), k.detach().float().cpu(), scale)
         return out
 
     def _eager_points(self) -> list[tuple[Any, Any]]:

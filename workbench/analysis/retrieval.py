@@ -1,0 +1,324 @@
+"""Retrieval heads (and echo, induction, previous-token, duplicate-token heads).
+
+* Retrieval score (Wu et al. 2024, "Retrieval Head Mechanistically Explains Long-Context
+  Factuality"): decode greedily; for each generated token w and each head, count a copy when
+  the head's top-1 attended position lies in the needle's answer span and holds w; each copy
+  adds 1/|span|. A trial counts only when the response recalls the answer (ROUGE-1 recall >
+  0.5); the score is the mean over counted trials; a head with score > 0.1 is a retrieval head.
+  The argmax comes from the recorder (kernel pass A), so this runs at long context: the
+  decoded tokens are appended and one recorded forward gives every decoding step's argmax
+  (causal attention makes that identical to step-by-step decoding).
+* Echo and induction scores (RazorAttention, Tang et al. 2024) on a random segment repeated
+  several times: mean attention from position i to i - d*SEG (echo: the same token) and to
+  i - d*SEG + 1 (induction: the token after it).
+* Previous-token, duplicate-token and induction detectors as in TransformerLens's
+  head_detector ("mul": mean over query rows of the attention mass on the detection pattern).
+  Both families read single attention entries recomputed from captured q/k and the LSE, never
+  the full pattern.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.analysis.scores import HeadScores
+from workbench.data.needles import NeedleTrial
+from workbench.errors import InputDataError
+from workbench.models.generate import greedy_generate
+from workbench.models.heads import Head
+from workbench.record import AttentionRecord, AttentionRecorder, RecorderConfig
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """Defaults from Wu et al. 2024 (threshold 0.1, ROUGE-1 recall gate 0.5), RazorAttention
+    (echo 1% / induction 14% of heads, 4 repeats of a random segment) and TransformerLens's
+    head_detector ("mul" score, no exclusions)."""
+
+    threshold: float = 0.1
+    success_gate: float = 0.5
+    max_new_tokens: int | None = None  # None: as many tokens as the expected answer
+    echo_ratio: float = 0.01
+    induction_ratio: float = 0.14
+    segment: int = 256  # RazorAttention uses 2500 tokens; scaled to small models
+    repeats: int = 4
+    seed: int = 2025
+
+
+@dataclass
+class TrialResult:
+    index: int
+    generated: list[int]
+    recall: float  # ROUGE-1 recall of the answer in the response
+    exact: bool
+    hits: list[tuple[int, int, int]]  # (layer, head, position) of each counted copy
+
+
+@dataclass
+class RetrievalReport:
+    scores: HeadScores  # retrieval_score, copy_rate
+    trials: list[TrialResult]
+    accuracy: float  # exact-match needle accuracy over all trials
+    n_counted: int  # trials that passed the success gate
+    config: RetrievalConfig = field(default_factory=RetrievalConfig)
+
+    def retrieval_heads(self) -> list[Head]:
+        return [h for h, v in self.scores.ranked("retrieval_score") if v > self.config.threshold]
+
+
+def rouge1_recall(reference: Sequence[int], response: Sequence[int]) -> float:
+    ref, got = Counter(reference), Counter(response)
+    if not ref:
+        return 0.0
+    return sum(min(count, got[tok]) for tok, count in ref.items()) / sum(ref.values())
+
+
+def retrieval_scores(
+    model: Any, trials: Sequence[NeedleTrial], cfg: RetrievalConfig = RetrievalConfig(),
+    recorder: RecorderConfig | None = None, progress: Callable[[int, int], None] | None = None,
+) -> RetrievalReport:
+    if not trials:
+        raise InputDataError("no needle trials given", "generate trials with workbench.data.needles")
+    geo = model.geometry
+    rec_cfg = RecorderConfig(**{**(recorder or RecorderConfig()).__dict__, "columns": False, "layers": None})
+    per_trial: list[np.ndarray] = []
+    results: list[TrialResult] = []
+    copies = np.zeros((geo.n_layers, geo.n_heads))
+    for t, trial in enumerate(trials):
+        prompt = trial.prompt.view(1, -1).to(model.device)
+        n_new = cfg.max_new_tokens or len(trial.answer)
+        generated = greedy_generate(model, prompt, n_new)[0].cpu()
+        answer = trial.answer.tolist()
+        recall = rouge1_recall(answer, generated.tolist())
+        full = torch.cat([prompt[0].cpu(), generated[:-1]]).view(1, -1)
+        with AttentionRecorder(model, rec_cfg) as rec, torch.no_grad():
+            model.logits(full)
+        argmax = rec.last.stack("argmax")[:, 0]  # [L, H, N]
+        start, end = trial.answer_span
+        span = end - start
+        score = np.zeros((geo.n_layers, geo.n_heads))
+        hits: list[tuple[int, int, int]] = []
+        for k, token in enumerate(generated.tolist()):
+            pos = prompt.shape[1] - 1 + k
+            top = argmax[:, :, pos]  # [L, H]
+            inside = (top >= start) & (top < end)
+            same = full[0][top.clamp(max=full.shape[1] - 1)] == token
+            for layer, head in zip(*np.nonzero((inside & same).numpy())):
+                score[layer, head] += 1.0 / span
+                hits.append((int(layer), int(head), int(top[layer, head])))
+        copies += score
+        counted = recall > cfg.success_gate
+        if counted:
+            per_trial.append(score)
+        results.append(TrialResult(t, generated.tolist(), recall, generated.tolist()[: len(answer)] == answer, hits))
+        if progress:
+            progress(t + 1, len(trials))
+    scores = HeadScores("retrieval", geo.n_layers, geo.n_heads)
+    mean = np.mean(per_trial, 0) if per_trial else np.full((geo.n_layers, geo.n_heads), np.nan)
+    scores.add("retrieval_score", mean, f"Wu et al. retrieval score over {len(per_trial)} recalled trials")
+    scores.add("copy_rate", copies / len(trials), "copies of needle tokens per trial, all trials")
+    accuracy = float(np.mean([r.exact for r in results]))
+    return RetrievalReport(scores, results, accuracy, len(per_trial), cfg)
+
+
+# -- echo / induction (RazorAttention) and TransformerLens-style detectors ---------------------------
+
+
+def repeated_random_tokens(vocab_ids: Sequence[int], segment: int, repeats: int, bos: int | None, seed: int) -> torch.Tensor:
+    """[BOS] + r * repeats with r a random segment (RazorAttention's probe), as [1, N]."""
+    rng = random.Random(seed)
+    pool = list(vocab_ids)
+    seg = [pool[rng.randrange(len(pool))] for _ in range(segment)]
+    ids = ([bos] if bos is not None else []) + seg * repeats
+    return torch.tensor(ids).view(1, -1)
+
+
+def _mean_pair_attention(record: AttentionRecord, layer: int, qi: torch.Tensor, kj: torch.Tensor, rows: int) -> np.ndarray:
+    """Sum of A[qi, kj] over the pairs, divided by ``rows``: [H] for batch item 0."""
+    if len(qi) == 0:
+        return np.zeros(record.layers[layer].lse.shape[1])
+    return (record.attention_at(layer, qi, kj)[0].double().sum(-1) / rows).numpy()
+
+
+def echo_induction_scores(model: Any, tokens: torch.Tensor, segment: int, offset: int = 1) -> HeadScores:
+    """Echo and induction scores per query head on a repeated-segment probe.
+
+    ``offset`` is where the first segment starts (1 after a BOS). For query i in segment k >= 1
+    and d = 1..k: echo averages A[i, i - d*SEG], induction averages A[i, i - d*SEG + 1].
+    """
+    geo = model.geometry
+    n = tokens.shape[-1]
+    q_list, k_list = [], []
+    for i in range(offset + segment, n):
+        k_seg = (i - offset) // segment
+        for d in range(1, k_seg + 1):
+            q_list.append(i)
+            k_list.append(i - d * segment)
+    qi, kj = torch.tensor(q_list), torch.tensor(k_list)
+    with AttentionRecorder(model, columns=False, capture_qk=True) as rec, torch.no_grad():
+        model.logits(tokens.to(model.device))
+    record = rec.last
+    echo = np.stack([_mean_pair_attention(record, l, qi, kj, len(qi)) for l in range(geo.n_layers)])
+    ind = np.stack([_mean_pair_attention(record, l, qi, kj + 1, len(qi)) for l in range(geo.n_layers)])
+    scores = HeadScores("retrieval", geo.n_layers, geo.n_heads)
+    scores.add("echo_score", echo, "mean attention to the same token one segment back (RazorAttention)")
+    scores.add("induction_score", ind, "mean attention to the token after the same token one segment back")
+    return scores
+
+
+def razor_selection(scores: HeadScores, n_kv_heads: int, cfg: RetrievalConfig = RetrievalConfig()) -> dict[str, list[tuple[int, int]]]:
+    """RazorAttention's global selection over (layer, KV head): a KV head scores the max of its
+    query heads; keep the top ``induction_ratio`` by induction and ``echo_ratio`` by echo."""
+    group = scores.n_heads // n_kv_heads
+
+    def per_kv(metric: str) -> list[tuple[float, tuple[int, int]]]:
+        v = scores[metric].reshape(scores.n_layers, n_kv_heads, group).max(-1)
+        return sorted(((float(v[l, k]), (l, k)) for l in range(scores.n_layers) for k in range(n_kv_heads)), reverse=True)
+
+    total = scores.n_layers * n_kv_heads
+    n_ind = max(1, round(total * cfg.induction_ratio))
+    n_echo = max(1, round(total * cfg.echo_ratio))
+    induction = [kv for _, kv in per_kv("induction_score")[:n_ind]]
+    echo = [kv for _, kv in per_kv("echo_score")[:n_echo]]
+    return {"induction": induction, "echo": echo, "retrieval": sorted(set(induction) | set(echo))}
+
+
+def detection_pairs(tokens: Sequence[int], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query, key) pairs where TransformerLens's detection pattern is 1."""
+    toks = list(tokens)
+    q, k = [], []
+    if kind == "previous_token":
+        for i in range(1, len(toks)):
+            q.append(i)
+            k.append(i - 1)
+    elif kind in ("duplicate_token", "induction"):
+        seen: dict[int, list[int]] = {}
+        for i, tok in enumerate(toks):
+            for j in seen.get(tok, []):
+                if kind == "duplicate_token":
+                    q.append(i)
+                    k.append(j)
+                elif j + 1 <= i:  # the token after an earlier occurrence (roll by one, tril)
+                    q.append(i)
+                    k.append(j + 1)
+            seen.setdefault(tok, []).append(i)
+    else:
+        raise ValueError(f"unknown detector {kind!r}; use previous_token, duplicate_token or induction")
+    return torch.tensor(q, dtype=torch.long), torch.tensor(k, dtype=torch.long)
+
+
+DETECTORS = ("previous_token", "duplicate_token", "induction")
+
+
+def detector_scores(model: Any, tokens: torch.Tensor, kinds: Sequence[str] = DETECTORS) -> HeadScores:
+    """TransformerLens head_detector scores ("mul", no exclusions) from one recorded forward:
+    the attention mass on the pattern's 1-entries, summed and divided by the number of rows."""
+    geo = model.geometry
+    tokens = tokens.view(1, -1)
+    with AttentionRecorder(model, columns=False, capture_qk=True) as rec, torch.no_grad():
+        model.logits(tokens.to(model.device))
+    record = rec.last
+    n = tokens.shape[-1]
+    scores = HeadScores("retrieval", geo.n_layers, geo.n_heads)
+    for kind in kinds:
+        qi, kj = detection_pairs(tokens[0].tolist(), kind)
+        values = np.stack([_mean_pair_attention(record, l, qi, kj, n) for l in range(geo.n_layers)])
+        scores.add(f"{kind}_score", values, f"TransformerLens head_detector '{kind}' score (mul)")
+    return scores
+
+
+# -- causal checks ------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def needle_accuracy(model: Any, trials: Sequence[NeedleTrial]) -> float:
+    """Exact-match accuracy of greedy answers (hooks active in the caller's context apply)."""
+    correct = 0
+    for trial in trials:
+        gen = greedy_generate(model, trial.prompt.view(1, -1), len(trial.answer))[0].cpu()
+        correct += int(gen.tolist() == trial.answer.tolist())
+    return correct / max(len(trials), 1)
+
+
+@dataclass
+class AblationComparison:
+    k: int
+    base_accuracy: float
+    top_heads: list[Head]
+    top_accuracy: float
+    random_heads: list[list[Head]]
+    random_accuracies: list[float]
+    mode: str
+
+    @property
+    def random_mean(self) -> float:
+        return float(np.mean(self.random_accuracies))
+
+
+def top_vs_random_ablation(
+    model: Any, trials: Sequence[NeedleTrial], ranking: Sequence[Head], k: int, n_random: int = 3,
+    mode: str = "uniform", seed: int = 0,
+) -> AblationComparison:
+    """Needle accuracy with the top-k ranked heads ablated vs k random heads (not in the top k)."""
+    from workbench.interventions.ablation import ablate_heads
+
+    geo = model.geometry
+    base = needle_accuracy(model, trials)
+    top = list(ranking[:k])
+    with ablate_heads(model, top, mode=mode):
+        top_acc = needle_accuracy(model, trials)
+    rng = random.Random(seed)
+    others = [h for h in geo.all_heads() if h not in set(top)]
+    rand_sets, rand_accs = [], []
+    for _ in range(n_random):
+        chosen = rng.sample(others, k)
+        with ablate_heads(model, chosen, mode=mode):
+            rand_accs.append(needle_accuracy(model, trials))
+        rand_sets.append(chosen)
+    return AblationComparison(k, base, top, top_acc, rand_sets, rand_accs, mode)
+
+
+@dataclass
+class BudgetCurve:
+    fractions: list[float]  # share of heads on the full cache
+    cache_share: list[float]  # share of the full KV cache kept
+    ranked_accuracy: list[float]
+    random_accuracy: list[float]
+    full_accuracy: float
+    sink: int
+    recent: int
+
+
+def kv_budget_curve(
+    model: Any, trials: Sequence[NeedleTrial], ranking: Sequence[Head], fractions: Sequence[float],
+    sink: int = 4, recent: int = 64, seed: int = 0, n_random: int = 2,
+) -> BudgetCurve:
+    """Needle accuracy when the top fraction of ranked heads keeps the full cache and the rest
+    keep sink + recent only, against the same number of random heads."""
+    from workbench.interventions.kv_budget import cache_fraction, kv_budget
+
+    geo = model.geometry
+    total = geo.n_total_heads
+    full = needle_accuracy(model, trials)
+    ranked_acc, random_acc, shares = [], [], []
+    rng = random.Random(seed)
+    n_tokens = int(np.mean([t.context_len for t in trials]))
+    for frac in fractions:
+        n_full = int(round(frac * total))
+        with kv_budget(model, list(ranking[:n_full]), sink=sink, recent=recent):
+            ranked_acc.append(needle_accuracy(model, trials))
+        accs = []
+        for _ in range(n_random):
+            chosen = rng.sample(geo.all_heads(), n_full)
+            with kv_budget(model, chosen, sink=sink, recent=recent):
+                accs.append(needle_accuracy(model, trials))
+        random_acc.append(float(np.mean(accs)))
+        shares.append(cache_fraction(n_tokens, n_full, total, sink, recent))
+    return BudgetCurve(list(fractions), shares, ranked_acc, random_acc, full, sink, recent)

@@ -1,0 +1,1 @@
+"""Datasets and generators the analyses run on (needles, repeated sequences, prompt files)."""

@@ -1,0 +1,108 @@
+"""Needle-in-a-haystack trials: a prompt, the expected answer, and where the answer sits.
+
+Two sources: the organisms' needle probes (key/value pairs with distractors, exact token
+spans known), and any text haystack a user gives (a needle sentence inserted at a depth,
+a question appended, the answer span located in tokens as in Wu et al.'s find_needle_idx).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.errors import InputDataError
+
+
+@dataclass(frozen=True)
+class NeedleTrial:
+    prompt: torch.Tensor  # [N] token ids, BOS first when the model uses one
+    answer: torch.Tensor  # [A] the ids the model should generate
+    answer_span: tuple[int, int]  # [start, end) positions in the prompt holding the answer tokens
+    context_len: int
+    depth: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def from_organism_probes(probes: Iterable[Any]) -> list[NeedleTrial]:
+    """Organism needle probes (workbench.organisms) as trials."""
+    trials = []
+    for p in probes:
+        start, end = p.meta["needle_span"]
+        trials.append(
+            NeedleTrial(
+                prompt=torch.as_tensor(np.asarray(p.prompt), dtype=torch.long),
+                answer=torch.as_tensor(np.asarray(p.answer), dtype=torch.long),
+                answer_span=(int(start), int(end)),
+                context_len=len(p.prompt),
+                depth=float(p.meta.get("depth", float("nan"))),
+                meta={k: v for k, v in p.meta.items() if k != "needle_span"},
+            )
+        )
+    return trials
+
+
+def locate_span(prompt_ids: Sequence[int], answer_ids: Sequence[int], min_overlap: float = 0.9) -> tuple[int, int]:
+    """First window of the prompt whose unique tokens overlap the answer's by more than
+    ``min_overlap`` (Wu et al.'s find_needle_idx); exact matches win."""
+    prompt = list(prompt_ids)
+    answer = list(answer_ids)
+    n = len(answer)
+    if n == 0:
+        raise InputDataError("the needle answer is empty", "give an answer of at least one token")
+    want = set(answer)
+    for i in range(len(prompt) - n + 1):
+        if prompt[i : i + n] == answer:
+            return i, i + n
+    for i in range(len(prompt) - n + 1):
+        if len(set(prompt[i : i + n]) & want) / len(want) > min_overlap:
+            return i, i + n
+    raise InputDataError("the needle answer was not found in the prompt", "check that the needle contains the answer text")
+
+
+def text_needle_trials(
+    tokenizer: Any,
+    haystack: str | Path,
+    needle: str,
+    question: str,
+    answer: str,
+    context_lengths: Sequence[int],
+    depths: Sequence[float],
+) -> list[NeedleTrial]:
+    """Trials from a text haystack: the needle inserted at each depth (moved to a sentence
+    boundary), truncated so each prompt has the given token length, question appended."""
+    text = Path(haystack).read_text(encoding="utf-8") if isinstance(haystack, Path) or (
+        isinstance(haystack, str) and len(haystack) < 4096 and Path(haystack).is_file()
+    ) else str(haystack)
+    if not text.strip():
+        raise InputDataError("the haystack text is empty", "give a text file with some content")
+    hay_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    needle_ids = tokenizer(" " + needle.strip(), add_special_tokens=False)["input_ids"]
+    question_ids = tokenizer(" " + question.strip(), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
+    bos = [tokenizer.bos_token_id] if getattr(tokenizer, "bos_token_id", None) is not None else []
+    period_ids = set(tokenizer(".", add_special_tokens=False)["input_ids"])
+    trials = []
+    for length in context_lengths:
+        budget = length - len(bos) - len(needle_ids) - len(question_ids)
+        if budget <= 0:
+            raise InputDataError(f"context length {length} is too short for the needle and question", "use longer contexts")
+        if budget > len(hay_ids):
+            reps = budget // max(len(hay_ids), 1) + 1
+            base = (hay_ids * reps)[:budget]
+        else:
+            base = hay_ids[:budget]
+        for depth in depths:
+            cut = int(len(base) * float(depth))
+            while cut > 0 and base[cut - 1] not in period_ids:  # back to a sentence end
+                cut -= 1
+            ids = bos + base[:cut] + needle_ids + base[cut:] + question_ids
+            start, end = locate_span(ids, answer_ids)
+            trials.append(
+                NeedleTrial(torch.tensor(ids), torch.tensor(answer_ids), (start, end), len(ids), float(depth))
+            )
+    return trials

@@ -1,0 +1,37 @@
+"""Greedy decoding through the bridge, so every active hook (ablation, edit) applies.
+
+Hugging Face's `generate` runs the wrapped model directly and would bypass the bridge's
+hooks; this loop re-runs the bridge on the growing sequence instead. It is quadratic in
+the number of generated tokens, which is fine for the short answers the analyses decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: Any, tokens: torch.Tensor, max_new_tokens: int, stop_ids: Iterable[int] = ()
+) -> torch.Tensor:
+    """Generated ids [B, <= max_new_tokens] (rows stop at a stop id, padded with the stop id)."""
+    seq = tokens.view(tokens.shape[0] if tokens.dim() > 1 else 1, -1).to(model.device)
+    stops = torch.tensor(sorted(set(stop_ids)), device=seq.device, dtype=seq.dtype)
+    done = torch.zeros(seq.shape[0], dtype=torch.bool, device=seq.device)
+    out = []
+    for _ in range(max_new_tokens):
+        nxt = model.logits(seq)[:, -1].argmax(-1)
+        if out and stops.numel():
+            nxt = torch.where(done, out[-1], nxt)
+        out.append(nxt)
+        seq = torch.cat([seq, nxt[:, None]], dim=1)
+        if stops.numel():
+            done |= torch.isin(nxt, stops)
+            if bool(done.all()):
+                break
+    if not out:
+        return seq[:, :0]
+    return torch.stack(out, dim=1)

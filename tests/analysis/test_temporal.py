@@ -1,0 +1,110 @@
+"""Temporal family: synthetic heads get the right class and period/offset; formulas vs slow versions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.analysis.temporal import (
+    TemporalConfig,
+    analyze_temporal,
+    ar_predictability,
+    classify_profile,
+    lag_similarity,
+    layer_budgets,
+    q_similarity,
+    transfer_function,
+    vertical_share,
+)
+from workbench.kernels import attention_with_stats, offset_profile
+from workbench.models import load_model
+
+N, D = 96, 128
+PERIOD = 7
+
+
+def _synthetic_heads() -> tuple[torch.Tensor, torch.Tensor]:
+    """q, k [1, 4, N, D] for: previous-token, sink, periodic (period 7), random."""
+    eye = torch.eye(D)
+    q = torch.zeros(4, N, D)
+    k = torch.zeros(4, N, D)
+    # 0: previous token: query i matches the positional code of key i - 1
+    k[0] = eye[:N]
+    q[0, 1:] = 30 * eye[: N - 1]
+    # 1: sink: every query matches a direction only key 0 carries
+    q[1] = eye[D - 1]
+    k[1, 0] = 30 * eye[D - 1]
+    # 2: periodic: query i matches every key with the same phase i mod 7
+    phase = torch.arange(N) % PERIOD
+    q[2] = 30 * eye[phase]
+    k[2] = eye[phase]
+    # 3: random, weak: diffuse attention
+    g = torch.Generator().manual_seed(0)
+    q[3] = 0.05 * torch.randn(N, D, generator=g)
+    k[3] = 0.05 * torch.randn(N, D, generator=g)
+    return q[None], k[None]
+
+
+def test_synthetic_heads_get_the_right_label_period_and_offset():
+    q, k = _synthetic_heads()
+    v = torch.zeros_like(k)
+    cfg = TemporalConfig()
+    _, stats = attention_with_stats(q, k, v, scale=1.0, backend="torch")
+    profile = offset_profile(q, k, stats.lse, scale=1.0, max_offset=cfg.max_offset)[0].double().numpy()
+    labels = [
+        classify_profile(profile[h], vertical_share(stats.col_sum[0, h].numpy(), N, cfg.top_keys), cfg) for h in range(4)
+    ]
+    assert (labels[0].label, labels[0].offset) == ("sequential", 1)
+    assert labels[1].label == "re-access"
+    assert (labels[2].label, labels[2].period) == ("seasonal", PERIOD)
+    assert labels[3].label == "unpredictable"
+    assert all(0.0 <= lab.confidence <= 1.0 for lab in labels)
+    assert labels[0].confidence > 0.9 and labels[1].confidence > 0.9
+
+
+def test_q_similarity_equals_the_tappa_formula():
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(50, 3, 8, generator=g) + torch.tensor([2.0] + [0.0] * 7)
+    got = q_similarity(q, window=16, stride=8)
+    want = []
+    for s in range(0, 50 - 16 + 1, 8):
+        w = q[s : s + 16].transpose(0, 1).double()
+        w = w / w.norm(dim=-1, keepdim=True)
+        sim = w @ w.transpose(-1, -2)
+        want.append(((sim.sum((-1, -2)) - 16) / (16 * 15)).numpy())
+    np.testing.assert_allclose(got, np.mean(want, 0), atol=1e-12)
+    lag = lag_similarity(q)
+    np.testing.assert_allclose(lag[0], torch.nn.functional.cosine_similarity(q[1:, 0], q[:-1, 0], dim=-1).mean().item(), atol=1e-6)
+
+
+def test_ar_predictor_beats_persistence_on_a_rotating_query():
+    t = torch.arange(200, dtype=torch.float64)
+    q = torch.stack([torch.cos(0.9 * t), torch.sin(0.9 * t), torch.ones_like(t) * 0.1], -1)[:, None, :]  # [N, 1, 3]
+    ar, persist = ar_predictability(q.float(), order=2, ridge=1e-6, fit_fraction=0.5)
+    assert ar[0] > 0.999 and persist[0] < 0.7
+
+
+def test_transfer_function_of_a_delay_is_flat_with_linear_phase():
+    h = np.zeros(16)
+    h[1] = 1.0
+    omega, mag, phase = transfer_function(h)
+    np.testing.assert_allclose(mag, 0.0, atol=1e-9)
+    np.testing.assert_allclose(phase, -omega, atol=1e-9)
+
+
+def test_layer_budgets_sum_and_order():
+    b = layer_budgets(np.array([0.9, 0.5, 0.2, 0.6]), total=200, min_budget=10, max_budget=120)
+    assert abs(b.sum() - 200) <= 2 and (b >= 10).all() and (b <= 120).all()
+    assert b[2] > b[1] > b[0]  # lower q-similarity -> larger budget
+
+
+def test_analyze_temporal_runs_on_a_model(tiny_model_dir):
+    model = load_model(tiny_model_dir("llama"), device="cpu")
+    prompts = [torch.randint(4, 60, (1, 80), generator=torch.Generator().manual_seed(s)) for s in range(2)]
+    report = analyze_temporal(model, prompts)
+    assert report.profiles.shape == (2, 4, 64)
+    assert report.rope_shares.shape == (2, 4, 8)
+    np.testing.assert_allclose(report.rope_shares.sum(-1), 1.0, atol=1e-9)
+    assert set(report.labels) == {(l, h) for l in range(2) for h in range(4)}
+    assert np.isfinite(report.scores["q_sim_pre"]).all()

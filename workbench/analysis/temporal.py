@@ -1,0 +1,344 @@
+"""Temporal predictability of attention: how stable a head's queries are, and which
+kind of pattern it draws.
+
+* q-similarity (TAPPA, "Why Attention Patterns Exist"): per head, the mean cosine over all
+  ordered off-diagonal query pairs of a window of T positions, averaged over windows; pre-RoPE
+  (TAPPA's pruning path, hook_q) and post-RoPE (its KV-cache path, hook_rot_q); plus the lag-1
+  cosine (the quantity in TAPPA's Prop. 4.1).
+* Pattern class per head: re-access (vertical lines: a few fixed keys take the mass),
+  sequential (one relative offset takes it: previous-token, induction), seasonal (mass at
+  several multiples of a period P >= 2), unpredictable (none of these). Computed from the
+  recorder's per-key statistics and the attention-by-offset profile h[d] = mean_t A[t, t-d],
+  so it runs at long context; each label has a confidence (the winning share).
+* Spectral view: the head as a linear filter, H(w) = sum_d h[d] exp(-i w d) (magnitude and
+  phase, a Bode plot), and the share of the attention logit carried by each RoPE channel
+  pair (a dominant pair i* predicts a period 2 pi / theta_i*).
+* Query predictability (after AxonAD): a ridge AR(p) predictor per head fitted on the first
+  part of each prompt's pre-RoPE queries, scored by the cosine on the rest, beside the
+  persistence predictor (lag-1 similarity).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.analysis.scores import HeadScores
+from workbench.errors import InputDataError
+from workbench.kernels import offset_profile
+from workbench.models.hooks import temporary_hooks
+from workbench.record import AttentionRecorder
+
+CLASSES = ("re-access", "sequential", "seasonal", "unpredictable")
+
+
+@dataclass(frozen=True)
+class TemporalConfig:
+    """Defaults: TAPPA's KV path (window T = 32 queries); offsets up to 64; an AR(4) query
+    predictor (AxonAD-style history-only prediction, linear); class thresholds are ours
+    (TAPPA publishes none) and are stated in `classify_profile`."""
+
+    window: int = 32
+    stride: int = 16
+    max_offset: int = 64
+    top_keys: int = 4  # re-access: share of all attention on the 4 most-attended keys
+    min_share: float = 0.4  # below this for every class the head is "unpredictable"
+    min_period: int = 2
+    ar_order: int = 4
+    ar_ridge: float = 1e-2
+    fit_fraction: float = 0.5
+    rope_pairs_sampled: int = 4096
+    seed: int = 0
+
+
+# -- q-similarity --------------------------------------------------------------------------------
+
+
+def q_similarity(q: torch.Tensor, window: int, stride: int) -> np.ndarray:
+    """[H] mean all-pairs off-diagonal cosine of queries in windows of ``window`` positions.
+
+    ``q`` is [N, H, D] (one prompt). Windows start every ``stride`` positions; a prompt shorter
+    than the window uses one window of all its positions.
+    """
+    n = q.shape[0]
+    t = min(window, n)
+    if t < 2:
+        raise InputDataError(f"a prompt of {n} token(s) is too short for q-similarity", "use prompts of at least 2 tokens")
+    qn = q.double() / q.double().norm(dim=-1, keepdim=True).clamp_min(1e-8)  # [N, H, D]
+    starts = range(0, n - t + 1, max(1, stride))
+    values = []
+    for s in starts:
+        w = qn[s : s + t].transpose(0, 1)  # [H, T, D]
+        total = w.sum(1)  # sum of unit vectors: |sum|^2 = sum_{t,s} cos
+        values.append(((total * total).sum(-1) - t) / (t * (t - 1)))
+    return torch.stack(values).mean(0).numpy()
+
+
+def lag_similarity(q: torch.Tensor, lag: int = 1) -> np.ndarray:
+    """[H] mean cosine between queries ``lag`` positions apart (q: [N, H, D])."""
+    a, b = q[lag:].double(), q[:-lag].double()
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1).mean(0).numpy()
+
+
+# -- pattern classification ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatternLabel:
+    label: str
+    confidence: float
+    offset: int | None = None  # sequential: the dominant offset
+    period: int | None = None  # seasonal: the period
+    shares: dict[str, float] = field(default_factory=dict)
+
+
+def vertical_share(col_sum: np.ndarray, n_tokens: int, top_keys: int) -> float:
+    """Share of all attention (n_tokens queries x 1) landing on the ``top_keys`` most-attended keys."""
+    return float(np.sort(np.asarray(col_sum))[::-1][:top_keys].sum() / max(n_tokens, 1))
+
+
+def classify_profile(profile: np.ndarray, vertical: float, cfg: TemporalConfig = TemporalConfig()) -> PatternLabel:
+    """Label one head from its offset profile h[d] (d = 0..R-1) and its vertical share.
+
+    Shares (each a fraction of the head's attention, in [0, 1]):
+    * re-access  = mass on the ``top_keys`` most-attended keys / all mass (vertical lines);
+    * sequential = max_d h[d] (one diagonal);
+    * seasonal   = max over P >= min_period of sum_{m>=1} h[mP], counted only when the second
+      strongest multiple holds >= 20% of the strongest (several parallel stripes, not one
+      diagonal) and multiples of P average >= 3x the other offsets (a real period, not noise).
+    The largest share wins if it is >= ``min_share``; otherwise "unpredictable" with confidence
+    1 - (largest share).
+    """
+    h = np.asarray(profile, dtype=np.float64)
+    vertical = float(vertical)
+    offset = int(np.argmax(h))
+    sequential = float(h[offset])
+    seasonal, period = 0.0, None
+    for p in range(cfg.min_period, len(h) // 2 + 1):
+        multiples = h[p::p]
+        others = np.delete(h[1:], np.arange(p - 1, len(h) - 1, p))
+        total = float(multiples.sum())
+        top_two = np.sort(multiples)[::-1][:2]
+        stripes = len(top_two) == 2 and top_two[1] >= 0.2 * top_two[0]
+        contrast = multiples.mean() >= 3.0 * (others.mean() if len(others) else 0.0)
+        if total > seasonal and stripes and contrast:
+            seasonal, period = total, p
+    # h[d] averages over the queries that reach offset d, so sums over d can exceed 1: clip.
+    shares = {"re-access": min(vertical, 1.0), "sequential": min(sequential, 1.0), "seasonal": min(seasonal, 1.0)}
+    best = max(shares, key=shares.get)
+    if shares[best] < cfg.min_share:
+        return PatternLabel("unpredictable", 1.0 - shares[best], shares=shares)
+    if best == "seasonal" and sequential >= seasonal:
+        best = "sequential"
+    return PatternLabel(
+        best, shares[best], offset if best == "sequential" else None, period if best == "seasonal" else None, shares
+    )
+
+
+# -- RoPE channels and the spectral view ------------------------------------------------------
+
+
+def rope_frequencies(rope_dims: int, base: float) -> np.ndarray:
+    """theta_i for the rotate-half channel pairs (i, i + rope_dims/2)."""
+    half = rope_dims // 2
+    return base ** (-2.0 * np.arange(half) / rope_dims)
+
+
+def rope_channel_shares(q: torch.Tensor, k: torch.Tensor, rope_dims: int, n_samples: int, seed: int) -> np.ndarray:
+    """[H, rope_dims/2] share of E|q^(i) . k^(i)| per RoPE channel pair over sampled causal pairs.
+
+    q: [H, N, D], k: [H, N, D] post-RoPE (keys already expanded to query heads).
+    """
+    n = q.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    ti = torch.randint(0, n, (n_samples,), generator=g)
+    tj = (torch.rand(n_samples, generator=g) * (ti + 1).double()).long().clamp(max=n - 1)
+    half = rope_dims // 2
+    qa, ka = q[:, ti].double(), k[:, tj].double()  # [H, S, D]
+    contrib = qa[..., :half] * ka[..., :half] + qa[..., half:rope_dims] * ka[..., half:rope_dims]  # [H, S, half]
+    usage = contrib.abs().mean(1)
+    return (usage / usage.sum(-1, keepdim=True).clamp_min(1e-30)).numpy()
+
+
+def transfer_function(profile: np.ndarray, n_freq: int = 128) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(omega, |H| in dB, unwrapped phase) of H(w) = sum_d h[d] e^{-i w d}, w in (0, pi]."""
+    h = np.asarray(profile, dtype=np.float64)
+    omega = np.linspace(np.pi / n_freq, np.pi, n_freq)
+    d = np.arange(len(h))
+    resp = (h[None, :] * np.exp(-1j * omega[:, None] * d[None, :])).sum(-1)
+    return omega, 20 * np.log10(np.abs(resp).clip(1e-12)), np.unwrap(np.angle(resp))
+
+
+# -- query predictability -----------------------------------------------------------------------
+
+
+def ar_predictability(q: torch.Tensor, order: int, ridge: float, fit_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per head (cosine of a ridge AR(order) forecast, cosine of persistence) on held-out positions.
+
+    q: [N, H, D] pre-RoPE queries of one prompt. Fit on the first ``fit_fraction`` of positions,
+    evaluate on the rest; both predictors see only the past.
+    """
+    n, n_heads, d = q.shape
+    split = int(n * fit_fraction)
+    if split <= order + 1 or n - split < 2:
+        raise InputDataError(f"{n} tokens are too few for an AR({order}) fit", "use longer prompts")
+    x = q.double()
+    lagged = torch.cat([x[order - l - 1 : n - l - 1] for l in range(order)], dim=-1)  # [N-order, H, D*order]
+    target = x[order:]
+    ones = torch.ones(*lagged.shape[:-1], 1, dtype=torch.float64)
+    feats = torch.cat([lagged, ones], -1)
+    fit = slice(0, split - order)
+    test = slice(split - order, n - order)
+    ar_cos, persist_cos = [], []
+    for h in range(n_heads):
+        a, y = feats[fit, h], target[fit, h]
+        reg = ridge * torch.eye(a.shape[-1], dtype=torch.float64)
+        w = torch.linalg.solve(a.T @ a + reg, a.T @ y)
+        pred = feats[test, h] @ w
+        ar_cos.append(float(torch.nn.functional.cosine_similarity(pred, target[test, h], dim=-1).mean()))
+        persist_cos.append(float(torch.nn.functional.cosine_similarity(lagged[test, h, :d], target[test, h], dim=-1).mean()))
+    return np.array(ar_cos), np.array(persist_cos)
+
+
+# -- the family ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class TemporalReport:
+    scores: HeadScores  # q_sim_pre, q_sim_post, lag1_sim, ar_cos, persistence_cos, class shares, confidence
+    labels: dict[tuple[int, int], PatternLabel]
+    profiles: np.ndarray  # [L, H, R] mean attention by offset
+    rope_shares: np.ndarray | None  # [L, H, pairs]
+    rope_periods: np.ndarray | None  # [pairs] 2 pi / theta_i
+    layer_q_sim: np.ndarray  # [L] mean over heads (pre-RoPE)
+    config: TemporalConfig = field(default_factory=TemporalConfig)
+
+    def heads_with(self, label: str) -> list[tuple[int, int]]:
+        return sorted(h for h, lab in self.labels.items() if lab.label == label)
+
+
+def analyze_temporal(model: Any, prompts: Sequence[torch.Tensor], cfg: TemporalConfig = TemporalConfig()) -> TemporalReport:
+    """Record each prompt once and compute every temporal statistic per head."""
+    if not prompts:
+        raise InputDataError("no prompts to analyse", "give at least one prompt")
+    geo = model.geometry
+    L, H = geo.n_layers, geo.n_heads
+    rope = geo.positional.kind == "rope"
+    acc: dict[str, list[np.ndarray]] = {k: [] for k in ("q_pre", "q_post", "lag1", "ar", "persist")}
+    profiles, col_sums, n_tok, rope_sh = [], [], [], []
+    for prompt in prompts:
+        tokens = prompt.view(1, -1)
+        captured: dict[tuple[str, int], torch.Tensor] = {}
+
+        def grab(name: str, layer: int):
+            def fn(t: torch.Tensor, hook: Any) -> None:
+                captured[(name, layer)] = t.detach()[0].float().cpu()  # [N, H, D]
+
+            return fn
+
+        points = [(model.bridge.blocks[l].attn.hook_q, grab("q", l)) for l in range(L)]
+        with temporary_hooks(points), AttentionRecorder(model, capture_qk=True) as rec, torch.no_grad():
+            model.logits(tokens.to(model.device))
+        record = rec.last
+        prof = np.zeros((L, H, cfg.max_offset))
+        cols = np.zeros((L, H, tokens.shape[1]))
+        shares = []
+        for l in range(L):
+            q_pre = captured[("q", l)]
+            q_rot, k_rot, scale = record.qk[l]
+            stats = record.layers[l]
+            prof[l] = offset_profile(q_rot, k_rot, stats.lse, scale=scale, max_offset=cfg.max_offset)[0].double().numpy()
+            cols[l] = stats.col_sum[0].double().numpy()
+            acc["q_pre"].append(q_similarity(q_pre, cfg.window, cfg.stride))
+            acc["q_post"].append(q_similarity(q_rot[0].transpose(0, 1), cfg.window, cfg.stride))
+            acc["lag1"].append(lag_similarity(q_pre))
+            ar, persist = ar_predictability(q_pre, cfg.ar_order, cfg.ar_ridge, cfg.fit_fraction)
+            acc["ar"].append(ar)
+            acc["persist"].append(persist)
+            if rope:
+                group = q_rot.shape[1] // k_rot.shape[1]
+                k_exp = k_rot[0].repeat_interleave(group, dim=0)
+                shares.append(rope_channel_shares(q_rot[0], k_exp, geo.positional.rope_dims, cfg.rope_pairs_sampled, cfg.seed))
+        profiles.append(prof)
+        col_sums.append(cols)
+        n_tok.append(tokens.shape[1])
+        if rope:
+            rope_sh.append(np.stack(shares))
+    n_prompts = len(prompts)
+
+    def per_layer(key: str) -> np.ndarray:
+        arr = np.array(acc[key]).reshape(n_prompts, L, H)
+        return arr.mean(0)
+
+    mean_profile = np.mean(profiles, 0)
+    labels: dict[tuple[int, int], PatternLabel] = {}
+    conf = np.zeros((L, H))
+    share_maps = {c: np.zeros((L, H)) for c in ("re-access", "sequential", "seasonal")}
+    for l in range(L):
+        for h in range(H):
+            vertical = float(np.mean([vertical_share(c[l, h], n, cfg.top_keys) for c, n in zip(col_sums, n_tok)]))
+            lab = classify_profile(mean_profile[l, h], vertical, cfg)
+            labels[(l, h)] = lab
+            conf[l, h] = lab.confidence
+            for c in share_maps:
+                share_maps[c][l, h] = lab.shares[c]
+    scores = HeadScores("temporal", L, H)
+    scores.add("q_sim_pre", per_layer("q_pre"), f"TAPPA q-similarity, pre-RoPE, window {cfg.window}")
+    scores.add("q_sim_post", per_layer("q_post"), f"TAPPA q-similarity, post-RoPE, window {cfg.window}")
+    scores.add("lag1_sim", per_layer("lag1"), "mean cosine of consecutive pre-RoPE queries")
+    scores.add("ar_cos", per_layer("ar"), f"held-out cosine of a ridge AR({cfg.ar_order}) query forecast")
+    scores.add("persistence_cos", per_layer("persist"), "held-out cosine of the previous query as forecast")
+    for c, m in share_maps.items():
+        scores.add(f"{c}_share", m, f"share of attention explained as {c}")
+    scores.add("label_confidence", conf, "confidence of the pattern label")
+    scores.add("label_code", np.array([[CLASSES.index(labels[(l, h)].label) for h in range(H)] for l in range(L)]),
+               "pattern label: 0 re-access, 1 sequential, 2 seasonal, 3 unpredictable")
+    rope_shares = np.mean(rope_sh, 0) if rope else None
+    periods = 2 * np.pi / rope_frequencies(geo.positional.rope_dims, geo.positional.rope_base) if rope else None
+    return TemporalReport(scores, labels, mean_profile, rope_shares, periods, scores["q_sim_pre"].mean(1), cfg)
+
+
+def period_channel(report: TemporalReport, head: tuple[int, int]) -> tuple[int, float, float] | None:
+    """For a seasonal head: the RoPE pair whose period (or a multiple of it) best matches the
+    head's period, with that pair's period and its share of the head's logit."""
+    lab = report.labels[head]
+    if lab.period is None or report.rope_periods is None or report.rope_shares is None:
+        return None
+    periods = report.rope_periods
+    mismatch = np.abs(np.log(periods / lab.period))
+    i = int(np.argmin(mismatch))
+    return i, float(periods[i]), float(report.rope_shares[head[0], head[1], i])
+
+
+# -- the decision: per-layer KV budgets from q-similarity --------------------------------------------
+
+
+def layer_budgets(q_sim: np.ndarray, total: int, min_budget: int, max_budget: int) -> np.ndarray:
+    """TAPPA's allocation: budget_l proportional to (1 - q_sim_l), summing to ``total``,
+    clipped to [min_budget, max_budget] with the excess spread over unclipped layers."""
+    pref = np.clip(1.0 - np.asarray(q_sim, dtype=np.float64), 1e-6, None)
+    budgets = pref / pref.sum() * total
+    for _ in range(len(budgets)):
+        clipped = np.clip(budgets, min_budget, max_budget)
+        excess = budgets.sum() - clipped.sum()
+        free = (clipped > min_budget) & (clipped < max_budget)
+        if abs(excess) < 1e-9 or not free.any():
+            budgets = clipped
+            break
+        budgets = clipped + excess * free * pref / max((pref * free).sum(), 1e-12)
+    return np.round(budgets).astype(int)
+
+
+def budget_windows(model: Any, budgets: Sequence[int], sink: int = 4) -> dict:
+    """Streaming windows (sink, recent) for every head of each layer from per-layer budgets."""
+    geo = model.geometry
+    return {h: (sink, max(1, int(budgets[h.layer]) - sink)) for h in geo.all_heads()}
+
+
+def fmt_period(p: float) -> str:
+    return "inf" if math.isinf(p) else f"{p:.1f}"

@@ -1,0 +1,106 @@
+"""Prompt files: harmful/harmless request lists in JSONL, CSV or plain text, and templates.
+
+Every problem (missing file, wrong encoding, empty file, a line that is not JSON, a missing
+field) is an `InputDataError` naming the file, the line and what to do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import InputDataError
+
+DEFAULT_FIELDS = ("prompt", "input", "instruction", "goal", "text", "query", "request")
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise InputDataError(f"prompt file {str(path)!r} does not exist", "check the path")
+    if not path.is_file():
+        raise InputDataError(f"prompt file {str(path)!r} is not a file", "give a .jsonl, .csv or .txt file")
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputDataError(
+            f"prompt file {str(path)!r} is not UTF-8 (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})",
+            "re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`",
+        ) from exc
+    except OSError as exc:
+        raise InputDataError(f"cannot read prompt file {str(path)!r}: {exc.strerror}", "check the file's permissions") from exc
+
+
+def _pick(record: dict[str, Any], field: str | None, where: str, path: Path) -> str:
+    if field is not None:
+        if field not in record:
+            raise InputDataError(
+                f"{where} of {str(path)!r} has no field {field!r} (fields: {sorted(record)})",
+                f"add the field or choose one with --prompt-field; available: {', '.join(sorted(record))}",
+            )
+        value = record[field]
+    else:
+        found = [f for f in DEFAULT_FIELDS if f in record]
+        if not found:
+            raise InputDataError(
+                f"{where} of {str(path)!r} has none of the prompt fields {list(DEFAULT_FIELDS)} (fields: {sorted(record)})",
+                "name the field holding the prompt with --prompt-field",
+            )
+        value = record[found[0]]
+    if not isinstance(value, str) or not value.strip():
+        raise InputDataError(f"{where} of {str(path)!r} has an empty or non-text prompt: {value!r}", "fix or remove that line")
+    return value
+
+
+def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
+    """Prompts from a .jsonl (one object per line), .csv (with a header) or .txt (one per line) file."""
+    path = Path(path)
+    text = _read_text(path)
+    suffix = path.suffix.lower()
+    prompts: list[str] = []
+    if suffix in (".jsonl", ".json"):
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputDataError(f"line {number} of {str(path)!r} is not valid JSON: {exc.msg}", "one JSON object per line") from exc
+            if isinstance(record, str):
+                record = {"prompt": record}
+            if not isinstance(record, dict):
+                raise InputDataError(f"line {number} of {str(path)!r} is not a JSON object", 'write lines like {"prompt": "..."}')
+            prompts.append(_pick(record, field, f"line {number}", path))
+    elif suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames:
+            raise InputDataError(f"CSV file {str(path)!r} has no header row", "add a header such as `prompt`")
+        for number, row in enumerate(reader, 2):
+            prompts.append(_pick({k: v for k, v in row.items() if k is not None}, field, f"row {number}", path))
+    elif suffix in (".txt", ""):
+        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        raise InputDataError(f"unknown prompt file type {suffix!r} for {str(path)!r}", "use .jsonl, .csv or .txt")
+    if not prompts:
+        raise InputDataError(f"prompt file {str(path)!r} holds no prompts", "add at least one prompt")
+    return prompts
+
+
+def apply_template(prompts: Sequence[str], tokenizer: Any, template: str = "raw") -> list[str]:
+    """"raw" keeps prompts as they are; "chat" uses the tokenizer's chat template (it must have
+    one); any other string is a format string with ``{prompt}``, e.g. "## Query:{prompt}\\n## Answer:"."""
+    if template == "raw":
+        return list(prompts)
+    if template == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise InputDataError("the tokenizer has no chat template", "use --template raw or a format string with {prompt}")
+        return [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts
+        ]
+    if "{prompt}" not in template:
+        raise InputDataError(f"template {template!r} has no {{prompt}} placeholder", 'use "raw", "chat" or e.g. "Q: {prompt} A:"')
+    return [template.format(prompt=p) for p in prompts]

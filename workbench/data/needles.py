@@ -66,7 +66,7 @@ def locate_span(prompt_ids: Sequence[int], answer_ids: Sequence[int], min_overla
 
 def text_needle_trials(
     tokenizer: Any,
-    haystack: str | Path,
+    haystack: str | Path,  # the text itself, or a Path to a UTF-8 text file
     needle: str,
     question: str,
     answer: str,
@@ -75,9 +75,7 @@ def text_needle_trials(
 ) -> list[NeedleTrial]:
     """Trials from a text haystack: the needle inserted at each depth (moved to a sentence
     boundary), truncated so each prompt has the given token length, question appended."""
-    text = Path(haystack).read_text(encoding="utf-8") if isinstance(haystack, Path) or (
-        isinstance(haystack, str) and len(haystack) < 4096 and Path(haystack).is_file()
-    ) else str(haystack)
+    text = haystack.read_text(encoding="utf-8") if isinstance(haystack, Path) else str(haystack)
     if not text.strip():
         raise InputDataError("the haystack text is empty", "give a text file with some content")
     hay_ids = tokenizer(text, add_special_tokens=False)["input_ids"]

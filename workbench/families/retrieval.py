@@ -1,0 +1,159 @@
+"""The ``retrieval`` family: retrieval, echo, induction and previous-token heads, with causal checks.
+
+Scores: the Wu et al. retrieval score on needle trials (the organism's key/value needles with
+distractors, or a text needle in the user's prompts / random filler), RazorAttention echo and
+induction scores on a repeated random segment, and TransformerLens-style detector scores.
+Evidence: needle accuracy with each top head ablated (uniform attention), the top-k vs random-k
+comparison, and the KV-budget curve (top heads on the full cache, the rest sink + recent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from workbench.families.base import Family, PartResult
+from workbench.families.context import RunContext
+from workbench.families.prompts import is_organism, prompt_length
+
+
+@dataclass(frozen=True)
+class RetrievalFamilyConfig:
+    """threshold, gate: Wu et al. 2024; segment/repeats: RazorAttention (scaled); budget window:
+    StreamingLLM-style sink 4 + recent window."""
+
+    n_trials: int = 16
+    context: int = 512
+    threshold: float = 0.1
+    success_gate: float = 0.5
+    segment: int = 128
+    repeats: int = 4
+    evidence_heads: int = 4
+    compare_k: int = 3
+    n_random: int = 3
+    sink: int = 4
+    recent: int = 32
+    budget_fractions: tuple = (0.05, 0.1, 0.2, 0.4)
+
+
+def needle_trials(model: Any, ctx: RunContext, cfg: RetrievalFamilyConfig):
+    from workbench.data.needles import from_organism_probes, text_needle_trials
+
+    n = ctx.n_prompts or cfg.n_trials
+    context = min(cfg.context, prompt_length(model, ctx))
+    if is_organism(model):
+        from workbench.organisms import tasks
+
+        rng = ctx.rng("retrieval", "needles")
+        return from_organism_probes(tasks.needle_probe(rng, context, 3) for _ in range(n)), "organism-needles"
+    rng = ctx.rng("retrieval", "needles")
+    if ctx.prompts:
+        haystack = " ".join(ctx.prompts)
+    else:
+        words = [model.tokenizer.decode([int(i)]) for i in rng.integers(4, model.geometry.vocab_size, 400)]
+        haystack = " ".join(w.strip() for w in words if w.strip()) + " ."
+    code = str(int(rng.integers(1000, 9999)))
+    depths = np.linspace(0.1, 0.9, max(1, n))
+    trials = text_needle_trials(
+        model.tokenizer, haystack, f"The secret code is {code} .", "What is the secret code ?", code, [context], depths
+    )
+    return trials, "text-needle"
+
+
+class RetrievalFamily(Family):
+    name = "retrieval"
+    config_class = RetrievalFamilyConfig
+    description = "heads that copy from far context (needle retrieval), echo, induction and previous-token heads"
+    primary_metric = "retrieval_score"
+    evidence_metric = "ablation_accuracy_drop"
+
+    def members(self, scores):
+        values = scores["retrieval_score"]
+        return [(int(l), int(h)) for l, h in zip(*np.nonzero(np.nan_to_num(values) > self.config.threshold))]
+
+    def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
+        from workbench.analysis.retrieval import (
+            RetrievalConfig,
+            detector_scores,
+            echo_induction_scores,
+            kv_budget_curve,
+            needle_accuracy,
+            razor_selection,
+            repeated_random_tokens,
+            retrieval_scores,
+            top_vs_random_ablation,
+        )
+        from workbench.interventions.ablation import ablate_heads
+
+        cfg = self.config
+        geo = model.geometry
+        ctx.seed_torch(self.name, part)
+        trials, source = needle_trials(model, ctx, cfg)
+        rcfg = RetrievalConfig(threshold=cfg.threshold, success_gate=cfg.success_gate, segment=cfg.segment, repeats=cfg.repeats)
+        report = retrieval_scores(model, trials, rcfg, progress=lambda i, n: ctx.report("retrieval: needles", i, n))
+        scores = report.scores
+
+        special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
+        pool = [i for i in range(geo.vocab_size) if i not in special]
+        seg = min(cfg.segment, max(8, (prompt_length(model, ctx) - 1) // cfg.repeats))
+        probe = repeated_random_tokens(pool, seg, cfg.repeats, geo.bos.token_id, seed=int(ctx.rng("retrieval", "razor").integers(2**31)))
+        echo = echo_induction_scores(model, probe, seg, offset=1 if geo.bos.token_id is not None else 0)
+        detectors = detector_scores(model, probe)
+        for src in (echo, detectors):
+            for metric, values in src.metrics.items():
+                scores.add(metric, values, src.descriptions.get(metric, ""))
+        ctx.report("retrieval: echo/induction", 1, 1)
+
+        ranking_metric = "retrieval_score" if report.n_counted else "induction_score"
+        ranking = [h for h, _ in scores.ranked(ranking_metric)]
+        base_acc = report.accuracy
+        drop = np.full((geo.n_layers, geo.n_heads), np.nan)
+        k = min(cfg.evidence_heads, geo.n_total_heads)
+        for i, head in enumerate(ranking[:k]):
+            with ablate_heads(model, [head], mode="uniform"):
+                drop[head.layer, head.head] = base_acc - needle_accuracy(model, trials)
+            ctx.report("retrieval: single-head ablations", i + 1, k)
+        scores.add("ablation_accuracy_drop", drop, "needle accuracy lost when this head attends uniformly")
+
+        comparison = top_vs_random_ablation(model, trials, ranking, min(cfg.compare_k, geo.n_total_heads // 2), cfg.n_random,
+                                            seed=int(ctx.rng("retrieval", "random").integers(2**31)))
+        ctx.report("retrieval: top vs random", 1, 1)
+        curve = kv_budget_curve(model, trials, ranking, list(cfg.budget_fractions), cfg.sink, cfg.recent,
+                                seed=int(ctx.rng("retrieval", "budget").integers(2**31)))
+        ctx.report("retrieval: KV budget", 1, 1)
+        hits = [
+            {"trial": r.index, "layer": l, "head": h, "position": pos, "recall": r.recall}
+            for r in report.trials for (l, h, pos) in r.hits
+        ]
+        razor = razor_selection(scores, geo.n_kv_heads, rcfg)
+        artefacts = {
+            "retrieval_hits": hits,
+            "needle_trials": [
+                {"trial": r.index, "exact": r.exact, "recall": r.recall, "generated": r.generated,
+                 "answer": trials[r.index].answer.tolist(), "answer_span": list(trials[r.index].answer_span),
+                 "depth": trials[r.index].depth}
+                for r in report.trials
+            ],
+            "ablation_comparison": {
+                "metric": ranking_metric, "k": comparison.k, "mode": comparison.mode,
+                "base_accuracy": comparison.base_accuracy, "top_heads": [str(h) for h in comparison.top_heads],
+                "top_accuracy": comparison.top_accuracy, "random_heads": [[str(h) for h in s] for s in comparison.random_heads],
+                "random_accuracies": comparison.random_accuracies,
+            },
+            "kv_budget_curve": {
+                "fractions": curve.fractions, "cache_share": curve.cache_share, "ranked_accuracy": curve.ranked_accuracy,
+                "random_accuracy": curve.random_accuracy, "full_accuracy": curve.full_accuracy,
+                "sink": curve.sink, "recent": curve.recent,
+            },
+            "razor_selection": {k: [list(x) for x in v] for k, v in razor.items()},
+        }
+        summary = {
+            "trial_source": source, "n_trials": len(trials), "context_tokens": int(np.mean([t.context_len for t in trials])),
+            "needle_accuracy": report.accuracy, "counted_trials": report.n_counted,
+            "n_retrieval_heads": len(self.members(scores)),
+            "top_k_ablation_accuracy": comparison.top_accuracy, "random_k_ablation_accuracy": comparison.random_mean,
+            "ranking_metric": ranking_metric, "segment": seg,
+        }
+        return PartResult(scores, artefacts, summary)

@@ -1,0 +1,118 @@
+"""The ``temporal`` family: q-similarity, pattern classes, spectra, query predictability,
+and a decision that uses them (per-layer KV budgets from q-similarity vs a uniform budget).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.families.base import Family, PartResult
+from workbench.families.context import RunContext
+from workbench.families.prompts import family_prompts, is_organism, prompt_length
+
+
+@dataclass(frozen=True)
+class TemporalFamilyConfig:
+    """window: TAPPA's KV path (32); thresholds stated in workbench.analysis.temporal."""
+
+    window: int = 32
+    stride: int = 16
+    max_offset: int = 64
+    n_prompts: int = 4
+    n_periodic: int = 4
+    periodic_tokens: int = 128
+    budget_average: int = 48  # average per-layer cache (tokens) in the budget decision
+    budget_min: int = 8
+    sink: int = 4
+    n_trials: int = 16
+
+
+def periodic_prompts(model: Any, ctx: RunContext, n: int, length: int) -> list[torch.Tensor]:
+    from workbench.organisms import tasks
+
+    rng = ctx.rng("temporal", "periodic")
+    out = []
+    for _ in range(n):
+        ids, _ = tasks.periodic_block(rng, length - 1)
+        out.append(torch.from_numpy(np.concatenate([[model.geometry.bos.token_id], ids]).astype(np.int64)).view(1, -1))
+    return out
+
+
+class TemporalFamily(Family):
+    name = "temporal"
+    config_class = TemporalFamilyConfig
+    description = "how predictable each head's attention is over time, and which kind of pattern it draws"
+    primary_metric = "q_sim_pre"
+    evidence_metric = None
+
+    def members(self, scores):
+        codes = scores["label_code"]
+        return [(int(l), int(h)) for l, h in zip(*np.nonzero(codes < 3))]
+
+    def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
+        from workbench.analysis.temporal import TemporalConfig, analyze_temporal, budget_windows, layer_budgets, period_channel
+        from workbench.interventions.kv_budget import streaming_heads
+
+        cfg = self.config
+        geo = model.geometry
+        tcfg = TemporalConfig(window=cfg.window, stride=cfg.stride, max_offset=cfg.max_offset)
+        ctx.seed_torch(self.name, part)
+        prompts, source = family_prompts(model, ctx, self.name, default_n=cfg.n_prompts)
+        report = analyze_temporal(model, prompts, tcfg)
+        ctx.report("temporal: text", 1, 2)
+        scores = report.scores
+        classes = []
+        views = [("text", report)]
+        if is_organism(model):
+            periodic = periodic_prompts(model, ctx, cfg.n_periodic, min(cfg.periodic_tokens, prompt_length(model, ctx)))
+            per_report = analyze_temporal(model, periodic, tcfg)
+            scores.add("seasonal_share_periodic", per_report.scores["seasonal_share"], "seasonal share on periodic text")
+            views.append(("periodic", per_report))
+        ctx.report("temporal: periodic", 2, 2)
+        for view, rep in views:
+            for (l, h), lab in sorted(rep.labels.items()):
+                chan = period_channel(rep, (l, h))
+                classes.append({
+                    "input": view, "layer": l, "head": h, "label": lab.label, "confidence": lab.confidence,
+                    "offset": lab.offset, "period": lab.period,
+                    "rope_channel": None if chan is None else chan[0], "rope_period": None if chan is None else chan[1],
+                    "rope_share": None if chan is None else chan[2],
+                })
+        artefacts: dict[str, Any] = {
+            "temporal_classes": classes,
+            "offset_profiles": report.profiles.astype(np.float64),
+            "layer_q_sim": report.layer_q_sim.astype(np.float64),
+        }
+        if report.rope_shares is not None:
+            artefacts["rope_channel_shares"] = report.rope_shares.astype(np.float64)
+            artefacts["rope_periods"] = report.rope_periods.astype(np.float64)
+        summary: dict[str, Any] = {
+            "prompt_source": source, "n_prompts": len(prompts),
+            "label_counts": {view: {c: sum(1 for r in classes if r["input"] == view and r["label"] == c)
+                                    for c in ("re-access", "sequential", "seasonal", "unpredictable")} for view, _ in views},
+        }
+        if is_organism(model):
+            from workbench.analysis.retrieval import needle_accuracy
+            from workbench.families.retrieval import RetrievalFamilyConfig, needle_trials
+
+            trials, _ = needle_trials(model, ctx, RetrievalFamilyConfig(n_trials=cfg.n_trials))
+            n_tok = int(np.mean([t.context_len for t in trials]))
+            total = cfg.budget_average * geo.n_layers
+            adaptive = layer_budgets(report.layer_q_sim, total, cfg.budget_min, n_tok)
+            uniform = np.full(geo.n_layers, cfg.budget_average)
+            with streaming_heads(model, budget_windows(model, adaptive, cfg.sink)):
+                acc_adaptive = needle_accuracy(model, trials)
+            with streaming_heads(model, budget_windows(model, uniform, cfg.sink)):
+                acc_uniform = needle_accuracy(model, trials)
+            artefacts["budget_decision"] = {
+                "layer_q_sim": report.layer_q_sim.tolist(), "adaptive_budgets": adaptive.tolist(),
+                "uniform_budgets": uniform.tolist(), "adaptive_accuracy": acc_adaptive, "uniform_accuracy": acc_uniform,
+                "full_accuracy": needle_accuracy(model, trials), "context_tokens": n_tok, "sink": cfg.sink,
+            }
+            summary["budget_adaptive_accuracy"] = acc_adaptive
+            summary["budget_uniform_accuracy"] = acc_uniform
+        return PartResult(scores, artefacts, summary)

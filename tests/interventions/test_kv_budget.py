@@ -43,3 +43,9 @@ def test_greedy_generate_matches_argmax_loop(tiny_model_dir):
     for _ in range(4):
         seq = torch.cat([seq, model.logits(seq)[:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(out, seq[:, 4:])
+
+
+def test_instrumented_greedy_generation_matches_eager(tiny_model_dir):
+    model = load_model(tiny_model_dir("llama"), device="cpu")
+    prompt = torch.randint(4, 60, (2, 30), generator=torch.Generator().manual_seed(2))
+    assert torch.equal(greedy_generate(model, prompt, 5, instrumented=True), greedy_generate(model, prompt, 5))

@@ -94,7 +94,7 @@ def retrieval_scores(
     for t, trial in enumerate(trials):
         prompt = trial.prompt.view(1, -1).to(model.device)
         n_new = cfg.max_new_tokens or len(trial.answer)
-        generated = greedy_generate(model, prompt, n_new)[0].cpu()
+        generated = greedy_generate(model, prompt, n_new, instrumented=True)[0].cpu()
         answer = trial.answer.tolist()
         recall = rouge1_recall(answer, generated.tolist())
         full = torch.cat([prompt[0].cpu(), generated[:-1]]).view(1, -1)

@@ -72,21 +72,24 @@ def torch_attention_with_stats(
             col_max = torch.zeros(b, hkv, g, nk, dtype=torch.float32, device=dev)
             pooled = torch.zeros(b, hkv, g, nqb, nkb, dtype=torch.float64, device=dev)
 
+        upper = band_rel = None  # masks that depend only on relative positions: built once
         for i0 in range(0, nq, chunk):
             i1 = min(nq, i0 + chunk)
             c = i1 - i0
             p0, p1 = q_offset + i0, q_offset + i1  # absolute positions of the chunk [p0, p1)
             khi = min(nk, p1) if causal else nk  # keys beyond khi are invisible to the whole chunk
 
-            qc = qg[:, :, :, i0:i1].to(acc).reshape(b, hkv, g * c, d)
+            # scale folded into the (small) query chunk: saves a pass over the scores
+            qc = (qg[:, :, :, i0:i1].to(acc) * scale).reshape(b, hkv, g * c, d)
             s = torch.matmul(qc, kf[:, :, :khi].transpose(-1, -2))  # [B, Hkv, g*c, khi]
             s = s.view(b, hkv, g, c, khi)
-            s.mul_(scale)
             if causal and khi > p0 + 1:
-                # only keys j in (p0, khi) can lie after some query of the chunk
-                jj = torch.arange(p0 + 1, khi, device=dev)
-                qpos = torch.arange(p0, p1, device=dev)
-                s[..., p0 + 1 :].masked_fill_(jj[None, :] > qpos[:, None], _NEG)
+                # only keys j in (p0, khi) can lie after some query of the chunk; key p0 + 1 + jj is
+                # after query p0 + ii exactly when jj >= ii: the same upper-triangular mask every chunk
+                if upper is None:
+                    r = torch.arange(chunk, device=dev)
+                    upper = r[None, :] >= r[:, None]
+                s[..., p0 + 1 :].masked_fill_(upper[:c, : khi - p0 - 1], _NEG)
 
             m, idx = s.max(dim=-1)  # first maximal index on ties
             s.sub_(m[..., None])  # t - m  (<= 0)
@@ -108,9 +111,16 @@ def torch_attention_with_stats(
             sink[..., i0:i1] = (e[..., :nfk].sum(-1) / l) if nfk > 0 else 0.0
             lo, hi = max(0, p0 - window + 1), min(khi, p1)
             if window > 0 and hi > lo:
-                jj = torch.arange(lo, hi, device=dev)
-                qpos = torch.arange(p0, p1, device=dev)[:, None]
-                band = (jj[None, :] > qpos - window) & (jj[None, :] <= qpos)  # [c, hi - lo]
+                if lo == p0 - window + 1 and window <= 4 * chunk:
+                    # unclipped band: key lo + jj is in query p0 + ii's window iff ii <= jj <= ii + window - 1
+                    if band_rel is None:
+                        rel = torch.arange(chunk + window - 1, device=dev)[None, :] - torch.arange(chunk, device=dev)[:, None]
+                        band_rel = (rel >= 0) & (rel <= window - 1)
+                    band = band_rel[:c, : hi - lo]
+                else:
+                    jj = torch.arange(lo, hi, device=dev)
+                    qpos = torch.arange(p0, p1, device=dev)[:, None]
+                    band = (jj[None, :] > qpos - window) & (jj[None, :] <= qpos)  # [c, hi - lo]
                 local[..., i0:i1] = (e[..., lo:hi] * band).sum(-1) / l
             else:
                 local[..., i0:i1] = 0.0

@@ -234,3 +234,20 @@ def test_torch_any_pool_and_chunk():
     for chunk in (1, 7, 64):
         out, st = attention_with_stats(q, k, v, backend="torch", chunk=chunk, **kw)
         _check(out, st, *ref, torch.float32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_strided_inputs_and_single_query(backend, request):
+    """q/k/v as [B, N, H, D] tensors viewed as [B, H, N, D] (HF layout), and one decode query."""
+    device = _backend_device(backend, request)
+    q, k, v = make_case(1, 4, 2, 45, 45, 16, seed=8)
+    qs, ks, vs = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+    assert not qs.is_contiguous()
+    kw = dict(scale=0.25, causal=True, first_k=2, window=6, pool=16)
+    out, st = _run(backend, qs, ks, vs, device, **kw)
+    _check(out, st, *_reference(q, k, v, **kw), torch.float32)
+    # decode step: one query at the last position sees every key
+    kw1 = dict(kw, q_offset=44)
+    out1, st1 = _run(backend, q[:, :, 44:], k, v, device, **kw1)
+    _check(out1, st1, *_reference(q[:, :, 44:], k, v, **kw1), torch.float32)
+    torch.testing.assert_close(st1.lse, st.lse[..., 44:], atol=1e-5, rtol=0)

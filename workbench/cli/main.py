@@ -11,7 +11,12 @@ import sys
 import typer
 
 from workbench.cli.common import err_console
+from workbench.cli.atlas import atlas
+from workbench.cli.compare import compare
+from workbench.cli.export import export
 from workbench.cli.info import info
+from workbench.cli.report import report
+from workbench.cli.runs import runs
 from workbench.errors import WorkbenchError
 
 app = typer.Typer(
@@ -29,6 +34,11 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show full traceback
 
 
 app.command("info")(info)
+app.command("atlas")(atlas)
+app.command("runs")(runs)
+app.command("report")(report)
+app.command("compare")(compare)
+app.command("export")(export)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,84 @@
+"""`workbench export RUN --format parquet|csv`: the run's tables for pandas, DuckDB, spreadsheets.
+
+Writes ``head_scores`` (long format: run_id, model, family, metric, layer, head, kv_head, score),
+``runs`` (one row: the run's metadata) and every table artefact (``<family>__<name>``).
+Parquet needs pyarrow.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from workbench.cli.common import console
+from workbench.errors import WorkbenchError
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[list[Any]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for row in rows:
+            w.writerow(["" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v) for v in row])
+
+
+def _write_parquet(path: Path, columns: list[str], rows: list[list[Any]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = {c: [(json.dumps(r[i]) if isinstance(r[i], (dict, list)) else r[i]) for r in rows] for i, c in enumerate(columns)}
+    pq.write_table(pa.table(data), path)
+
+
+def export(
+    run: str = typer.Argument("latest", help="run id, unique id prefix, or 'latest'"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or csv"),
+    results: Path = typer.Option(None, "--results", "-r", help="results folder (default ./wb-results or $WORKBENCH_RESULTS)"),
+    out: Path = typer.Option(None, "--out", "-o", help="output folder (default: <run folder>/export)"),
+) -> None:
+    """Export a run's head scores, metadata and table artefacts as Parquet or CSV files."""
+    from workbench.store import Store
+
+    fmt = fmt.lower()
+    if fmt not in ("parquet", "csv"):
+        raise WorkbenchError(f"unknown export format {fmt!r}", "use --format parquet or --format csv")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise WorkbenchError("Parquet export needs pyarrow, which is not installed", "pip install pyarrow, or use --format csv") from exc
+    write = _write_parquet if fmt == "parquet" else _write_csv
+    with Store.open(results) as store:
+        info = store.run(run)
+        folder = out if out is not None else store.run_dir(info.run_id) / "export"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkbenchError(f"cannot create export folder {str(folder)!r}: {exc.strerror}", "choose a writable --out") from exc
+        kv = info.geometry.get("head_to_kv") if isinstance(info.geometry, dict) else None
+        rows = [[info.run_id, info.model, f, m, layer, h, (kv[h] if kv and h < len(kv) else None), s if s == s else None]
+                for f, m, layer, h, s in store.score_rows(info.run_id)]
+        written = []
+        path = folder / f"head_scores.{fmt}"
+        write(path, ["run_id", "model", "family", "metric", "layer", "head", "kv_head", "score"], rows)
+        written.append(path)
+        meta = {k: v for k, v in info.to_dict().items() if k not in ("geometry",)}
+        path = folder / f"runs.{fmt}"
+        write(path, list(meta), [list(meta.values())])
+        written.append(path)
+        for fam in store.families(info.run_id):
+            loaded = store.artefacts(info.run_id, fam.family) if fam.status == "done" else {}
+            for a in store.artefact_index(info.run_id, fam.family):
+                if a["kind"] != "table":
+                    continue
+                table = loaded[a["name"]]
+                columns = list(dict.fromkeys(k for r in table for k in r))
+                path = folder / f"{fam.family}__{a['name'].replace('/', '__')}.{fmt}"
+                write(path, columns, [[r.get(c) for c in columns] for r in table])
+                written.append(path)
+    for p in written:
+        console.print(str(p), highlight=False, soft_wrap=True)

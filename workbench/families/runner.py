@@ -1,0 +1,123 @@
+"""Run families against a model into the store: new runs and resumed ones.
+
+`start_run` records the plan (families, their options and parts, the model's identity, the
+config, versions) and `execute` works through the parts that are not done, committing each
+as it finishes, then merges each family from the parts read back from the store (so a
+resumed run merges exactly what an uninterrupted one would). `run_families` does both and
+marks the run interrupted (KeyboardInterrupt, SIGTERM) or failed (any other error).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from workbench.errors import WorkbenchError
+from workbench.families.base import Family, PartResult, config_to_dict
+from workbench.families.context import RunContext
+from workbench.store.runs import RunWriter, collect_versions, model_fingerprint, new_run_id
+from workbench.store.store import Store
+
+#: ``on_part(family, part, index, total)`` before each part runs (index counts from 0).
+PartHook = Callable[[str, str, int, int], None]
+
+
+def model_identity(model: Any) -> dict[str, Any]:
+    src = model.source
+    path = str(src.path) if getattr(src, "path", None) is not None else None
+    revision = getattr(src, "revision", None)
+    if revision is None and src.kind == "hub" and path:
+        revision = path.rstrip("/").rsplit("/", 1)[-1]  # the snapshot folder is the commit hash
+    geo = model.geometry
+    # A folder is recorded by its absolute path, so the run can be resumed from any folder.
+    spec = path if src.kind == "folder" and path else src.spec
+    return {
+        "spec": spec, "kind": src.kind, "path": path, "revision": revision, "hash": model_fingerprint(path),
+        "n_layers": geo.n_layers, "n_heads": geo.n_heads, "geometry": geo.to_dict() if hasattr(geo, "to_dict") else {},
+    }
+
+
+def _check_parts(name: str, parts: list[str]) -> list[str]:
+    if not parts or len(set(parts)) != len(parts) or not all(isinstance(p, str) and p for p in parts):
+        raise ValueError(f"family {name!r} must name one or more distinct, non-empty parts; got {parts!r}")
+    return parts
+
+
+def start_run(
+    store: Store, model: Any, families: dict[str, Family], ctx: RunContext, config: dict[str, Any], run_id: str | None = None,
+) -> RunWriter:
+    specs = [
+        {
+            "name": name, "description": fam.description, "primary_metric": fam.primary_metric,
+            "evidence_metric": fam.evidence_metric, "options": config_to_dict(fam.config),
+            "parts": _check_parts(name, fam.parts(model, ctx)),
+        }
+        for name, fam in families.items()
+    ]
+    rid = run_id or new_run_id(model.name)
+    writer = RunWriter.create(store, rid, model_identity(model), specs, config, collect_versions())
+    if ctx.prompts is not None:
+        from workbench.store.artefacts import atomic_write_text, dumps
+
+        atomic_write_text(writer.run_dir / "prompts.json", dumps(ctx.prompts))
+    return writer
+
+
+def _check_result(name: str, part: str, result: PartResult, model: Any) -> None:
+    if not isinstance(result, PartResult):
+        raise TypeError(f"family {name!r} part {part!r} returned {type(result).__name__}, not PartResult")
+    geo = model.geometry
+    if (result.scores.n_layers, result.scores.n_heads) != (geo.n_layers, geo.n_heads):
+        raise ValueError(f"family {name!r} returned scores for {result.scores.n_layers}x{result.scores.n_heads} heads, "
+                         f"the model has {geo.n_layers}x{geo.n_heads}")
+    if result.scores.family != name:
+        raise ValueError(f"family {name!r} returned scores labelled {result.scores.family!r}")
+
+
+def execute(writer: RunWriter, model: Any, families: dict[str, Family], ctx: RunContext, on_part: PartHook | None = None) -> None:
+    """Run every part that is not done, merge every family that is not done, finish the run."""
+    all_parts = [(name, p, s) for name in families for p, s in writer.parts(name)]
+    total = len(all_parts)
+    for name, fam in families.items():
+        if writer.family_done(name):
+            continue
+        plan = writer.parts(name)
+        expected = _check_parts(name, fam.parts(model, ctx))
+        if [p for p, _ in plan] != expected:
+            raise WorkbenchError(
+                f"family {name!r} now splits into parts {expected}, but run {writer.run_id} recorded {[p for p, _ in plan]}",
+                "resume with the workbench version that started the run, or start a new run",
+            )
+        for part, status in plan:
+            if status == "done":
+                continue
+            if on_part is not None:
+                on_part(name, part, next(i for i, (n, p, _) in enumerate(all_parts) if (n, p) == (name, part)), total)
+            t0 = time.perf_counter()
+            result = fam.run_part(model, ctx, part)
+            _check_result(name, part, result, model)
+            writer.commit_part(name, part, result, time.perf_counter() - t0)
+        merged = fam.merge({p: writer.read_part(name, p) for p, _ in plan})
+        for metric, values in merged.scores.metrics.items():
+            if not np.issubdtype(np.asarray(values).dtype, np.floating):
+                raise TypeError(f"family {name!r} metric {metric!r} is not float")
+        writer.commit_family(name, merged)
+    writer.finish()
+
+
+def run_families(
+    writer: RunWriter, model: Any, families: dict[str, Family], ctx: RunContext, on_part: PartHook | None = None
+) -> str:
+    """`execute` with the run marked interrupted or failed when it stops early. Returns the run id."""
+    try:
+        execute(writer, model, families, ctx, on_part)
+    except KeyboardInterrupt:
+        writer.mark_interrupted("interrupted (SIGINT/SIGTERM)")
+        raise
+    except BaseException as exc:
+        writer.mark_failed(f"{type(exc).__name__}: {exc}")
+        raise
+    return writer.run_id

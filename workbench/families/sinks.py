@@ -1,0 +1,115 @@
+"""The ``sinks`` family: first-token and hidden sink heads, with a causal check.
+
+Scores come from `workbench.analysis.sinks` (Gu et al. 2024 sink rate, ACT hidden sinks).
+Evidence: for the strongest first-token heads one at a time, and for the top-k against the
+bottom-k heads as a group, the change in LM loss when the head(s) can no longer attend to
+the first token (`first_token_removal_check`). Prompts: the user's prompt file, organism
+filler text for shipped organisms, otherwise random vocabulary tokens seeded by the run seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from workbench.analysis.scores import HeadScores
+from workbench.families.base import Family, PartResult
+from workbench.families.context import RunContext
+from workbench.families.prompts import family_prompts
+
+MAX_SINK_TOKEN_ROWS = 20000
+
+
+@dataclass(frozen=True)
+class SinksFamilyConfig:
+    """eps: Gu et al. 2024; tau, min_queries: ACT (Yu et al. 2024); evidence: first-token removal."""
+
+    eps: float = 0.3
+    first_k: int = 1
+    tau: float = 0.1
+    min_queries: int = 8
+    evidence_heads: int = 4  # strongest first-token heads checked one at a time (-1: every head)
+    check_k: int = 3  # top-k vs bottom-k group check
+
+
+class SinksFamily(Family):
+    name = "sinks"
+    config_class = SinksFamilyConfig
+    description = "heads that park attention on the first token or on hidden sink tokens"
+    primary_metric = "first_token_mass"
+    evidence_metric = "removal_loss_delta"
+
+    def members(self, scores: HeadScores) -> list[tuple[int, int]]:
+        share = scores["sink_head"]
+        return [(int(l), int(h)) for l, h in zip(*np.nonzero(share > 0.5))]
+
+    def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
+        from workbench.analysis.metrics import lm_loss
+        from workbench.analysis.sinks import SinkConfig, analyze_sinks, first_token_removal_check
+        from workbench.interventions.attention_edits import removed_first_token
+
+        cfg = self.config
+        sink_cfg = SinkConfig(eps=cfg.eps, first_k=cfg.first_k, tau=cfg.tau, min_queries=cfg.min_queries)
+        ctx.seed_torch(self.name, part)
+        prompts, source = family_prompts(model, ctx, self.name)
+        report = analyze_sinks(model, prompts, sink_cfg, progress=lambda i, n: ctx.report("sinks: recording", i, n))
+        scores = report.scores
+        geo = model.geometry
+        n_heads_total = geo.n_layers * geo.n_heads
+
+        # Evidence, head by head: loss change when only this head loses the first token.
+        ranked = [h for h, _ in scores.ranked("first_token_mass")]
+        k = n_heads_total if cfg.evidence_heads < 0 else min(cfg.evidence_heads, n_heads_total)
+        base = lm_loss(model, prompts)
+        delta = np.full((geo.n_layers, geo.n_heads), np.nan)
+        for i, head in enumerate(ranked[:k]):
+            with removed_first_token(model, [head], cfg.first_k):
+                delta[head.layer, head.head] = lm_loss(model, prompts) - base
+            ctx.report("sinks: first-token removal", i + 1, k)
+        scores.add("removal_loss_delta", delta, "LM loss change when this head cannot attend to the first token(s)")
+
+        check_k = max(1, min(cfg.check_k, n_heads_total // 2))
+        check = first_token_removal_check(model, report, prompts, k=check_k)
+
+        tokens = [
+            {"prompt": t.prompt, "layer": t.layer, "head": t.head, "position": t.position, "token": t.token,
+             "mean_received": t.mean_received, "kind": t.kind}
+            for t in report.sink_tokens
+        ]
+        frequency = sorted(
+            ({"token": tok, "times_sink": s, "times_seen": n, "rate": s / n if n else 0.0}
+             for tok, (s, n) in report.token_sink_frequency.items()),
+            key=lambda r: (-r["times_sink"], -r["rate"], r["token"]),
+        )
+        frequency = [r for r in frequency if r["times_sink"] > 0]
+        hidden = [t for t in tokens if t["kind"] == "hidden"]
+        artefacts = {
+            "sink_rate_per_layer": np.asarray(report.sink_rate_per_layer, dtype=np.float64),
+            "sink_tokens": tokens[:MAX_SINK_TOKEN_ROWS],
+            "token_sink_frequency": frequency,
+            "removal_check": {
+                "base_loss": check.base_loss,
+                "top_heads": [str(h) for h in check.top_heads],
+                "bottom_heads": [str(h) for h in check.bottom_heads],
+                "top_loss": check.top_loss,
+                "bottom_loss": check.bottom_loss,
+                "top_delta": check.top_delta,
+                "bottom_delta": check.bottom_delta,
+            },
+        }
+        summary = {
+            "prompt_source": source,
+            "n_prompts": len(prompts),
+            "prompt_tokens": [int(p.shape[-1]) for p in prompts],
+            "sink_rate_percent": report.sink_rate,
+            "n_sink_heads": len(self.members(scores)),
+            "n_hidden_sink_tokens": len(hidden),
+            "sink_token_rows_truncated": len(tokens) > MAX_SINK_TOKEN_ROWS,
+            "base_loss": base,
+            "top_removal_delta": check.top_delta,
+            "bottom_removal_delta": check.bottom_delta,
+            "config": {"eps": cfg.eps, "first_k": cfg.first_k, "tau": cfg.tau, "min_queries": cfg.min_queries},
+        }
+        return PartResult(scores, artefacts, summary)

@@ -54,6 +54,8 @@ def resolve_backend(backend: str, q: torch.Tensor, *, pool: int = 64) -> str:
     """The concrete backend ``attention_with_stats`` would use for ``q`` (see the module docstring)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not isinstance(q, torch.Tensor):
+        raise ValueError(f"q must be a torch.Tensor, got {type(q).__name__}")
     if backend != "auto":
         return backend
     if (
@@ -98,6 +100,7 @@ def attention_with_stats(
 
     Returns:
         ``(out, stats)``: ``out`` ``[B, Hq, Nq, D]`` in ``q.dtype``; ``stats`` an :class:`AttentionStats`.
+        Computed under ``torch.no_grad()``: there is no backward.
 
     Raises:
         ValueError: bad shapes, dtypes, ``q_offset + Nq > Nk`` when causal, NaN/Inf in the inputs,

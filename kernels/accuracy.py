@@ -65,6 +65,8 @@ def max_errors(out, stats, ref_out, ref_stats, ref_probs, *, tie_tol: float = 1e
     err = {"out": _abs_err(out, ref_out)}
     for name in STAT_NAMES:
         err[name] = _abs_err(getattr(stats, name), getattr(ref_stats, name))
+    ref_lse = ref_stats.lse.double().cpu()
+    err["lse_rel"] = float(((stats.lse.double().cpu() - ref_lse).abs() / ref_lse.abs().clamp(min=1.0)).max())
     for name in COLUMN_NAMES:
         mine, ref = getattr(stats, name), getattr(ref_stats, name)
         if mine is not None and ref is not None:
@@ -91,7 +93,7 @@ def _grid(quick: bool):
     return cases[:3] if quick else cases
 
 
-def run_grid(backends=("torch", "triton"), dtypes=("float32", "float16", "bfloat16"), quick=False):
+def run_grid(backends=("torch", "triton"), dtypes=("float32", "float16", "bfloat16"), quick=False, special=True):
     """Run every (backend, dtype, case); return a list of result rows (dicts)."""
     from . import attention_with_stats
     from .reference import reference_attention_with_stats
@@ -101,7 +103,7 @@ def run_grid(backends=("torch", "triton"), dtypes=("float32", "float16", "bfloat
         for dt_name in dtypes:
             dt = getattr(torch, dt_name)
             for i, (causal, nq, nk, qo, d, hq, hkv) in enumerate(_grid(quick)):
-                q, k, v = make_case(1, hq, hkv, nq, nk, d, dtype=dt, seed=i)
+                q, k, v = make_case(1, hq, hkv, nq, nk, d, dtype=dt, seed=i, special=special)
                 kw = dict(scale=d**-0.5, causal=causal, q_offset=qo, first_k=3, window=8, pool=32)
                 t0 = time.perf_counter()
                 out, st = attention_with_stats(q, k, v, backend=backend, chunk=64, **kw)
@@ -116,7 +118,7 @@ def run_grid(backends=("torch", "triton"), dtypes=("float32", "float16", "bfloat
 
 
 def _table(rows) -> str:
-    cols = ["out", *STAT_NAMES, *COLUMN_NAMES]
+    cols = ["out", "lse", "lse_rel", *STAT_NAMES[1:], *COLUMN_NAMES]
     lines = ["| backend | dtype | " + " | ".join(cols) + " | argmax mismatches (non-tie / all) |",
              "|---" * (len(cols) + 3) + "|"]
     keys = sorted({(r["backend"], r["dtype"]) for r in rows}, key=lambda x: (x[0], x[1]))
@@ -134,12 +136,15 @@ def main(argv=None) -> int:
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float16", "bfloat16"])
     ap.add_argument("--quick", action="store_true", help="only the first three cases")
     ap.add_argument("--json", help="also write the per-case rows here")
+    ap.add_argument("--plain", action="store_true", help="plain random inputs (no sink/flat/peaked rows)")
     args = ap.parse_args(argv)
     if "triton" in args.backends and not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
-    rows = run_grid(args.backends, args.dtypes, args.quick)
+    rows = run_grid(args.backends, args.dtypes, args.quick, special=not args.plain)
     print("max abs error against the float64 reference (same rounded inputs), over", len(_grid(args.quick)),
-          "cases per row; out is compared with the float64 output, so it includes the final rounding to the input dtype")
+          "cases per row", "(plain random inputs)" if args.plain else "(with sink key, flat and x30-peaked rows)",
+          "; out is compared with the float64 output, so it includes the final rounding to the input dtype;",
+          "lse_rel = max |err| / max(1, |lse|)")
     print(_table(rows))
     if args.json:
         with open(args.json, "w") as f:

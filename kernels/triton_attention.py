@@ -40,6 +40,7 @@ tiles go to ``tl.dot`` natively (fp32 accumulation) and fp32 inputs use ``input_
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -475,7 +476,8 @@ def triton_attention_with_stats(
     if columns:
         _default_b_config(pool, _d_pad(sh.head_dim), q.dtype)  # raises for a pool the kernel can't do
     q_offset = int(q_offset)
-    with torch.no_grad():
+    guard = torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext()
+    with torch.no_grad(), guard:  # launch on q's GPU, not whichever is current
         q_, k_, v_ = q.detach(), k.detach(), v.detach()
         out, lse2, ent, amax, pmax, sink, local = pass_a(
             q_, k_, v_, scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window,

@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-fast demo clean
+.PHONY: venv test test-fast demo clean browser
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+# Headless Chromium for the report screenshot tests (Debian packages; installed only when missing).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium chromium-driver)
+
 # The full suite (what CI runs): fast and slow tests.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 # The fast subset for local iteration (plain `pytest` does the same).

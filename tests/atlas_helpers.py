@@ -4,7 +4,11 @@ interrupted, a synthetic-run writer, and store snapshots (importable from every 
 from __future__ import annotations
 
 import hashlib
+import html as htmllib
+import json
+import math
 import os
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -14,6 +18,7 @@ import numpy as np
 
 from workbench.analysis.scores import HeadScores
 from workbench.families.base import Family, PartResult
+from workbench.store import Store
 
 TESTS_DIR = Path(__file__).resolve().parent
 PLUGIN = "atlas_helpers:CountdownFamily"
@@ -118,3 +123,119 @@ def family_results(store, run_id):
             "artefacts": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in arts.items()},
         }
     return out
+
+
+# -- runs without a real model ------------------------------------------------------------------------
+
+
+class FakeGeometry:
+    def __init__(self, n_layers: int, n_heads: int) -> None:
+        self.n_layers, self.n_heads = n_layers, n_heads
+
+    def to_dict(self) -> dict:
+        return {"n_layers": self.n_layers, "n_heads": self.n_heads, "head_to_kv": [h // 2 for h in range(self.n_heads)]}
+
+
+class FakeSource:
+    def __init__(self, spec: str) -> None:
+        self.spec, self.kind, self.path, self.revision = spec, "hub", None, "0" * 40
+
+
+class FakeModel:
+    """Enough of `Model` for families that only read the geometry (the countdown family)."""
+
+    def __init__(self, n_layers: int = 3, n_heads: int = 4, name: str = "fake/model") -> None:
+        self.geometry = FakeGeometry(n_layers, n_heads)
+        self.source = FakeSource(name)
+        self.name = name
+
+
+def synthetic_run(store, n_layers: int = 3, n_heads: int = 4, seed: int = 0, n_parts: int = 5, name: str = "fake/model",
+                  interrupt_at: str | None = None) -> str:
+    """A countdown run written through the real runner, without torch; optionally interrupted."""
+    from workbench.families.context import RunContext
+    from workbench.families.runner import run_families, start_run
+
+    model = FakeModel(n_layers, n_heads, name)
+    fams = {"countdown": CountdownFamily(CountdownConfig(n_parts=n_parts))}
+    ctx = RunContext(seed=seed)
+    writer = start_run(store, model, fams, ctx, {"model": name, "families": ["countdown"], "seed": seed})
+    previous = os.environ.pop(INTERRUPT_ENV, None)
+    if interrupt_at:
+        os.environ[INTERRUPT_ENV] = interrupt_at
+    try:
+        run_families(writer, model, fams, ctx)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        os.environ.pop(INTERRUPT_ENV, None)
+        if previous is not None:
+            os.environ[INTERRUPT_ENV] = previous
+    return writer.run_id
+
+
+# -- report checks ---------------------------------------------------------------------------------------
+
+
+def json_scripts(text: str) -> dict[str, object]:
+    found = re.findall(r'<script type="application/json" id="([^"]+)">(.*?)</script>', text, flags=re.S)
+    return {ident: json.loads(body.replace("<\\/", "</")) for ident, body in found}
+
+
+def same(a, b) -> bool:
+    """Exact equality with None standing for NaN."""
+    if a is None or (isinstance(a, float) and math.isnan(a)):
+        return b is None or (isinstance(b, float) and math.isnan(b))
+    return a == b
+
+
+def grid_equal(grid, array) -> bool:
+    return np.shape(array) == (len(grid), len(grid[0])) and all(
+        same(grid[i][j], float(array[i, j])) for i in range(len(grid)) for j in range(len(grid[0])))
+
+
+def assert_report_matches_store(results, run_id, html_path, json_path, families=None):
+    """Every number in report.json, the embedded data, the heatmaps and the top-head tables equals the store's."""
+    summary = json.loads(json_path.read_text())
+    text = html_path.read_text()
+    scripts = json_scripts(text)
+    assert scripts["wb-report-data"] == summary  # the HTML embeds exactly the JSON summary
+    with Store.open(results) as store:
+        scores = store.scores(run_id)
+        fams = {f.family: f for f in store.families(run_id)}
+        artefacts = {name: store.artefacts(run_id, name) for name in fams}
+        info = store.run(run_id)
+    assert summary["run"]["run_id"] == run_id and summary["config"] == info.config and summary["versions"] == info.versions
+    if families is not None:
+        assert [f["name"] for f in summary["families"]] == families
+    n_checked = 0
+    for fam in summary["families"]:
+        hs = scores[fam["name"]]
+        assert list(fam["metrics"]) == list(hs.metrics)
+        for metric, grid in fam["metrics"].items():
+            assert grid_equal(grid, hs[metric])
+            # The heatmap drawn for this metric carries the same numbers.
+            (spec,) = [v for k, v in scripts.items() if k == f"fig-{fam['name']}-{metric}-spec"]
+            assert grid_equal(spec["data"][0]["z"], hs[metric])
+            n_checked += hs[metric].size
+        assert fam["summary"] == json.loads(json.dumps(fams[fam["name"]].summary))
+        assert fam["members"] == [f"L{a}H{b}" for a, b in fams[fam["name"]].members]
+        for row in fam["top_heads"]:
+            layer, head = row["layer"], row["head_index"]
+            for metric in hs.metrics:
+                assert same(row[metric], float(hs[metric][layer, head]))
+        ranked = [str(h) for h, v in hs.ranked(fam["primary_metric"]) if not math.isnan(v)][: summary["top_k"]]
+        assert [r["head"] for r in fam["top_heads"]] == ranked
+        for name, value in artefacts[fam["name"]].items():
+            view = fam["artefacts"][name]
+            if isinstance(value, np.ndarray):
+                assert view["values"] == value.tolist()
+            elif view["kind"] == "table":
+                assert view["rows"] == value[: len(view["rows"])] and view["n_rows"] == len(value)
+            else:
+                assert view["value"] == value
+    assert n_checked > 0
+    # Table cells carry the exact value they display (rounded) in data-value.
+    top = summary["families"][0]["top_heads"][0]
+    primary = summary["families"][0]["primary_metric"]
+    assert f'data-value="{htmllib.escape(repr(top[primary]))}"' in text

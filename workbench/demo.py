@@ -1,17 +1,20 @@
-"""`make demo`: the main job on the shipped default model.
+"""`make demo`: the head atlas of the shipped default model, all families, then the report.
 
-Today it loads the default model and prints its head geometry (and a short attention
-summary once the recorder exists); later stages grow this into the full head atlas.
-If no organism is shipped yet it builds a tiny random Llama so the path runs end to end.
+Runs ``workbench atlas DEFAULT_MODEL`` into ``./wb-results`` (or $WORKBENCH_RESULTS) and
+``workbench report`` on that run, then prints where the report is and how to open the
+dashboard. If no organism is shipped yet it builds a tiny random Llama so the path runs end to end.
+Extra arguments are passed to ``workbench atlas`` (e.g. ``--families sinks``).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from workbench.cli.main import main as cli_main
 from workbench.models.registry import DEFAULT_MODEL, shipped_models
+from workbench.store.store import default_results
 
 
 def default_model_spec(results: Path = Path("wb-results")) -> str:
@@ -27,8 +30,26 @@ def default_model_spec(results: Path = Path("wb-results")) -> str:
 
 
 def run(argv: list[str] | None = None) -> int:
-    spec = default_model_spec()
-    return cli_main(["info", spec])
+    extra = list(sys.argv[1:] if argv is None else argv)
+    results = default_results()
+    spec = default_model_spec(results)
+    t0 = time.perf_counter()
+    code = cli_main(["atlas", spec, "--results", str(results), *extra])
+    if code != 0:
+        return code
+    from workbench.store import Store
+
+    with Store.open(results) as store:
+        run_id = store.runs()[0].run_id
+    code = cli_main(["report", run_id, "--results", str(results)])
+    if code != 0:
+        return code
+    report = (results / "runs" / run_id / "report.html").resolve()
+    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s")
+    print(f"report:  {report}")
+    print(f"         open it in any browser (no server needed): file://{report}")
+    print(f"open the dashboard with: workbench app --results {results}")
+    return 0
 
 
 if __name__ == "__main__":

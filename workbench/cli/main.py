@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from workbench.cli.app import dashboard
 from workbench.cli.common import err_console
 from workbench.cli.atlas import atlas
 from workbench.cli.compare import compare
@@ -39,6 +40,7 @@ app.command("runs")(runs)
 app.command("report")(report)
 app.command("compare")(compare)
 app.command("export")(export)
+app.command("app")(dashboard)
 
 
 def main(argv: list[str] | None = None) -> int:

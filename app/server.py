@@ -1,0 +1,145 @@
+"""Building the Dash app and serving it.
+
+    from workbench.app import create_app
+    app = create_app("wb-results")          # a dash.Dash; app.workbench holds the live state
+    app.run(host="127.0.0.1", port=8050)
+
+`serve` is what `workbench app` calls: it checks the port first and binds to localhost unless
+told otherwise (live views run models, so the app should not be open to the network by accident).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.app.jobs import JobManager
+from workbench.app.live import ModelCache, PatternCache, PromptSpec, prompt_tokens, record_layer, run_ablation, using
+from workbench.errors import InputDataError, WorkbenchError
+
+log = logging.getLogger("workbench.app")
+
+
+@dataclass
+class AppState:
+    """What the callbacks share: the results folder, the jobs and the live caches."""
+
+    results: Path
+    device: str = "auto"
+    export_dir: Path | None = None
+    refresh_ms: int = 2000
+    jobs: JobManager = field(default_factory=JobManager)
+    models: ModelCache = field(default_factory=ModelCache)
+    patterns: PatternCache = field(default_factory=PatternCache)
+    last_export: Path | None = None
+    _exports: Path | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.models.device != self.device:
+            self.models = ModelCache(self.device)
+
+    def export_folder(self) -> Path:
+        from workbench.app.export import export_folder
+
+        with self._lock:
+            if self._exports is None:
+                self._exports = export_folder(self.export_dir, self.results)
+            return self._exports
+
+    # live computations (each returns a job id; see workbench.app.jobs)
+
+    def start_pattern(self, run: Any, spec: PromptSpec, layer: int, run_texts: list[str]) -> str:
+        key = self.patterns.key(run, self.models.key(run), spec, layer)
+
+        def work(progress: Any) -> str:
+            if self.patterns.get(key) is not None:
+                progress(1.0, "cached")
+                return key
+            live = self.models.get(run, progress)
+            with using(live, progress) as model:
+                ids = prompt_tokens(model, spec, run_texts)
+                progress(0.12, f"recording {ids.shape[1]} tokens")
+                entry = record_layer(model, ids, layer, progress)
+            entry.warnings = list(live.warnings)
+            self.patterns.put(key, entry)
+            return key
+
+        return self.jobs.submit("pattern", f"pattern|{key}", work)
+
+    def start_playground(self, run: Any, heads: list[str], mode: str, prompt: str, top_k: Any, n_new: Any) -> str:
+        from workbench.models.heads import parse_heads
+
+        if not prompt.strip():
+            raise InputDataError("the prompt is empty", "type a prompt first")
+        parsed = parse_heads(heads, run.n_layers, run.n_heads)
+        try:
+            k, n = int(top_k or 10), int(n_new if n_new not in (None, "") else 12)
+        except (TypeError, ValueError) as exc:
+            raise InputDataError(f"top tokens and new tokens must be whole numbers, got {top_k!r} and {n_new!r}") from exc
+
+        def work(progress: Any) -> dict[str, Any]:
+            live = self.models.get(run, progress)
+            with using(live, progress) as model:
+                ids = prompt_tokens(model, PromptSpec("text", prompt), [])
+                result = run_ablation(model, ids, parsed, mode, k, n, progress)
+            result["warnings"] = list(live.warnings)
+            return result
+
+        key = f"play|{run.run_id}|{','.join(map(str, parsed))}|{mode}|{hash(prompt)}|{k}|{n}"
+        return self.jobs.submit("playground", key, work)
+
+
+def create_app(results: str | Path | None = None, *, device: str = "auto", export_dir: str | Path | None = None,
+               refresh_ms: int = 2000) -> Any:
+    """The Dash app over a results folder (it need not exist yet: the pages say so and recover)."""
+    import dash
+    from flask import abort, send_from_directory
+
+    from workbench.app import callbacks, layout
+    from workbench.store import default_results
+
+    folder = Path(results).expanduser() if results is not None else default_results()
+    state = AppState(folder.resolve() if folder.exists() else folder.absolute(), device=device,
+                     export_dir=Path(export_dir).expanduser() if export_dir else None, refresh_ms=refresh_ms)
+    app = dash.Dash(__name__, title="Attention Workbench", suppress_callback_exceptions=True,
+                    update_title=None, serve_locally=True)
+    app.index_string = layout.INDEX
+    app.layout = layout.shell(state.results, refresh_ms)
+    callbacks.register(app, state)
+
+    @app.server.route("/exports/<path:name>")
+    def exported(name: str) -> Any:
+        folder = state.export_folder()
+        if not (folder / name).is_file():
+            abort(404)
+        return send_from_directory(str(folder), name)
+
+    app.workbench = state  # type: ignore[attr-defined]
+    return app
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail with a readable message when the port is taken or the host cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (98, 48):  # EADDRINUSE on Linux / macOS
+                raise WorkbenchError(f"port {port} on {host} is already in use", "choose another with --port") from exc
+            raise WorkbenchError(f"cannot listen on {host}:{port}: {exc.strerror}", "check --host and --port") from exc
+
+
+def serve(results: str | Path | None, host: str = "127.0.0.1", port: int = 8050, device: str = "auto",
+          export_dir: str | Path | None = None, quiet: bool = False) -> None:
+    check_port(host, port)
+    app = create_app(results, device=device, export_dir=export_dir)
+    if quiet:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    app.run(host=host, port=port, debug=False, threaded=True)

@@ -1,0 +1,128 @@
+"""One head: its scores across families, sink tokens, temporal class with the spectral plot, and
+the ablation evidence that mentions it (the live pattern and token views are in `live_views`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from workbench.app import blocks as B
+from workbench.app import figures as AF
+from workbench.app.data import family_artefacts, find_artefact, head_score_rows, mentions, scalars
+from workbench.app.views.atlas import run_header
+
+
+def _sink_section(label: str, layer: int, head: int, artefacts: dict[str, dict[str, Any]], score_rows: list[dict]) -> Any:
+    blocks: list[Any] = []
+    tables = [(fam, find_artefact(arts, "sink_tokens")) for fam, arts in artefacts.items()]
+    tables = [(fam, t) for fam, t in tables if isinstance(t, list)]
+    mass = next((r["value"] for r in score_rows if r["metric"] == "first_token_mass"), None)
+    if mass is not None:
+        blocks.append(B.Text(f"first-token mass of {label}: {B.fmt(mass)}"))
+    if not tables:
+        blocks.append(B.Text("No sink-token table in this run (run the sinks family to get one).", muted=True))
+        return B.Section("Sink tokens", blocks, name="sinks")
+    for fam, rows in tables:
+        mine = [r for r in rows if r.get("layer") == layer and r.get("head") == head]
+        mine.sort(key=lambda r: -(r.get("mean_received") or 0.0))
+        if mine:
+            blocks.append(B.Text(f"{len(mine)} sink token(s) of {label} ({fam}): positions where it parks attention.",
+                                 muted=True))
+            blocks.append(B.Table(mine[:50], ["prompt", "position", "token", "kind", "mean_received"], name="sink-tokens"))
+        else:
+            blocks.append(B.Text(f"{label} has no sink tokens in the {fam} family's prompts.", muted=True))
+    return B.Section("Sink tokens", blocks, name="sinks")
+
+
+def _temporal_section(label: str, layer: int, head: int, artefacts: dict[str, dict[str, Any]]) -> Any:
+    from workbench.analysis.temporal import transfer_function
+
+    blocks: list[Any] = []
+    found = False
+    for fam, arts in artefacts.items():
+        classes = find_artefact(arts, "temporal_classes")
+        profiles = find_artefact(arts, "offset_profiles")
+        shares = find_artefact(arts, "rope_channel_shares")
+        periods = find_artefact(arts, "rope_periods")
+        if classes is None and profiles is None:
+            continue
+        found = True
+        if isinstance(classes, list):
+            mine = [r for r in classes if r.get("layer") == layer and r.get("head") == head]
+            if mine:
+                cols = [c for c in ["input", "label", "confidence", "offset", "period", "rope_channel", "rope_period", "rope_share"]
+                        if any(c in r for r in mine)]
+                main = mine[0]
+                blocks.append(B.Text(f"{label} is {main.get('label', '?')} (confidence {B.fmt(main.get('confidence'))}) "
+                                     f"on {main.get('input', 'text')}."))
+                blocks.append(B.Table(mine, cols, name="temporal-class"))
+        if isinstance(profiles, np.ndarray) and profiles.ndim == 3 and layer < profiles.shape[0] and head < profiles.shape[1]:
+            profile = profiles[layer, head]
+            omega, mag, phase = transfer_function(profile)
+            blocks.append(B.Grid([
+                B.Figure(AF.offset_profile_figure(profile, f"{label}: mean attention by offset"), "offset-profile"),
+                B.Figure(AF.spectrum_figure(omega, mag, phase, f"{label}: offset profile as a filter (Bode plot)"), "spectrum"),
+            ]))
+        if isinstance(shares, np.ndarray) and shares.ndim == 3 and layer < shares.shape[0]:
+            per = periods if isinstance(periods, np.ndarray) else None
+            blocks.append(B.Figure(AF.rope_share_figure(shares[layer, head], per, f"{label}: RoPE channel shares"), "rope-shares"))
+    if not found:
+        blocks.append(B.Text("No temporal results in this run (run the temporal family to get the class and spectrum).",
+                             muted=True))
+    return B.Section("Temporal class and spectrum", blocks, name="temporal")
+
+
+def _evidence_section(label: str, layer: int, head: int, store: Any, run_id: str,
+                      artefacts: dict[str, dict[str, Any]], score_rows: list[dict]) -> Any:
+    blocks: list[Any] = []
+    fams = store.families(run_id)
+    evidence = []
+    for fam in fams:
+        if fam.evidence_metric:
+            row = next((r for r in score_rows if r["family"] == fam.family and r["metric"] == fam.evidence_metric), None)
+            if row is not None:
+                evidence.append({"family": fam.family, "check": fam.evidence_metric, "value": row["value"], "rank": row["rank"],
+                                 "what it measures": row["description"]})
+    if evidence:
+        blocks.append(B.Text(f"Causal checks scored per head (NaN / – means {label} was not among the heads checked):",
+                             muted=True))
+        blocks.append(B.Table(evidence, name="evidence"))
+    claimed = [fam.family for fam in fams if (layer, head) in [tuple(m) for m in fam.members]]
+    blocks.append(B.Text(f"Families that claim {label}: {', '.join(claimed) or 'none'}."))
+    for fam, arts in artefacts.items():
+        for name, value in arts.items():
+            if not isinstance(value, dict):
+                continue
+            where = mentions(value, label)
+            if where:
+                blocks.append(B.Heading(f"{fam} / {name} (mentions {label} in {', '.join(where[:4])})", 4))
+                blocks.append(B.Table([{"key": k, "value": v} for k, v in scalars(value).items()], ["key", "value"],
+                                      name=f"evidence-{fam}-{name}".replace("/", "-")))
+    if not evidence and len(blocks) == 1:
+        blocks.append(B.Text("No ablation evidence in this run mentions this head.", muted=True))
+    return B.Section("Ablation evidence", blocks, name="evidence")
+
+
+def head_blocks(store: Any, run_id: str, layer: int, head: int) -> list[Any]:
+    info = store.run(run_id)
+    label = f"L{layer}H{head}"
+    out = run_header(info)
+    rows = head_score_rows(store, info.run_id, layer, head)
+    scores_blocks: list[Any] = []
+    if rows:
+        scores_blocks.append(B.Table(rows, ["family", "metric", "value", "rank", "role", "description"], name="head-scores"))
+    else:
+        scores_blocks.append(B.Text("No family of this run has finished yet.", muted=True))
+    out.append(B.Section(f"Scores of {label} across families", scores_blocks, name="scores"))
+    artefacts: dict[str, dict[str, Any]] = {}
+    for fam in store.families(info.run_id):
+        if fam.status == "done":
+            arts, problem = family_artefacts(store, info.run_id, fam.family)
+            artefacts[fam.family] = arts
+            if problem:
+                out.append(B.Notice(problem, "warn"))
+    out.append(_sink_section(label, layer, head, artefacts, rows))
+    out.append(_temporal_section(label, layer, head, artefacts))
+    out.append(_evidence_section(label, layer, head, store, info.run_id, artefacts, rows))
+    return out

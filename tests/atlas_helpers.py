@@ -231,7 +231,8 @@ def assert_report_matches_store(results, run_id, html_path, json_path, families=
             if isinstance(value, np.ndarray):
                 assert view["values"] == value.tolist()
             elif view["kind"] == "table":
-                assert view["rows"] == value[: len(view["rows"])] and view["n_rows"] == len(value)
+                rows = [r for r in value if all(r.get(k) == v for k, v in view.get("filter", {}).items())]
+                assert view["rows"] == rows[: len(view["rows"])] and view["n_rows"] == len(value)
             else:
                 assert view["value"] == value
     assert n_checked > 0

@@ -45,15 +45,29 @@ def top_heads(scores: Any, primary: str | None, evidence: str | None, k: int) ->
     return out
 
 
-def _artefact_view(value: Any) -> dict[str, Any]:
+# Tables the report draws whole (per-head maps), and tables it shows filtered.
+WHOLE_TABLES = ("temporal_classes",)
+TABLE_FILTERS: dict[str, tuple[str, str]] = {"sink_tokens": ("kind", "hidden")}
+
+
+def _artefact_view(name: str, value: Any) -> dict[str, Any]:
+    """What the report keeps of an artefact: small arrays whole, tables up to MAX_TABLE_ROWS rows."""
     if isinstance(value, np.ndarray):
         view: dict[str, Any] = {"kind": "array", "dtype": str(value.dtype), "shape": list(value.shape)}
         if value.size <= 4096:
             view["values"] = to_jsonable(value)
         return view
     if isinstance(value, list) and all(isinstance(r, dict) for r in value):
-        return {"kind": "table", "n_rows": len(value), "rows": to_jsonable(value[:MAX_TABLE_ROWS]),
-                "truncated": len(value) > MAX_TABLE_ROWS}
+        rows = value
+        view = {"kind": "table", "n_rows": len(value)}
+        if name in TABLE_FILTERS:
+            key, wanted = TABLE_FILTERS[name]
+            rows = [r for r in value if r.get(key) == wanted]
+            view["filter"] = {key: wanted}
+        limit = None if name in WHOLE_TABLES else MAX_TABLE_ROWS
+        view["rows"] = to_jsonable(rows[:limit])
+        view["truncated"] = limit is not None and len(rows) > limit
+        return view
     return {"kind": "json", "value": to_jsonable(value)}
 
 
@@ -76,7 +90,7 @@ def collect(store: Store, run_ref: str, top_k: int = 10) -> dict[str, Any]:
             entry["descriptions"] = dict(hs.descriptions)
             entry["top_heads"] = top_heads(hs, fam.primary_metric, fam.evidence_metric, top_k)
         if fam.status == "done":
-            entry["artefacts"] = {name: _artefact_view(v) for name, v in store.artefacts(info.run_id, fam.family).items()}
+            entry["artefacts"] = {name: _artefact_view(name, v) for name, v in store.artefacts(info.run_id, fam.family).items()}
         families.append(entry)
     return {
         "format": REPORT_FORMAT,
@@ -90,13 +104,15 @@ def collect(store: Store, run_ref: str, top_k: int = 10) -> dict[str, Any]:
 
 
 def cross_family(families: list[dict[str, Any]], n_layers: int, n_heads: int) -> dict[str, Any]:
-    """Heads claimed by (members of) more than one family, and heads in more than one family's top-k."""
+    """Heads claimed by (members of) more than one family, and heads in more than one family's
+    top list (the top 10% of heads by each family's primary metric, at most the report's top-k)."""
+    k = max(1, min(len(families[0]["top_heads"]) if families else 0, round(0.1 * n_layers * n_heads)))
     claimed: dict[str, list[str]] = {}
     in_top: dict[str, list[str]] = {}
     for fam in families:
         for head in fam["members"]:
             claimed.setdefault(head, []).append(fam["name"])
-        for row in fam["top_heads"]:
+        for row in fam["top_heads"][:k]:
             in_top.setdefault(row["head"], []).append(fam["name"])
     counts = [[len(claimed.get(head_label(layer, h), [])) for h in range(n_heads)] for layer in range(n_layers)]
     top_counts = [[len(in_top.get(head_label(layer, h), [])) for h in range(n_heads)] for layer in range(n_layers)]
@@ -111,4 +127,5 @@ def cross_family(families: list[dict[str, Any]], n_layers: int, n_heads: int) ->
         "claimed_counts": counts,
         "top_k_counts": top_counts,
         "shared_heads": shared,
+        "top_k": k,
     }

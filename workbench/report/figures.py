@@ -79,8 +79,10 @@ def class_heatmap(rows: Sequence[dict[str, Any]], n_layers: int, n_heads: int, t
         z=z, text=text, colorscale=scale, zmin=-0.5, zmax=n - 0.5, hovertemplate="%{text}<extra></extra>",
         colorbar={"tickvals": list(range(n)), "ticktext": classes}, hoverongaps=False,
     ))
-    return _layout(fig, title, max(260, min(900, 60 + 22 * n_layers)), xaxis={"title": {"text": "head"}},
-                   yaxis={"title": {"text": "layer"}, "autorange": "reversed"})
+    return _layout(fig, title, max(260, min(900, 60 + 22 * n_layers)),
+                   xaxis={"title": {"text": "head"}, "dtick": 1 if n_heads <= 32 else None, "showgrid": False},
+                   yaxis={"title": {"text": "layer"}, "autorange": "reversed", "dtick": 1 if n_layers <= 40 else None,
+                          "showgrid": False})
 
 
 def count_heatmap(counts: Sequence[Sequence[int]], title: str, hover: Sequence[Sequence[str]] | None = None) -> go.Figure:
@@ -93,8 +95,10 @@ def count_heatmap(counts: Sequence[Sequence[int]], title: str, hover: Sequence[S
         z=[list(r) for r in counts], text=[list(r) for r in text], colorscale="Blues", zmin=0, zmax=top,
         hovertemplate="%{text}: %{z} families<extra></extra>", colorbar={"title": {"text": "families"}, "dtick": 1},
     ))
-    return _layout(fig, title, max(260, min(900, 60 + 22 * n_layers)), xaxis={"title": {"text": "head"}},
-                   yaxis={"title": {"text": "layer"}, "autorange": "reversed"})
+    return _layout(fig, title, max(260, min(900, 60 + 22 * n_layers)),
+                   xaxis={"title": {"text": "head"}, "dtick": 1 if n_heads <= 32 else None, "showgrid": False},
+                   yaxis={"title": {"text": "layer"}, "autorange": "reversed", "dtick": 1 if n_layers <= 40 else None,
+                          "showgrid": False})
 
 
 def scatter_compare(a: Sequence[float | None], b: Sequence[float | None], labels: Sequence[str], title: str,

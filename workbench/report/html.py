@@ -194,10 +194,9 @@ def _artefact_views(page: Page, family: str, artefacts: dict[str, Any], n_layers
         out.append(table(freq["rows"][:25], ["token", "times_sink", "times_seen", "rate"], "wb-sink-tokens"))
     tokens = artefacts.get("sink_tokens")
     if tokens and tokens["kind"] == "table":
-        hidden = [r for r in tokens["rows"] if r.get("kind") == "hidden"]
         out.append(f"<h3>Hidden sinks</h3><p class=\"muted\">{tokens['n_rows']} sink (head, position) entries in all; "
                    f"hidden ones (after the first token) below.</p>")
-        out.append(table(hidden[:50], ["prompt", "layer", "head", "position", "token", "mean_received"], "wb-hidden-sinks"))
+        out.append(table(tokens["rows"][:50], ["prompt", "layer", "head", "position", "token", "mean_received"], "wb-hidden-sinks"))
     rate = artefacts.get("sink_rate_per_layer")
     if rate and rate["kind"] == "array" and "values" in rate:
         out.append(page.figure(F.layer_bar(rate["values"], f"{family}: sink rate per layer (% of heads)", "% heads"),
@@ -206,10 +205,17 @@ def _artefact_views(page: Page, family: str, artefacts: dict[str, Any], n_layers
     if hits and hits["kind"] == "table":
         out.append("<h3>Retrieval hits</h3>" + table(hits["rows"][:50], css_class="wb-retrieval-hits"))
     classes = artefacts.get("temporal_classes")
-    if classes and classes["kind"] == "table" and classes["rows"] and {"layer", "head", "class"} <= set(classes["rows"][0]):
-        out.append("<h3>Temporal classes</h3>")
-        out.append(page.figure(F.class_heatmap(classes["rows"], n_layers, n_heads, f"{family}: temporal class per head"),
-                               f"{family}-temporal-classes", "wb-classes"))
+    if classes and classes["kind"] == "table" and classes["rows"]:
+        first = classes["rows"][0]
+        column = "class" if "class" in first else "label" if "label" in first else None
+        if column and {"layer", "head"} <= set(first):
+            out.append("<h3>Temporal classes</h3>")
+            views = list(dict.fromkeys(str(r.get("input", "")) for r in classes["rows"]))
+            for view in views:
+                rows = [r for r in classes["rows"] if str(r.get("input", "")) == view]
+                title = f"{family}: temporal class per head" + (f" ({view})" if view else "")
+                out.append(page.figure(F.class_heatmap(rows, n_layers, n_heads, title, column),
+                                       f"{family}-temporal-classes-{view}", "wb-classes", family=family))
     for name, view in artefacts.items():
         if name in SPECIAL_TABLES or name == "sink_rate_per_layer":
             continue
@@ -232,16 +238,17 @@ def _cross_family_section(page: Page, data: dict[str, Any], n_layers: int, n_hea
     cf = data["cross_family"]
     out = [f'<section id="{ident}"><h2>Cross-family view</h2>',
            f'<p class="muted">Families finished: {esc(", ".join(cf["families"]) or "none")}. A head is <i>claimed</i> '
-           "by a family when it passes that family's own criterion (its members); the top-k lists rank heads by "
-           "each family's primary metric.</p>"]
+           f"by a family when it passes that family's own criterion (its members); <i>top-{cf['top_k']}</i> lists the "
+           "heads ranked highest by each family's primary metric.</p>"]
     if n_layers and n_heads:
         hover = [[f"L{layer}H{h}" for h in range(n_heads)] for layer in range(n_layers)]
         out.append(page.figure(F.count_heatmap(cf["claimed_counts"], "families claiming each head", hover), "cross-family-claimed",
                                "wb-cross"))
     if cf["shared_heads"]:
-        rows = [{"head": r["head"], "claimed_by": ", ".join(r["claimed_by"]), "top_k_of": ", ".join(r["top_k_of"])}
+        top_col = f"top-{cf['top_k']} of"
+        rows = [{"head": r["head"], "claimed by": ", ".join(r["claimed_by"]), top_col: ", ".join(r["top_k_of"])}
                 for r in cf["shared_heads"]]
-        out.append("<h3>Heads in more than one family</h3>" + table(rows, ["head", "claimed_by", "top_k_of"], "wb-shared"))
+        out.append("<h3>Heads in more than one family</h3>" + table(rows, ["head", "claimed by", top_col], "wb-shared"))
     else:
         out.append('<p class="muted">No head is in more than one family.</p>')
     out.append("</section>")

@@ -41,6 +41,8 @@ app.command("report")(report)
 app.command("compare")(compare)
 app.command("export")(export)
 app.command("app")(dashboard)
+from workbench.cli.organisms import organisms_app  # noqa: E402
+app.add_typer(organisms_app, name="organisms")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,201 @@
+"""Head ablation on a `Model`, as a context manager.
+
+Three modes, one list of heads:
+
+- ``"zero"``: the head's slice of ``hook_z`` (its attention output per position, before ``o_proj``)
+  is set to 0. With no biases this equals the "scaling contribution" ablation at scale 0.
+- ``"mean"``: the head's slice of ``hook_z`` is replaced by its mean over a reference batch
+  (one vector per head, averaged over every reference token), given as ``means`` or computed
+  from ``reference`` tokens with `head_means`.
+- ``"uniform"``: the head's query is multiplied by ``epsilon`` (default 1e-5) at ``hook_q``,
+  i.e. before RoPE, so its attention becomes ~uniform over the visible keys ("undifferentiated
+  attention", Zhou et al. 2025, Ships/Sahara). This is done per *query* head, so with GQA the
+  other query heads sharing the same KV head are untouched. The head still writes the mean of
+  the visible values. (ε must be > 0: scaling the scores by 0 would give NaNs that TransformerLens
+  turns into zero attention, silently a different ablation.)
+
+Hooks are installed with the bridge's ``hooks`` context, so they are removed when the block
+exits, also when it raises.
+
+    with ablate_heads(model, "L1H3,L2H0", mode="mean", reference=tokens):
+        logits = model.logits(tokens)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Literal
+
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.models.heads import Head, HeadLike, parse_heads
+
+AblationMode = Literal["zero", "mean", "uniform"]
+ABLATION_MODES: tuple[str, ...] = ("zero", "mean", "uniform")
+DEFAULT_EPSILON = 1e-5
+
+#: per layer, the mean ``hook_z`` of every query head: a tensor [n_heads, d_head]
+HeadMeans = dict[int, torch.Tensor]
+
+
+def _z_hook(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def _q_hook(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_q"
+
+
+def _heads_by_layer(heads: Iterable[Head]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for h in heads:
+        out.setdefault(h.layer, []).append(h.head)
+    return out
+
+
+def resolve_heads(model, heads: str | Iterable[HeadLike]) -> list[Head]:
+    """Parse and range-check heads against the model's geometry."""
+    geo = model.geometry
+    return parse_heads(heads, geo.n_layers, geo.n_heads)
+
+
+def _as_batches(reference) -> list[torch.Tensor]:
+    if isinstance(reference, torch.Tensor):
+        return [reference if reference.dim() == 2 else reference[None]]
+    return [t if t.dim() == 2 else t[None] for t in reference]
+
+
+@torch.no_grad()
+def head_means(
+    model,
+    reference: torch.Tensor | Sequence[torch.Tensor],
+    layers: Iterable[int] | None = None,
+    mask: torch.Tensor | Sequence[torch.Tensor] | None = None,
+) -> HeadMeans:
+    """Mean of ``hook_z`` per query head over every token of ``reference`` (ids [batch, seq] or a list).
+
+    ``mask`` (same shape as each reference batch, 1 = real token) excludes padding from the mean.
+    Returns {layer: [n_heads, d_head]} for ``layers`` (all layers by default).
+    """
+    geo = model.geometry
+    layers = list(range(geo.n_layers)) if layers is None else sorted(set(layers))
+    batches = _as_batches(reference)
+    masks = [None] * len(batches) if mask is None else _as_batches(mask)
+    if len(masks) != len(batches):
+        raise WorkbenchError(
+            f"head_means got {len(batches)} reference batches but {len(masks)} masks", "give one mask per batch"
+        )
+    sums = {layer: torch.zeros(geo.n_heads, geo.d_head, dtype=torch.float64) for layer in layers}
+    count = 0.0
+    for ids, m in zip(batches, masks):
+        weights = torch.ones(ids.shape, dtype=torch.float64) if m is None else m.to(torch.float64).cpu()
+        if weights.shape != ids.shape:
+            raise WorkbenchError(f"mask shape {tuple(weights.shape)} differs from reference shape {tuple(ids.shape)}")
+
+        def grab(z: torch.Tensor, hook, _w=weights) -> None:
+            layer = int(hook.name.split(".")[1])
+            zz = z.detach().to(torch.float64).cpu()  # [batch, pos, n_heads, d_head]
+            sums[layer] += torch.einsum("bp,bphd->hd", _w, zz)
+
+        with model.bridge.hooks(fwd_hooks=[(_z_hook(layer), grab) for layer in layers]):
+            model.bridge(ids.to(model.device))
+        count += float(weights.sum())
+    if count == 0:
+        raise WorkbenchError("head_means got no reference tokens", "give a non-empty reference batch")
+    return {layer: (s / count).to(model.dtype) for layer, s in sums.items()}
+
+
+def ablation_hooks(
+    model,
+    heads: str | Iterable[HeadLike],
+    mode: AblationMode = "zero",
+    *,
+    means: HeadMeans | None = None,
+    reference: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    epsilon: float = DEFAULT_EPSILON,
+) -> list[tuple[str, object]]:
+    """The (hook name, function) pairs that ablate ``heads``; `ablate_heads` installs them."""
+    if mode not in ABLATION_MODES:
+        raise WorkbenchError(f"unknown ablation mode {mode!r}", f"use one of {', '.join(ABLATION_MODES)}")
+    parsed = resolve_heads(model, heads)
+    by_layer = _heads_by_layer(parsed)
+    if mode == "uniform" and not epsilon > 0:
+        raise WorkbenchError(
+            f"uniform ablation needs epsilon > 0, got {epsilon}",
+            "use a small positive epsilon such as 1e-5 (0 turns the pattern into NaN, then zero)",
+        )
+    if mode == "mean":
+        if means is None:
+            if reference is None:
+                raise WorkbenchError(
+                    "mean ablation needs the head means or a reference batch", "pass means=... or reference=<token ids>"
+                )
+            means = head_means(model, reference, layers=by_layer)
+        missing = [layer for layer in by_layer if layer not in means]
+        if missing:
+            raise WorkbenchError(f"the head means have no entry for layer(s) {missing}", "compute them with head_means")
+    hooks: list[tuple[str, object]] = []
+    for layer, idx in by_layer.items():
+        index = torch.tensor(idx, dtype=torch.long)
+        if mode == "uniform":
+
+            def scale_q(q: torch.Tensor, hook, _i=index) -> torch.Tensor:
+                q = q.clone()
+                q[:, :, _i.to(q.device), :] *= epsilon
+                return q
+
+            hooks.append((_q_hook(layer), scale_q))
+        elif mode == "zero":
+
+            def zero_z(z: torch.Tensor, hook, _i=index) -> torch.Tensor:
+                z = z.clone()
+                z[:, :, _i.to(z.device), :] = 0
+                return z
+
+            hooks.append((_z_hook(layer), zero_z))
+        else:
+            assert means is not None
+            layer_means = means[layer]
+
+            def mean_z(z: torch.Tensor, hook, _i=index, _m=layer_means) -> torch.Tensor:
+                z = z.clone()
+                idx_dev = _i.to(z.device)
+                z[:, :, idx_dev, :] = _m.to(device=z.device, dtype=z.dtype)[idx_dev]
+                return z
+
+            hooks.append((_z_hook(layer), mean_z))
+    return hooks
+
+
+@contextlib.contextmanager
+def ablate_heads(
+    model,
+    heads: str | Iterable[HeadLike],
+    mode: AblationMode = "zero",
+    *,
+    means: HeadMeans | None = None,
+    reference: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    epsilon: float = DEFAULT_EPSILON,
+) -> Iterator[list[Head]]:
+    """Ablate ``heads`` of ``model`` (a workbench `Model`) inside the block; yields the parsed heads.
+
+    An empty list of heads is allowed and changes nothing (handy as the baseline of a sweep).
+    """
+    parsed = resolve_heads(model, heads)
+    hooks = ablation_hooks(model, parsed, mode, means=means, reference=reference, epsilon=epsilon) if parsed else []
+    with model.bridge.hooks(fwd_hooks=hooks):
+        yield parsed
+
+
+def ablated_logits(
+    model,
+    tokens: torch.Tensor,
+    heads: str | Iterable[HeadLike],
+    mode: AblationMode = "zero",
+    **kwargs,
+) -> torch.Tensor:
+    """Logits of ``tokens`` with ``heads`` ablated (a one-call convenience around `ablate_heads`)."""
+    with ablate_heads(model, heads, mode, **kwargs):
+        return model.logits(tokens)

@@ -1,0 +1,243 @@
+"""Train an organism from its recipe and write it as a Hugging Face folder.
+
+Training uses `transformers.LlamaForCausalLM` directly (fast on CPU); the result is saved with
+``save_pretrained`` (safetensors) plus the word-level tokenizer, so it loads through
+`workbench.models.load_model` like any Hugging Face checkpoint. Everything random comes from the
+recipe's seed (``torch.manual_seed`` for the initialisation, a numpy ``Generator`` for the data),
+so a run is reproducible on the same machine and thread count.
+
+Besides the weights the folder gets ``recipe.json`` (the exact recipe), ``training_log.jsonl``
+(loss and held-out metrics every ``eval_every`` steps) and ``training.json`` (wall time, steps,
+final metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.organisms import tasks
+from workbench.organisms.evaluate import TRAINING_SUITE, evaluate_probes, headline, hf_logits_fn, load_suite
+from workbench.organisms.recipes import Recipe, Stage
+from workbench.organisms.vocab import BOS_ID, EOS_ID, PAD_ID, VOCAB
+
+Log = Callable[[str], None]
+
+
+def llama_config(recipe: Recipe):
+    """The Hugging Face config of an organism."""
+    from transformers import LlamaConfig
+
+    a = recipe.arch
+    return LlamaConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=a.d_model,
+        intermediate_size=a.d_ff,
+        num_hidden_layers=a.n_layers,
+        num_attention_heads=a.n_heads,
+        num_key_value_heads=a.n_kv_heads,
+        head_dim=a.d_head,
+        max_position_embeddings=a.max_positions,
+        rope_theta=a.rope_theta,
+        rms_norm_eps=1e-5,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+    )
+
+
+def organism_tokenizer():
+    """The word-level tokenizer of the organism vocabulary (BOS prepended)."""
+    from workbench.models.word_tokenizer import build_word_tokenizer
+
+    return build_word_tokenizer(VOCAB.words)
+
+
+def make_document(rng: np.random.Generator, kind: str, stage: Stage, recipe: Recipe) -> tasks.Sample:
+    """One training document of type ``kind`` at the stage's sequence length."""
+    L = stage.seq_len
+    if kind == "needle":
+        lo, hi = stage.needle_pairs
+        n_pairs = int(rng.integers(lo, hi + 1))
+        n_queries = int(rng.integers(1, min(stage.needle_queries, n_pairs) + 1))
+        return tasks.needle_doc(rng, L, n_pairs, n_queries, recipe.value_len, recipe.answer_weight)
+    if kind == "induction":
+        return tasks.induction_doc(rng, L)
+    if kind == "chat":
+        return tasks.chat_doc(rng, L, recipe.answer_weight)
+    if kind == "filler":
+        return tasks.filler_doc(rng, L)
+    raise ValueError(f"unknown document type {kind!r}")
+
+
+def make_batch(rng: np.random.Generator, step: int, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids [B, L] and loss weights [B, L] for one step; document types follow the stage's mix in a fixed cycle."""
+    stage = recipe.stage_at(step)
+    cycle = [k for k, n in stage.mix.items() for _ in range(n)]
+    batch = max(1, recipe.tokens_per_step // stage.seq_len)
+    docs = [make_document(rng, cycle[(step * batch + i) % len(cycle)], stage, recipe) for i in range(batch)]
+    ids = torch.from_numpy(np.stack([d.ids for d in docs]))
+    w = torch.from_numpy(np.stack([d.weights for d in docs]))
+    return ids, w
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_fraction`` of the peak."""
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    total = max(1, recipe.total_steps - recipe.warmup_steps)
+    t = min(1.0, (step - recipe.warmup_steps) / total)
+    floor = recipe.min_lr_fraction
+    return recipe.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def weighted_loss(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of predicting ids[:, 1:], weighted by weights[:, 1:] and normalised by their sum."""
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none"
+    )
+    w = weights[:, 1:].reshape(-1)
+    return (ce * w).sum() / w.sum().clamp_min(1e-6)
+
+
+@dataclass
+class TrainResult:
+    folder: Path
+    steps: int
+    wall_time_s: float
+    final_metrics: dict[str, float]
+
+
+def train(
+    recipe: Recipe,
+    out_dir: str | Path,
+    seed: int | None = None,
+    log: Log | None = print,
+    evaluate_at_end: bool = True,
+) -> TrainResult:
+    """Train ``recipe`` (with ``seed`` overriding the recipe's) and write the model to ``out_dir``."""
+    from transformers import LlamaForCausalLM
+
+    seed = recipe.seed if seed is None else seed
+    say = log or (lambda _msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    previous_threads = torch.get_num_threads()
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    try:
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        config = llama_config(recipe)
+        config._attn_implementation = "sdpa"
+        model = LlamaForCausalLM(config)
+        decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=recipe.lr,
+            betas=recipe.betas,
+        )
+        suite = load_suite(TRAINING_SUITE) if recipe.eval_every else {}
+        log_path = out / "training_log.jsonl"
+        log_file = log_path.open("w")
+        n_params = sum(p.numel() for p in model.parameters())
+        say(f"training {recipe.name}: {recipe.total_steps} steps, {n_params / 1e6:.2f}M parameters, seed {seed}")
+        t0 = time.time()
+        c0 = time.process_time()
+        running = None
+        for step in range(recipe.total_steps):
+            lr = lr_at(step, recipe)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            ids, w = make_batch(rng, step, recipe)
+            model.train()
+            logits = model(input_ids=ids).logits
+            loss = weighted_loss(logits, ids, w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            opt.step()
+            value = loss.item()
+            running = value if running is None else 0.98 * running + 0.02 * value
+            last = step + 1 == recipe.total_steps
+            if (step + 1) % 50 == 0 and not (recipe.eval_every and (step + 1) % recipe.eval_every == 0):
+                say(f"step {step + 1} loss {running:.4f} ({(time.time() - t0) / (step + 1):.2f} s/step)")
+            if recipe.eval_every and ((step + 1) % recipe.eval_every == 0 or last):
+                model.eval()
+                metrics = headline(evaluate_probes(hf_logits_fn(model), suite))
+                entry = {
+                    "step": step + 1,
+                    "seq_len": recipe.stage_at(step).seq_len,
+                    "loss": round(running, 4),
+                    "lr": lr,
+                    "elapsed_s": round(time.time() - t0, 1),
+                    **{k: round(v, 4) for k, v in metrics.items()},
+                }
+                log_file.write(json.dumps(entry) + "\n")
+                log_file.flush()
+                say(" ".join(f"{k}={v}" for k, v in entry.items()))
+        wall = time.time() - t0
+        cpu = time.process_time() - c0
+        log_file.close()
+        model.eval()
+        final: dict[str, float] = {}
+        if evaluate_at_end and recipe.eval_every:
+            final = headline(evaluate_probes(hf_logits_fn(model), suite))
+        save_organism(model, recipe, out, seed)
+        info = {
+            "name": recipe.name,
+            "seed": seed,
+            "steps": recipe.total_steps,
+            "wall_time_s": round(wall, 1),
+            "cpu_time_s": round(cpu, 1),
+            "threads": torch.get_num_threads(),
+            "parameters": n_params,
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(),
+            "final_training_suite": final,
+        }
+        (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
+        say(f"done in {wall:.0f} s; saved to {out}")
+        return TrainResult(out, recipe.total_steps, wall, final)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def save_organism(model, recipe: Recipe, out: Path, seed: int) -> None:
+    """Weights (safetensors), config, tokenizer and the recipe, in one Hugging Face folder."""
+    model.config.architectures = ["LlamaForCausalLM"]
+    model.save_pretrained(str(out), safe_serialization=True)
+    organism_tokenizer().save_pretrained(str(out))
+    payload = {"seed": seed, **recipe.to_dict()}
+    (out / "recipe.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def verify_export(folder: str | Path, n_tokens: int = 64) -> float:
+    """Load ``folder`` through `load_model` and return max |bridge logits - HF logits| on filler text."""
+    from transformers import LlamaForCausalLM
+
+    from workbench.models import load_model
+
+    m = load_model(str(folder), device="cpu", dtype="float32")
+    text = VOCAB.decode(tasks.filler_tokens(np.random.default_rng(0), n_tokens))
+    ids = m.to_tokens(text)
+    if int(ids[0, 0]) != BOS_ID:
+        raise AssertionError("the organism tokenizer did not prepend BOS")
+    hf = LlamaForCausalLM.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        a = m.logits(ids)
+        b = hf(input_ids=ids).logits
+    return float((a - b).abs().max())

@@ -2,7 +2,8 @@
 
 Runs ``workbench atlas DEFAULT_MODEL`` into ``./wb-results`` (or $WORKBENCH_RESULTS) and
 ``workbench report`` on that run, then prints where the report is and how to open the
-dashboard. If no organism is shipped yet it builds a tiny random Llama so the path runs end to end.
+dashboard. If no organism is shipped yet it builds a tiny random Llama so the path runs end to end
+(without the families that need the organism's own data, see `FALLBACK_SKIPS`).
 Extra arguments are passed to ``workbench atlas`` (e.g. ``--families sinks``).
 """
 
@@ -15,6 +16,18 @@ from pathlib import Path
 from workbench.cli.main import main as cli_main
 from workbench.models.registry import DEFAULT_MODEL, shipped_models
 from workbench.store.store import default_results
+
+
+# Families that need an organism's data (safety needs its harmful/benign requests): left out
+# of the demo only when it falls back to a tiny random model.
+FALLBACK_SKIPS = ("safety",)
+
+
+def demo_families(spec: str) -> list[str]:
+    from workbench.families.registry import family_names
+
+    names = family_names()
+    return names if spec == DEFAULT_MODEL else [n for n in names if n not in FALLBACK_SKIPS]
 
 
 def default_model_spec(results: Path = Path("wb-results")) -> str:
@@ -34,7 +47,8 @@ def run(argv: list[str] | None = None) -> int:
     results = default_results()
     spec = default_model_spec(results)
     t0 = time.perf_counter()
-    code = cli_main(["atlas", spec, "--results", str(results), *extra])
+    families = [] if "--families" in extra or "-f" in extra else ["--families", ",".join(demo_families(spec))]
+    code = cli_main(["atlas", spec, "--results", str(results), *families, *extra])
     if code != 0:
         return code
     from workbench.store import Store

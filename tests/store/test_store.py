@@ -192,3 +192,20 @@ def test_json_artefacts_never_contain_nan(tmp_path):
     rec = art.write_artefact(tmp_path, "fam", "t", [{"a": float("inf"), "b": np.nan}])
     text = (tmp_path / rec.path).read_text()
     assert "NaN" not in text and "Infinity" not in text and json.loads(text) == [{"a": None, "b": None}]
+
+
+def test_one_store_shared_by_threads(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with Store.open(tmp_path, write=True) as store:
+        run_id = synthetic_run(store)
+    with Store.open(tmp_path) as store:
+        expected = store.scores(run_id)["countdown"]["value"]
+
+        def read(_):
+            return store.scores(run_id)["countdown"]["value"], store.families(run_id)[0].status, store.runs()[0].status
+
+        with ThreadPoolExecutor(4) as pool:
+            for values, fam_status, run_status in pool.map(read, range(200)):
+                np.testing.assert_array_equal(values, expected)
+                assert fam_status == "done" and run_status == "complete"

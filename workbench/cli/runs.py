@@ -15,7 +15,7 @@ _STYLE = {"complete": "green", "running": "cyan", "interrupted": "yellow", "fail
 
 
 def _when(ts: float | None) -> str:
-    return "" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return "" if ts is None else time.strftime("%m-%d %H:%M", time.localtime(ts))
 
 
 def _duration(run) -> str:
@@ -50,11 +50,15 @@ def runs(
         table = Table(title=f"runs in {store.root}")
         table.add_column("run", no_wrap=True, min_width=max(len(r.run_id) for r in found))
         table.add_column("model", overflow="fold")
-        for col in ("families", "status", "parts", "started", "time"):
-            table.add_column(col)
+        table.add_column("families", overflow="fold")
+        for col in ("status", "parts"):
+            table.add_column(col, no_wrap=True)
+        table.add_column("started")
+        table.add_column("time")
         for r in found:
+            model_name = Path(r.model).name if r.model.startswith("/") else r.model  # folders: the full path is in --json
             table.add_row(
-                r.run_id, r.model, ",".join(r.families), f"[{_STYLE.get(r.status, 'white')}]{r.status}[/]",
+                r.run_id, model_name, ", ".join(r.families), f"[{_STYLE.get(r.status, 'white')}]{r.status}[/]",
                 f"{r.parts_done}/{r.parts_total}", _when(r.created_at), _duration(r),
             )
         console.print(table)

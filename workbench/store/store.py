@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -94,6 +95,8 @@ class Store:
         self.root = root
         self.conn = conn
         self.writable = writable
+        # One connection per Store; the lock lets threads (a web server) share a Store safely.
+        self._lock = threading.RLock()
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -129,19 +132,23 @@ class Store:
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """One read transaction: every query inside sees the same committed state."""
-        if self.conn.in_transaction:
-            yield self.conn
-            return
-        self.conn.execute("BEGIN DEFERRED")
-        try:
-            yield self.conn
-        finally:
-            self.conn.execute("COMMIT")
+        with self._lock:
+            if self.conn.in_transaction:
+                yield self.conn
+                return
+            self.conn.execute("BEGIN DEFERRED")
+            try:
+                yield self.conn
+            finally:
+                self.conn.execute("COMMIT")
 
-    def transaction(self):
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT)."""
         if not self.writable:
             raise StoreError("this store was opened for reading")
-        return transaction(self.conn)
+        with self._lock, transaction(self.conn) as conn:
+            yield conn
 
     # -- runs ----------------------------------------------------------------------------------
 

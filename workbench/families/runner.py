@@ -62,7 +62,11 @@ def start_run(
     if ctx.prompts is not None:
         from workbench.store.artefacts import atomic_write_text, dumps
 
-        atomic_write_text(writer.run_dir / "prompts.json", dumps(ctx.prompts))
+        try:
+            atomic_write_text(writer.run_dir / "prompts.json", dumps(ctx.prompts))
+        except BaseException as exc:
+            writer.mark_failed(f"could not save the prompts: {exc}")
+            raise
     return writer
 
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from workbench.report import figures as F
 from workbench.report.data import collect
-from workbench.report.html import Page, esc, kv_table, slug, table
-from workbench.store.artefacts import atomic_write_text, dumps
+from workbench.report.html import Page, esc, kv_table, slug, table, write_outputs
+from workbench.store.artefacts import dumps
 from workbench.store.store import Store
 
 
@@ -170,6 +170,5 @@ def write_compare(store_a: Store, ref_a: str, store_b: Store, ref_b: str, out: s
         html_path, json_path = folder, folder.with_suffix(".json")
     else:
         html_path, json_path = folder / "compare.html", folder / "compare.json"
-    atomic_write_text(json_path, dumps(data, indent=1))
-    atomic_write_text(html_path, render_compare(data))
+    write_outputs(json_path, dumps(data, indent=1), html_path, render_compare(data))
     return html_path, json_path, data

@@ -292,6 +292,16 @@ def write_report(store: Store, run_ref: str, out: str | Path | None = None, top_
         html_path, json_path = folder, folder.with_suffix(".json")
     else:
         html_path, json_path = folder / "report.html", folder / "report.json"
-    atomic_write_text(json_path, dumps(data, indent=1))
-    atomic_write_text(html_path, render_report(data))
+    write_outputs(json_path, dumps(data, indent=1), html_path, render_report(data))
     return html_path, json_path
+
+
+def write_outputs(json_path: Path, json_text: str, html_path: Path, html_text: str) -> None:
+    """Write both files; a folder that cannot be written is a user error, not a traceback."""
+    from workbench.store.db import StoreError
+
+    try:
+        atomic_write_text(json_path, json_text)
+        atomic_write_text(html_path, html_text)
+    except OSError as exc:
+        raise StoreError(f"cannot write {str(html_path)!r}: {exc.strerror or exc}", "pass --out with a writable folder") from exc

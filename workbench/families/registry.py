@@ -16,6 +16,9 @@ from workbench.families.base import Family
 
 FAMILIES: dict[str, str] = {
     "sinks": "workbench.families.sinks:SinksFamily",
+    "retrieval": "workbench.families.retrieval:RetrievalFamily",
+    "safety": "workbench.families.safety:SafetyFamily",
+    "temporal": "workbench.families.temporal:TemporalFamily",
 }
 
 PLUGIN_ENV = "WORKBENCH_FAMILY_PLUGINS"

@@ -15,7 +15,7 @@ from dash import ALL, MATCH, Input, Output, State, ctx, dcc, html, no_update
 
 from workbench.app import blocks as B
 from workbench.app import layout as L
-from workbench.app.data import StoreUnavailable, reading, run_prompts, signature
+from workbench.app.data import StoreUnavailable, current_signature, reading, run_prompts
 from workbench.app.export import file_name, write_export
 from workbench.app.live import PromptSpec
 from workbench.app.patterns import label_position
@@ -76,17 +76,9 @@ def register(app: Any, state: Any) -> None:  # noqa: C901 - one place that wires
         except Exception as exc:  # noqa: BLE001
             return [html.H2("Attention Workbench", id="page-title"), *explain(exc), dcc.Link("list of runs", href="/")]
 
-    @app.callback(Output("store-sig", "data"), Input("refresh", "n_intervals"), Input("url", "pathname"),
-                  State("store-sig", "data"))
-    def store_signature(_: int, pathname: str, old: str | None) -> Any:
-        route = L.parse_route(pathname, "")
-        try:
-            with reading(results) as store:
-                sig = f"{pathname}#{signature(store, route.run if route.view != 'runs' else None)}"
-        except StoreUnavailable as exc:
-            sig = f"{pathname}#unavailable:{exc.message}"
-        except Exception as exc:  # noqa: BLE001
-            sig = f"{pathname}#error:{exc}"
+    @app.callback(Output("store-sig", "data"), Input("refresh", "n_intervals"), State("store-sig", "data"))
+    def store_signature(_: int, old: str | None) -> Any:
+        sig = current_signature(results)
         return no_update if sig == old else sig
 
     @app.callback(Output("page-body", "children"), Input("page-key", "data"), Input("store-sig", "data"))

@@ -72,15 +72,23 @@ def run_rows(store: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def signature(store: Any, run_id: str | None) -> str:
-    """What changes when the store's content changes (not the heartbeat): for one run or all."""
-    runs = store.runs()
-    if run_id is not None:
-        runs = [r for r in runs if r.run_id == run_id]
-    parts = [f"{r.run_id}:{r.status}:{r.parts_done}/{r.parts_total}" for r in runs]
-    if run_id is not None and runs:
-        parts += [f"{f.family}:{f.status}" for f in store.families(run_id)]
-    return "|".join(parts) or "empty"
+def signature(store: Any) -> str:
+    """What changes when the store's content changes (runs, their status and parts, finished
+    families), not the writer's heartbeat: pages re-render only when this changes."""
+    runs = [f"{r.run_id}:{r.status}:{r.parts_done}/{r.parts_total}" for r in store.runs()]
+    with store.snapshot() as c:
+        done = c.execute("SELECT count(*) FROM families WHERE status = 'done'").fetchone()[0]
+    return f"{len(runs)}|{done}|" + "|".join(runs)
+
+
+def current_signature(root: Path) -> str:
+    try:
+        with reading(root) as store:
+            return signature(store)
+    except StoreUnavailable as exc:
+        return f"unavailable:{exc.message}"
+    except Exception as exc:  # noqa: BLE001 - any failure is a state the page shows
+        return f"error:{type(exc).__name__}:{exc}"
 
 
 # -- scores ---------------------------------------------------------------------------------------

@@ -54,7 +54,9 @@ def parse_route(pathname: str | None, search: str | None) -> Route:
 # -- the shell -------------------------------------------------------------------------------------
 
 
-def shell(results: Path, refresh_ms: int) -> Any:
+def shell(results: Path, refresh_ms: int, signature: str | None = None) -> Any:
+    """The frame of every page; ``signature`` is the store's state when the page was loaded (pages
+    re-render their store-backed part when it changes)."""
     return html.Div([
         dcc.Location(id="url", refresh="callback-nav"),
         html.Header([
@@ -63,7 +65,7 @@ def shell(results: Path, refresh_ms: int) -> Any:
             html.Span(f"results: {results}", className="meta", id="results-path"),
         ], className="wb-header"),
         dcc.Interval(id="refresh", interval=refresh_ms),
-        dcc.Store(id="store-sig"),
+        dcc.Store(id="store-sig", data=signature),
         dcc.Store(id="pattern-request", storage_type="session"),
         html.Div(id="page"),
     ])

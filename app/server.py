@@ -109,7 +109,9 @@ def create_app(results: str | Path | None = None, *, device: str = "auto", expor
     app = dash.Dash(__name__, title="Attention Workbench", suppress_callback_exceptions=True,
                     update_title=None, serve_locally=True)
     app.index_string = layout.INDEX
-    app.layout = layout.shell(state.results, refresh_ms)
+    from workbench.app.data import current_signature
+
+    app.layout = lambda: layout.shell(state.results, refresh_ms, current_signature(state.results))
     callbacks.register(app, state)
 
     @app.server.route("/exports/<path:name>")

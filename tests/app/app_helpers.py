@@ -135,10 +135,13 @@ def make_driver(profile: Path) -> Any:
 
 
 def wait_for(driver: Any, condition: Any, timeout: float = 30.0, what: str = "") -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # Dash re-renders parts of the page: an element found a moment ago may be gone (stale).
+    ignored = (NoSuchElementException, StaleElementReferenceException)
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+        return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=ignored).until(condition)
     except Exception as exc:
         body = driver.find_element("tag name", "body").text[:3000]
         raise AssertionError(f"timed out waiting for {what or condition}; page text:\n{body}") from exc

@@ -34,8 +34,9 @@ FAMILIES = "sinks,countdown"
 
 
 def atlas_args(model, results, *extra):
+    # sinks.act=false keeps the sinks family to one part, so the part counts below stay simple
     return ["atlas", str(model), "--results", str(results), "--families", FAMILIES, "--max-tokens", "24",
-            "--n-prompts", "2", "--quiet", *extra]
+            "--n-prompts", "2", "--set", "sinks.act=false", "--quiet", *extra]
 
 
 @pytest.fixture

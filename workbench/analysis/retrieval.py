@@ -322,3 +322,17 @@ def kv_budget_curve(
         random_acc.append(float(np.mean(accs)))
         shares.append(cache_fraction(n_tokens, n_full, total, sink, recent))
     return BudgetCurve(list(fractions), shares, ranked_acc, random_acc, full, sink, recent)
+
+
+@torch.no_grad()
+def answer_accuracy(model: Any, trials: Sequence[NeedleTrial]) -> float:
+    """Teacher-forced accuracy: every answer token is the argmax given the prompt and the
+    answer so far (one forward per trial; hooks active in the caller's context apply)."""
+    correct = 0
+    for trial in trials:
+        seq = torch.cat([trial.prompt, trial.answer[:-1]]).view(1, -1).to(model.device)
+        logits = model.logits(seq)[0]
+        start = trial.prompt.numel() - 1
+        pred = logits[start : start + trial.answer.numel()].argmax(-1).cpu()
+        correct += int(torch.equal(pred, trial.answer))
+    return correct / max(len(trials), 1)

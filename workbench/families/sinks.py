@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from workbench.analysis.scores import HeadScores
-from workbench.families.base import Family, PartResult
+from workbench.families.base import Family, FamilyResult, PartResult
 from workbench.families.context import RunContext
 from workbench.families.prompts import family_prompts
 
@@ -32,6 +32,9 @@ class SinksFamilyConfig:
     min_queries: int = 8
     evidence_heads: int = 4  # strongest first-token heads checked one at a time (-1: every head)
     check_k: int = 3  # top-k vs bottom-k group check
+    act: bool = True  # run ACT's head search (a separate, resumable part)
+    act_beta: float = 0.4  # ACT (Yu et al. 2024)
+    act_trials: int = 16  # calibration and evaluation sets (kept apart) for the organism's needle task
 
 
 class SinksFamily(Family):
@@ -45,7 +48,60 @@ class SinksFamily(Family):
         share = scores["sink_head"]
         return [(int(l), int(h)) for l, h in zip(*np.nonzero(share > 0.5))]
 
+    def parts(self, model: Any, ctx: RunContext) -> list[str]:
+        return ["all", "act"] if self.config.act else ["all"]
+
+    def merge(self, parts: dict[str, PartResult]) -> FamilyResult:
+        """The parts write distinct artefacts and summary keys: keep their plain names."""
+        merged = super().merge(parts)
+        merged.artefacts = {k: v for res in parts.values() for k, v in res.artefacts.items()}
+        merged.summary = {k: v for res in parts.values() for k, v in res.summary.items()}
+        return merged
+
+    def run_act(self, model: Any, ctx: RunContext) -> PartResult:
+        """ACT calibration: single-head search on a calibration set, then the kept heads on a
+        held-out set. The organism's metric is needle answer accuracy; other models use the
+        negative LM loss on two disjoint halves of the prompts."""
+        from workbench.analysis.metrics import lm_loss
+        from workbench.analysis.sinks import act_head_search
+        from workbench.families.prompts import is_organism
+
+        cfg = self.config
+        geo = model.geometry
+        if is_organism(model):
+            from workbench.analysis.retrieval import answer_accuracy
+            from workbench.data.needles import from_organism_probes
+            from workbench.organisms import tasks
+
+            context = min(512, max(64, ctx.max_tokens))
+            cal_rng, eval_rng = ctx.rng("sinks", "act-cal"), ctx.rng("sinks", "act-eval")
+            cal = from_organism_probes(tasks.needle_probe(cal_rng, context, 3) for _ in range(cfg.act_trials))
+            held = from_organism_probes(tasks.needle_probe(eval_rng, context, 3) for _ in range(cfg.act_trials))
+            metric_name = "needle answer accuracy"
+            cal_fn, eval_fn = (lambda: answer_accuracy(model, cal)), (lambda: answer_accuracy(model, held))
+        else:
+            prompts, _ = family_prompts(model, ctx, "sinks-act", default_n=8)
+            half = max(1, len(prompts) // 2)
+            cal_p, held_p = prompts[:half], prompts[half:] or prompts[:half]
+            metric_name = "negative LM loss"
+            cal_fn, eval_fn = (lambda: -lm_loss(model, cal_p)), (lambda: -lm_loss(model, held_p))
+        result = act_head_search(model, cal_fn, eval_fn, beta=cfg.act_beta, tau=cfg.tau)
+        gain = np.full((geo.n_layers, geo.n_heads), np.nan)
+        for head, g in result.single_head_gain.items():
+            gain[head.layer, head.head] = g
+        scores = HeadScores(self.name, geo.n_layers, geo.n_heads)
+        scores.add("act_calibration_gain", gain, f"change in {metric_name} on the calibration set when ACT calibrates this head")
+        act = {
+            "metric": metric_name, "beta": result.beta, "tau": result.tau, "selected": [str(h) for h in result.selected],
+            "calibration_before": result.calibration_before, "calibration_after": result.calibration_after,
+            "evaluation_before": result.evaluation_before, "evaluation_after": result.evaluation_after,
+        }
+        return PartResult(scores, {"act_calibration": act}, {"act": act})
+
     def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
+        if part == "act":
+            ctx.seed_torch(self.name, part)
+            return self.run_act(model, ctx)
         from workbench.analysis.metrics import lm_loss
         from workbench.analysis.sinks import SinkConfig, analyze_sinks, first_token_removal_check
         from workbench.interventions.attention_edits import removed_first_token

@@ -106,8 +106,10 @@ def create_app(results: str | Path | None = None, *, device: str = "auto", expor
     folder = Path(results).expanduser() if results is not None else default_results()
     state = AppState(folder.resolve() if folder.exists() else folder.absolute(), device=device,
                      export_dir=Path(export_dir).expanduser() if export_dir else None, refresh_ms=refresh_ms)
+    # eager_loading: plotly.js comes with the page instead of when the first graph appears, so a
+    # live pattern is drawn as soon as it arrives.
     app = dash.Dash(__name__, title="Attention Workbench", suppress_callback_exceptions=True,
-                    update_title=None, serve_locally=True)
+                    update_title=None, serve_locally=True, eager_loading=True)
     app.index_string = layout.INDEX
     from workbench.app.data import current_signature
 

@@ -170,8 +170,28 @@ def figure_drawn(graph_id: str) -> Any:
     return lambda d: d.execute_script(script)
 
 
-def click_heatmap_cell(driver: Any, graph_css: str, x: int, y: int) -> None:
-    """A real mouse click on the heatmap cell (x = head, y = layer) of the graph matched by ``graph_css``."""
+def text_of(driver: Any, css: str) -> str:
+    """The visible text of an element, read in one script call (Dash may redraw it at any moment,
+    which makes a held element reference stale)."""
+    return driver.execute_script("var e = document.querySelector(arguments[0]); return e ? e.innerText : '';", css)
+
+
+def click_heatmap_cell(driver: Any, graph_css: str, x: int, y: int, attempts: int = 3) -> None:
+    """A real mouse click on the heatmap cell (x = head, y = layer) of the graph matched by ``graph_css``
+    (retried when the page redraws the graph under the pointer)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for i in range(attempts):
+        try:
+            _click_cell(driver, graph_css, x, y)
+            return
+        except StaleElementReferenceException:
+            if i == attempts - 1:
+                raise
+            time.sleep(0.5)
+
+
+def _click_cell(driver: Any, graph_css: str, x: int, y: int) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
     pos = driver.execute_script(

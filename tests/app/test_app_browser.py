@@ -21,6 +21,7 @@ from app_helpers import (
     figure_drawn,
     running_app,
     screenshot,
+    text_of,
     text_present,
     wait_for,
 )
@@ -46,7 +47,7 @@ def test_browse_click_head_pattern_export_playground(atlas_results, browser, sho
         # 1. the run picker lists both runs
         d.get(base + "/")
         wait_for(d, text_present(d, "#table-runs", run_b), 60, "the runs table")
-        assert run_a in d.find_element("id", "table-runs").text and "complete" in d.find_element("id", "table-runs").text
+        assert run_a in text_of(d, "#table-runs") and "complete" in text_of(d, "#table-runs")
         screenshot(d, shots, "01-runs")
 
         # 2. open run A: one heatmap per family
@@ -63,7 +64,7 @@ def test_browse_click_head_pattern_export_playground(atlas_results, browser, sho
         click_heatmap_cell(d, sinks_graph, 2, 1)
         wait_for(d, lambda x: x.current_url.endswith(f"/run/{run_a}/head/L1H2"), 20, "navigation to L1H2")
         wait_for(d, element("#table-head-scores"), 30, "the head's score table")
-        assert d.find_element("id", "page-title").text.startswith("L1H2")
+        assert text_of(d, "#page-title").startswith("L1H2")
         shown = cell_values(d, "table-head-scores")
         with Store.open(results) as store:
             scores = store.scores(run_a)
@@ -75,14 +76,14 @@ def test_browse_click_head_pattern_export_playground(atlas_results, browser, sho
                 assert (got == "–" and math.isnan(want)) or float(got) == want, (fam, metric, got, want)
         wait_for(d, element("#table-temporal-class"), 10, "the temporal class")
         wait_for(d, figure_drawn("graph-spectrum"), 20, "the spectral plot")
-        assert "L1H2" in d.find_element("id", "section-evidence").text
+        assert "L1H2" in text_of(d, "#section-evidence")
         screenshot(d, shots, "03-head")
 
         # 4. the pattern of L1H2 on the run's first prompt (short: the full pattern) and the token view
         d.find_element("id", "pattern-show").click()
         wait_for(d, figure_drawn("pattern-graph"), 120, "the pattern")
         n_tokens = int(tiny_llama.to_tokens(Path(results.parent / "app-prompts.txt").read_text().splitlines()[0]).shape[1])
-        info = d.find_element("id", "pattern-output").text
+        info = text_of(d, "#pattern-output")
         assert f"{n_tokens} tokens" in info and "full pattern" in info
         rows, cols = d.execute_script(
             "var g = document.querySelector('#pattern-graph .js-plotly-plot'); var z = g.calcdata[0][0].z;"
@@ -115,7 +116,7 @@ def test_browse_click_head_pattern_export_playground(atlas_results, browser, sho
         assert box.get_attribute("value") == prompt
         d.find_element("id", "play-run").click()
         wait_for(d, element("#table-play-tokens"), 120, "the playground result")
-        summary = d.find_element("id", "table-play-summary").text
+        summary = text_of(d, "#table-play-summary")
         assert "KL" in summary
         ids = tiny_llama.to_tokens(prompt)
         probs = torch.softmax(tiny_llama.logits(ids)[0, -1].double(), -1).numpy()
@@ -129,7 +130,7 @@ def test_browse_click_head_pattern_export_playground(atlas_results, browser, sho
         with ablate_heads(tiny_llama, ["L1H2"], mode="zero"):
             ablated = torch.softmax(tiny_llama.logits(ids)[0, -1].double(), -1).numpy()
         assert p_with == pytest.approx(float(ablated[token_id]), abs=1e-9)
-        out = d.find_element("id", "play-output").text
+        out = text_of(d, "#play-output")
         assert "without ablation" in out and "with ablation" in out and "L1H2" in out
         screenshot(d, shots, "05-playground")
 

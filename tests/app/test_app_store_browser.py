@@ -12,6 +12,7 @@ from app_helpers import (
     element,
     running_app,
     screenshot,
+    text_of,
     text_present,
     wait_for,
     write_run,
@@ -22,7 +23,7 @@ from workbench.store import Store
 
 
 def page_text(driver) -> str:
-    return driver.find_element("tag name", "body").text
+    return text_of(driver, "body")
 
 
 def assert_readable(driver, *needles: str) -> None:
@@ -33,7 +34,7 @@ def assert_readable(driver, *needles: str) -> None:
         assert bad not in text, f"{bad!r} on the page:\n{text[:2000]}"
 
 
-def test_missing_then_created_and_corrupt_stores(browser, shots, tmp_path, tiny_model_dir):
+def test_missing_store_then_created(browser, shots, tmp_path, tiny_model_dir):
     d = browser
     missing = tmp_path / "not-yet"
     with running_app(missing) as (base, _):
@@ -58,6 +59,9 @@ def test_missing_then_created_and_corrupt_stores(browser, shots, tmp_path, tiny_
         wait_for(d, element(".notice-error"), 30, "the bad-head notice")
         assert_readable(d, "out of range")
 
+
+def test_corrupt_store(browser, shots, tmp_path):
+    d = browser
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "workbench.sqlite").write_bytes(b"definitely not sqlite " * 400)
@@ -93,13 +97,13 @@ def test_browse_while_atlas_writes(browser, shots, tmp_path, tiny_model_dir):
             wait_for(d, lambda x: x.execute_script(
                 f"var g = document.querySelector(`{sinks_graph} .js-plotly-plot`); return !!(g && g._fullLayout);"),
                 90, "the sinks heatmap while the run is written")
-            countdown = d.find_element("id", "section-family-countdown").text
+            countdown = text_of(d, "#section-family-countdown")
             assert "In progress" in countdown, countdown
             assert proc.poll() is None, "the atlas run ended too early for this test"
             screenshot(d, shots, "13-atlas-while-writing")
             click_heatmap_cell(d, sinks_graph, 1, 0)
             wait_for(d, element("#table-head-scores"), 30, "the head page while the run is written")
-            assert "sinks" in d.find_element("id", "table-head-scores").text
+            assert "sinks" in text_of(d, "#table-head-scores")
             d.find_element("id", "link-atlas").click()
             # the rest arrives by itself: the countdown heatmap and the status 'complete'
             wait_for(d, element('[id*=\'"family":"countdown"\'] .js-plotly-plot'), 120, "the countdown heatmap")

@@ -159,3 +159,15 @@ def test_reading_releases_the_store(synthetic_results):
         conn = store.conn
     with pytest.raises(sqlite3.ProgrammingError):
         conn.execute("SELECT 1")
+
+
+def test_every_view_exports(synthetic_results, tmp_path):
+    results, a, b = synthetic_results
+    state = AppState(results)
+    for route in (Route("runs"), Route("atlas", a), Route("head", a, "L1H3"), Route("playground", a),
+                  Route("compare", query={"a": a, "b": b})):
+        path = write_export(tmp_path, f"{route.view}.html", route.view, view_blocks(state, route, for_export=True))
+        text = path.read_text()
+        assert text.startswith("<!DOCTYPE html>") and not re.search(r"<script[^>]+src=", text)
+        if route.view in ("atlas", "head", "compare"):
+            assert "Plotly.newPlot" in text or "Plotly" in text

@@ -168,7 +168,7 @@ def head_page(route: Route, run: Any, layer: int, head: int, prompts: list[str],
         html.Div(id="pattern-progress"),
         dcc.Interval(id="pattern-poll", interval=POLL_MS, disabled=True),
         dcc.Store(id="pattern-job"), dcc.Store(id="pattern-ready"),
-        dcc.Loading(html.Div(id="pattern-output"), type="dot"),
+        html.Div(id="pattern-output"),
     ], id="section-pattern")
     tokens = html.Section([
         html.H2("Token view"),

@@ -347,6 +347,7 @@ def run_ablation(model: Any, ids: Any, heads: list[Any], mode: str, top_k: int, 
     import torch
 
     from workbench.interventions.ablation import ablate_heads
+    from workbench.record import AttentionRecorder
 
     top_k = max(1, min(int(top_k), MAX_TOP_K))
     n_new = max(0, min(int(n_new), MAX_NEW_TOKENS))
@@ -354,8 +355,12 @@ def run_ablation(model: Any, ids: Any, heads: list[Any], mode: str, top_k: int, 
     eos = getattr(model.tokenizer, "eos_token_id", None)
     stop = [int(eos)] if isinstance(eos, int) else []
     reference = ids if mode == "mean" else None
+    # Long prompts run through the recorder's O(N)-memory attention (recording nothing): the
+    # ablation hooks act there just the same, and no N x N score matrix is built.
+    long = int(ids.shape[-1]) > P.FULL_LIMIT
+    frugal = AttentionRecorder(model, layers=(), columns=False) if long else contextlib.nullcontext()
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), frugal:
         if progress:
             progress(0.1, "next-token distribution without ablation")
         p_base = _softmax(model.logits(ids)[0, -1])
@@ -379,5 +384,5 @@ def run_ablation(model: Any, ids: Any, heads: list[Any], mode: str, top_k: int, 
         "text_without": decode(gen_base), "text_with": decode(gen_abl),
         "tokens_without": [str(t) for t in model.to_str_tokens(gen_base)] if gen_base else [],
         "tokens_with": [str(t) for t in model.to_str_tokens(gen_abl)] if gen_abl else [],
-        "seconds": time.perf_counter() - t0,
+        "seconds": time.perf_counter() - t0, "attention": "instrumented (O(N) memory)" if long else "eager",
     }

@@ -55,7 +55,7 @@ def playground_blocks(result: dict[str, Any]) -> list[Any]:
     heads = ", ".join(result["heads"]) or "no heads"
     out: list[Any] = [
         B.Text(f"Ablated: {heads} ({result['mode']}) · prompt {result['n_prompt_tokens']} tokens · "
-               f"computed in {result['seconds']:.2f} s", muted=True),
+               f"computed in {result['seconds']:.2f} s ({result.get('attention', 'eager')} attention)", muted=True),
         B.Table([{"KL(without || with)": result["kl"], "top token without": result["top1_without"],
                   "top token with": result["top1_with"]}], name="play-summary"),
         B.Figure(AF.next_token_figure(result["rows"], "Next-token distribution"), "next-token", graph_id="play-graph"),

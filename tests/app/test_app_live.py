@@ -78,6 +78,18 @@ def test_ablation_playground_numbers(tiny_llama):
     assert mean["text_with"] == "" and mean["kl"] >= 0
 
 
+def test_long_playground_prompts_use_the_instrumented_attention(tiny_llama, monkeypatch):
+    ids = tiny_llama.to_tokens("w1 w2 w3 w4 w5 w6 w7 w8 w9")
+    eager = run_ablation(tiny_llama, ids, ["L0H1", "L1H2"], "mean", 5, 2)
+    monkeypatch.setattr(P, "FULL_LIMIT", 4)  # these 10 tokens now count as long
+    frugal = run_ablation(tiny_llama, ids, ["L0H1", "L1H2"], "mean", 5, 2)
+    assert frugal["attention"].startswith("instrumented") and eager["attention"] == "eager"
+    assert frugal["tokens_with"] == eager["tokens_with"] and frugal["tokens_without"] == eager["tokens_without"]
+    for a, b in zip(eager["rows"], frugal["rows"]):
+        assert a["id"] == b["id"] and a["p_with"] == pytest.approx(b["p_with"], abs=1e-6)
+    assert frugal["kl"] == pytest.approx(eager["kl"], rel=1e-3, abs=1e-9)
+
+
 def wait_job(state: AppState, job_id: str, timeout: float = 120.0):
     end = time.time() + timeout
     seen = []

@@ -14,7 +14,7 @@ import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import queue
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,11 +52,24 @@ class Job:
 
 
 class JobManager:
+    """Runs jobs on ``workers`` daemon threads (daemons, so that Ctrl+C on the server is not held
+    up by a long recording in flight)."""
+
     def __init__(self, workers: int = 2, keep: int = 64) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wb-job")
+        self._queue: queue.Queue = queue.Queue()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self._keep = keep
+        self._threads = [threading.Thread(target=self._work, name=f"wb-job-{i}", daemon=True) for i in range(workers)]
+        for t in self._threads:
+            t.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            self._run(*item)
 
     def submit(self, kind: str, key: str, fn: Callable[[Progress], Any]) -> str:
         """Start ``fn``; a job with the same key that is still queued or running is reused."""
@@ -71,7 +84,7 @@ class JobManager:
                 if self._jobs[oldest].state in ("queued", "running"):
                     break
                 self._jobs.popitem(last=False)
-        self._pool.submit(self._run, job, fn)
+        self._queue.put((job, fn))
         return job.id
 
     def _run(self, job: Job, fn: Callable[[Progress], Any]) -> None:
@@ -104,4 +117,6 @@ class JobManager:
             return any(j.state in ("queued", "running") for j in self._jobs.values())
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the workers once the jobs already queued are done (returns at once)."""
+        for _ in self._threads:
+            self._queue.put(None)

@@ -1,5 +1,5 @@
 # Two commands: `make demo` (main job on the shipped default model) and `make test`.
-# Each builds its own virtual environment in $(VENV); torch is installed first from
+# Each builds its own virtual environment in $(VENV) (with the test and ray extras); torch is installed first from
 # TORCH_SPEC so CPU machines get the local CPU wheel. GPU users: make TORCH_SPEC="torch==2.13.0" \
 #   PIP_EXTRA="--index-url https://download.pytorch.org/whl/cu128" (or any spec they like).
 PYTHON ?= python3
@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,ray]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -24,9 +24,10 @@ venv: $(STAMP)
 browser:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium chromium-driver)
 
-# The full suite (what CI runs): fast and slow tests.
+# The full suite (what CI runs): fast and slow tests. The Ray executor tests need the [ray] extra
+# (installed above); WB_REQUIRE_RAY=1 makes them fail, not skip, if it is missing.
 test: $(STAMP) browser
-	$(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+	WB_REQUIRE_RAY=1 $(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 # The fast subset for local iteration (plain `pytest` does the same).
 test-fast: $(STAMP)

@@ -2,8 +2,13 @@
 
 Resuming: ``workbench atlas --resume RUN_ID`` continues that run; ``workbench atlas MODEL
 --resume`` continues the latest interrupted (or failed) run of MODEL. A resumed run keeps its
-recorded options; only --results, --device and --quiet may be given, and any other option
-given must equal the recorded one. Exit codes: 0 done, 2 bad input, 130 interrupted.
+recorded options; only --results, --device, --quiet and the executor options may be given,
+and any other option given must equal the recorded one. Exit codes: 0 done, 2 bad input,
+130 interrupted.
+
+Executors: ``--executor local`` (default) computes every part in this process; ``--executor
+ray`` hands the parts to Ray actors (``--ray-address``, ``--ray-workers``), each loading the
+model once. Either way this process alone writes the store, so the stored run is the same.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ def atlas(
     set_options: list[str] = typer.Option([], "--set", "--option", help="family option FAMILY.KEY=VALUE, e.g. sinks.eps=0.2 (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run: --resume RUN_ID, or MODEL --resume for its latest"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or messages"),
+    executor: str = typer.Option(None, "--executor", help="local (default: this process) or ray (Ray actors; needs the [ray] extra)"),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address, e.g. auto or HOST:6379 (default: $RAY_ADDRESS, else a local Ray)"),
+    ray_workers: int = typer.Option(None, "--ray-workers", help="Ray actors, each with one model copy (default: one per GPU, else one per CPU)"),
 ) -> None:
     """Run the head atlas (all families by default) on MODEL and store the run."""
     from workbench.families.options import resolve_options
@@ -44,13 +52,19 @@ def atlas(
     cli = {
         "model": None if resume else model, "families": families, "results": results, "prompts": prompts,
         "n_prompts": n_prompts, "max_tokens": max_tokens, "seed": seed, "device": device, "dtype": dtype,
-        "quiet": True if quiet else None,
+        "quiet": True if quiet else None, "executor": executor, "ray_address": ray_address, "ray_workers": ray_workers,
     }
     opts = resolve_options(cli, config, set_options)
-    if resume:
-        run_id = _resume(opts, model, set_options)
-    else:
-        run_id = _new_run(opts)
+    from workbench.executors import make_executor
+
+    runner = make_executor(opts.executor, opts.ray_address, opts.ray_workers, opts.device, opts.quiet)
+    try:
+        if resume:
+            run_id = _resume(opts, model, set_options, runner)
+        else:
+            run_id = _new_run(opts, runner)
+    finally:
+        runner.close()
     if not opts.quiet:
         console.print(f"report: workbench report {run_id} --results {opts.results}", highlight=False, soft_wrap=True)
 
@@ -58,7 +72,12 @@ def atlas(
 # -- a new run ---------------------------------------------------------------------------------------
 
 
-def _new_run(opts: Any) -> str:
+def _driver_device(opts: Any, device: str) -> str:
+    """With Ray the workers compute; this process only plans (geometry, tokenizer): CPU is enough."""
+    return "cpu" if opts.executor == "ray" else device
+
+
+def _new_run(opts: Any, runner: Any) -> str:
     from workbench.families.context import RunContext
     from workbench.families.prompts import read_prompt_file
     from workbench.families.registry import build_family
@@ -70,7 +89,7 @@ def _new_run(opts: Any) -> str:
     texts = read_prompt_file(opts.prompts) if opts.prompts is not None else None
     fams = {name: build_family(name, opts.family_options.get(name)) for name in opts.families}
     ensure_writable(opts.results)
-    loaded = _load(opts.model, opts.device, opts.dtype, opts.quiet)
+    loaded = _load(opts.model, _driver_device(opts, opts.device), opts.dtype, opts.quiet)
     if texts is not None:
         _check_prompts(loaded, texts)
     store = Store.open(opts.results, write=True)
@@ -82,15 +101,17 @@ def _new_run(opts: Any) -> str:
         "model": opts.model, "families": opts.families, "results": str(opts.results.resolve()),
         "prompts": None if opts.prompts is None else str(opts.prompts.resolve()),
         "prompts_sha256": None if texts is None else hashlib.sha256(json.dumps(texts).encode()).hexdigest(),
-        "n_prompts": opts.n_prompts, "max_tokens": opts.max_tokens, "seed": opts.seed, "device": str(loaded.device),
+        "n_prompts": opts.n_prompts, "max_tokens": opts.max_tokens, "seed": opts.seed,
+        "device": runner.worker_device() if opts.executor == "ray" else str(loaded.device),
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "family_options": {n: _asdict(f.config) for n, f in fams.items()},
     }
     with store:
         writer = start_run(store, loaded, fams, ctx, config)
         if not opts.quiet:
-            err_console.print(f"run [bold]{writer.run_id}[/]: {loaded.name} on {loaded.device}, families {', '.join(fams)}", highlight=False)
-        _execute(writer, loaded, fams, ctx, opts)
+            where = f"Ray workers ({config['device']})" if opts.executor == "ray" else str(loaded.device)
+            err_console.print(f"run [bold]{writer.run_id}[/]: {loaded.name} on {where}, families {', '.join(fams)}", highlight=False)
+        _execute(writer, loaded, fams, ctx, opts, runner)
     return writer.run_id
 
 
@@ -123,7 +144,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _execute(writer: Any, model: Any, fams: dict, ctx: Any, opts: Any) -> None:
+def _execute(writer: Any, model: Any, fams: dict, ctx: Any, opts: Any, runner: Any) -> None:
     from workbench.cli.progress import RunProgress
     from workbench.families.runner import run_families
 
@@ -132,7 +153,7 @@ def _execute(writer: Any, model: Any, fams: dict, ctx: Any, opts: Any) -> None:
     try:
         with RunProgress(enabled=not opts.quiet) as progress:
             ctx.progress = progress.step
-            run_families(writer, model, fams, ctx, on_part=progress.on_part)
+            run_families(writer, model, fams, ctx, on_part=progress.on_part, executor=runner)
             progress.finish_parts(sum(len(writer.parts(n)) for n in fams))
     except KeyboardInterrupt:
         err_console.print(
@@ -174,7 +195,7 @@ def _pick_run(store: Any, ref: str | None) -> Any:
     return pending[0]
 
 
-def _resume(opts: Any, ref: str | None, set_options: list[str]) -> str:
+def _resume(opts: Any, ref: str | None, set_options: list[str], runner: Any) -> str:
     from workbench.families.base import make_config
     from workbench.families.context import RunContext
     from workbench.families.options import RESULT_KEYS
@@ -201,7 +222,7 @@ def _resume(opts: Any, ref: str | None, set_options: list[str]) -> str:
                         "drop the option to resume with the recorded one, or start a new run",
                     )
         device = opts.device if "device" in opts.given else "auto"
-        loaded = _load(info.model, device, recorded.get("dtype", "float32"), opts.quiet)
+        loaded = _load(info.model, _driver_device(opts, device), recorded.get("dtype", "float32"), opts.quiet)
         from workbench.families.runner import model_identity
 
         now = model_identity(loaded)
@@ -231,5 +252,5 @@ def _resume(opts: Any, ref: str | None, set_options: list[str]) -> str:
             err_console.print(
                 f"resuming run [bold]{info.run_id}[/]: {info.parts_done}/{info.parts_total} parts already done", highlight=False
             )
-        _execute(writer, loaded, fams, ctx, opts)
+        _execute(writer, loaded, fams, ctx, opts, runner)
     return info.run_id

@@ -13,6 +13,9 @@ with that family's options::
     device: auto
     dtype: float32
     quiet: false
+    executor: local                   # or ray (pip install 'attention-workbench[ray]')
+    ray_address: null                 # Ray cluster address (default: RAY_ADDRESS or a local instance)
+    ray_workers: null                 # Ray actors (default: one per GPU, else one per CPU)
     sinks:
       eps: 0.3
       evidence_heads: 4
@@ -43,11 +46,15 @@ OPTION_KEYS: dict[str, str] = {
     "device": "cpu, cuda, cuda:N or auto",
     "dtype": "float32, float16 or bfloat16",
     "quiet": "no progress bars or messages",
+    "executor": "local (this process, default) or ray (Ray actors on this machine or a cluster)",
+    "ray_address": "Ray cluster address for --executor ray (default: $RAY_ADDRESS, else a local Ray instance)",
+    "ray_workers": "number of Ray actors, each with one model copy (default: one per GPU, else one per CPU)",
 }
 
 DEFAULTS: dict[str, Any] = {
     "model": None, "families": "all", "results": None, "prompts": None, "n_prompts": None,
     "max_tokens": 256, "seed": 0, "device": "auto", "dtype": "float32", "quiet": False,
+    "executor": "local", "ray_address": None, "ray_workers": None,
 }
 
 # Keys that change the numbers of a run (checked against the recorded run on --resume).
@@ -68,6 +75,9 @@ class AtlasOptions:
     quiet: bool
     family_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     given: set[str] = field(default_factory=set)  # keys set on the command line or in the file
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_workers: int | None = None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -171,7 +181,12 @@ def resolve_options(cli: dict[str, Any], config: str | Path | None = None, set_o
     quiet = merged["quiet"]
     if not isinstance(quiet, bool):
         raise InputDataError(f"option 'quiet' must be true or false, got {quiet!r}")
-    for key in ("model", "device", "dtype"):
+    from workbench.executors.base import EXECUTORS
+
+    if merged["executor"] not in EXECUTORS:
+        raise InputDataError(f"option 'executor' must be one of {', '.join(EXECUTORS)}, got {merged['executor']!r}",
+                             "use --executor local (default) or --executor ray")
+    for key in ("model", "device", "dtype", "ray_address"):
         if merged[key] is not None and not isinstance(merged[key], str):
             raise InputDataError(f"option {key!r} must be a string, got {merged[key]!r}")
     return AtlasOptions(
@@ -187,4 +202,7 @@ def resolve_options(cli: dict[str, Any], config: str | Path | None = None, set_o
         quiet=quiet,
         family_options=family_options,
         given=given,
+        executor=merged["executor"],
+        ray_address=merged["ray_address"],
+        ray_workers=None if merged["ray_workers"] is None else _int(merged["ray_workers"], "ray_workers", 1),
     )

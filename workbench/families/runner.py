@@ -1,17 +1,18 @@
 """Run families against a model into the store: new runs and resumed ones.
 
 `start_run` records the plan (families, their options and parts, the model's identity, the
-config, versions) and `execute` works through the parts that are not done, committing each
-as it finishes, then merges each family from the parts read back from the store (so a
-resumed run merges exactly what an uninterrupted one would). `run_families` does both and
-marks the run interrupted (KeyboardInterrupt, SIGTERM) or failed (any other error).
+config, versions) and `execute` hands the parts that are not done to an executor (this
+process by default, or Ray actors: `workbench.executors`), commits each as it comes back,
+then merges each family from the parts read back from the store (so a resumed run, or one
+whose parts were computed elsewhere, merges exactly what an uninterrupted local one would).
+`run_families` does both and marks the run interrupted (KeyboardInterrupt, SIGTERM) or failed
+(any other error).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,7 +22,10 @@ from workbench.families.context import RunContext
 from workbench.store.runs import RunWriter, collect_versions, model_fingerprint, new_run_id
 from workbench.store.store import Store
 
-#: ``on_part(family, part, index, total)`` before each part runs (index counts from 0).
+if TYPE_CHECKING:
+    from workbench.executors.base import Executor
+
+#: ``on_part(family, part, done, total)`` before each part runs (done: parts of the run finished so far).
 PartHook = Callable[[str, str, int, int], None]
 
 
@@ -81,10 +85,32 @@ def _check_result(name: str, part: str, result: PartResult, model: Any) -> None:
         raise ValueError(f"family {name!r} returned scores labelled {result.scores.family!r}")
 
 
-def execute(writer: RunWriter, model: Any, families: dict[str, Family], ctx: RunContext, on_part: PartHook | None = None) -> None:
-    """Run every part that is not done, merge every family that is not done, finish the run."""
-    all_parts = [(name, p, s) for name in families for p, s in writer.parts(name)]
-    total = len(all_parts)
+def _merge(writer: RunWriter, name: str, fam: Family) -> None:
+    merged = fam.merge({p: writer.read_part(name, p) for p, _ in writer.parts(name)})
+    for metric, values in merged.scores.metrics.items():
+        if not np.issubdtype(np.asarray(values).dtype, np.floating):
+            raise TypeError(f"family {name!r} metric {metric!r} is not float")
+    writer.commit_family(name, merged)
+
+
+def execute(
+    writer: RunWriter, model: Any, families: dict[str, Family], ctx: RunContext, on_part: PartHook | None = None,
+    executor: Executor | None = None,
+) -> None:
+    """Run every part that is not done, merge every family that is not done, finish the run.
+
+    The executor (default: `LocalExecutor`, every part in this process, in order) computes the
+    pending parts; this function alone writes the store: it commits each part as it comes back
+    and merges a family as soon as all of its parts are done. ``on_part`` gets the number of
+    parts of the run finished before that part starts.
+    """
+    from workbench.executors.base import PartJob
+    from workbench.executors.local import LocalExecutor
+
+    executor = executor if executor is not None else LocalExecutor()
+    total = sum(len(writer.parts(name)) for name in families)
+    pending: dict[str, set[str]] = {}
+    jobs: list[PartJob] = []
     for name, fam in families.items():
         if writer.family_done(name):
             continue
@@ -95,29 +121,41 @@ def execute(writer: RunWriter, model: Any, families: dict[str, Family], ctx: Run
                 f"family {name!r} now splits into parts {expected}, but run {writer.run_id} recorded {[p for p, _ in plan]}",
                 "resume with the workbench version that started the run, or start a new run",
             )
-        for part, status in plan:
-            if status == "done":
-                continue
-            if on_part is not None:
-                on_part(name, part, next(i for i, (n, p, _) in enumerate(all_parts) if (n, p) == (name, part)), total)
-            t0 = time.perf_counter()
-            result = fam.run_part(model, ctx, part)
-            _check_result(name, part, result, model)
-            writer.commit_part(name, part, result, time.perf_counter() - t0)
-        merged = fam.merge({p: writer.read_part(name, p) for p, _ in plan})
-        for metric, values in merged.scores.metrics.items():
-            if not np.issubdtype(np.asarray(values).dtype, np.floating):
-                raise TypeError(f"family {name!r} metric {metric!r} is not float")
-        writer.commit_family(name, merged)
+        pending[name] = {p for p, status in plan if status != "done"}
+        jobs += [PartJob(name, p) for p, status in plan if status != "done"]
+    done = total - len(jobs)
+
+    def started(job: PartJob) -> None:
+        if on_part is not None:
+            on_part(job.family, job.part, done, total)
+
+    for name in [n for n, left in pending.items() if not left]:  # parts all done, merge missing (killed in between)
+        _merge(writer, name, families[name])
+    for outcome in executor.run(model, families, ctx, jobs, started):
+        name, part = outcome.family, outcome.part
+        if part not in pending.get(name, ()):
+            raise RuntimeError(f"executor {executor.name!r} returned {name}/{part}, which is not pending")
+        _check_result(name, part, outcome.result, model)
+        writer.commit_part(name, part, outcome.result, outcome.seconds)
+        pending[name].discard(part)
+        done += 1
+        if not pending[name]:
+            _merge(writer, name, families[name])
+    left = sorted(f"{n}/{p}" for n, parts in pending.items() for p in parts)
+    if left:
+        raise RuntimeError(f"executor {executor.name!r} stopped with parts not computed: {', '.join(left)}")
     writer.finish()
 
 
 def run_families(
-    writer: RunWriter, model: Any, families: dict[str, Family], ctx: RunContext, on_part: PartHook | None = None
+    writer: RunWriter, model: Any, families: dict[str, Family], ctx: RunContext, on_part: PartHook | None = None,
+    executor: Executor | None = None,
 ) -> str:
-    """`execute` with the run marked interrupted or failed when it stops early. Returns the run id."""
+    """`execute` with the run marked interrupted or failed when it stops early. Returns the run id.
+
+    The executor is used as given and not closed here (its owner closes it)."""
     try:
-        execute(writer, model, families, ctx, on_part)
+        execute(writer, model, families, ctx, on_part, executor)
     except KeyboardInterrupt:
         writer.mark_interrupted("interrupted (SIGINT/SIGTERM)")
         raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from workbench.cli.app import dashboard
 from workbench.cli.common import err_console
@@ -57,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     except WorkbenchError as exc:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        # Messages are plain text: escape them, or rich would eat "[ray]" in "pip install pkg[ray]".
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            err_console.print(f"  [bold]fix:[/] {exc.hint}", highlight=False)
+            err_console.print(f"  [bold]fix:[/] {escape(exc.hint)}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")

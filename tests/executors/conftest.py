@@ -32,7 +32,8 @@ def ray_session():
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), str(HERE), saved["PYTHONPATH"] or ""]).rstrip(os.pathsep)
     for key in (INTERRUPT_ENV, SECONDS_ENV, MARKERS_ENV):
         os.environ.pop(key, None)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    # address="local": a new instance even if /tmp/ray names another (or a stale) cluster.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     try:
         yield ray
     finally:

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -213,3 +214,71 @@ def test_workers_and_resources(ray_session, monkeypatch):
     assert RayExecutor(workers=3).n_workers(True, 10) == 3
     ex.close()
     assert ray_session.is_initialized()  # an instance the executor did not start is left running
+
+
+# -- the CLI: SIGTERM with Ray, then resume on Ray --------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_interrupt_and_resume_on_ray(ray_session, tiny_model_dir, tiny_llama, tmp_path):
+    """`workbench atlas --executor ray` stopped by SIGTERM after a part is stored: exit 130, run
+    interrupted; `--resume --executor ray` computes only the parts not stored and completes with
+    the numbers of an uninterrupted local run."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from atlas_helpers import subprocess_env
+
+    markers = tmp_path / "markers.txt"
+    results = tmp_path / "results"
+    address = ray_session.get_runtime_context().gcs_address  # the session's instance: no second Ray start-up
+    env = subprocess_env(WORKBENCH_FAMILY_PLUGINS="executor_helpers:PidCountdown")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])
+    common = ["--results", str(results), "--executor", "ray", "--ray-address", address, "--ray-workers", "2", "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "atlas", str(tiny_model_dir("llama")), "--families", "pidcountdown",
+         "--set", "pidcountdown.n_parts=4", "--set", "pidcountdown.seconds=2", "--set", f"pidcountdown.markers={markers}",
+         "--seed", "4", *common], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            if (results / "workbench.sqlite").exists():
+                conn = sqlite3.connect(f"file:{results / 'workbench.sqlite'}?mode=ro", uri=True)
+                try:
+                    n_done = conn.execute("SELECT count(*) FROM parts WHERE status = 'done'").fetchone()[0]
+                except sqlite3.OperationalError:
+                    n_done = 0
+                finally:
+                    conn.close()
+                if n_done:
+                    break
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    run, _, _ = stored(results)
+    assert run.status == "interrupted" and 1 <= run.parts_done < 4
+    done_before = {p for _, p, s in part_seconds(results, run.run_id) if s == "done"}
+    n_lines = len(read_markers(markers))
+
+    resumed = subprocess.run([sys.executable, "-m", "workbench", "atlas", "--resume", run.run_id, *common],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    again = {p for p, _ in read_markers(markers)[n_lines:]}
+    assert again == {f"p{i}" for i in range(4)} - done_before  # finished parts were not recomputed
+    run, rows, fams = stored(results)
+    assert run.status == "complete" and run.resumes == 1
+
+    with Store.open(tmp_path / "local", write=True) as store:
+        fam = {"pidcountdown": PidCountdown(PidConfig(n_parts=4))}
+        ctx = RunContext(seed=4, max_tokens=256)
+        writer = start_run(store, tiny_llama, fam, ctx, {})
+        run_families(writer, tiny_llama, fam, ctx)
+        local_id = writer.run_id
+    _, rows_l, fams_l = stored(tmp_path / "local", local_id)
+    assert rows == rows_l
+    assert same_tree(fams["pidcountdown"]["artefacts"], fams_l["pidcountdown"]["artefacts"]) == []

@@ -11,6 +11,12 @@ is gone for good, its part goes back to the queue for another actor. An exceptio
 family is not retried (the part is deterministic: it would fail again); the parts other actors
 already finished are still committed, then the error stops the run, which can be resumed.
 
+Numbers: a part is deterministic given the model, the context and the family config, so it
+does not matter which worker computes it. On CPU the stored scores equal a local run's bit for
+bit when both use the same number of torch threads (each actor uses ``cpus_per_worker``
+threads, 1 by default): some CPU float32 reductions are split by thread count, and a different
+split changes the last bits (measured and bounded in tests/executors/test_ray_executor.py).
+
 Ray is an optional dependency: ``pip install 'attention-workbench[ray]'``.
 """
 
@@ -123,9 +129,13 @@ class RayExecutor:
         try:
             ray.init(**kwargs)
         except (ConnectionError, ValueError, RuntimeError) as exc:
+            where = self.address or "the default address ($RAY_ADDRESS, else the cluster last started on this machine)"
             raise WorkbenchError(
-                f"cannot connect to Ray at {self.address or '(default address)'}: {exc}",
-                "start the cluster first (`ray start --head` on the head node), or check --ray-address",
+                f"cannot connect to Ray at {where}: {exc}",
+                "start the cluster first (`ray start --head` on the head node) and check --ray-address; with an "
+                "explicit address and Ray's token authentication, set RAY_AUTH_MODE=token and give the cluster's token "
+                "(RAY_AUTH_TOKEN or ~/.ray/auth_token), or run on the head node with --ray-address auto; "
+                "--ray-address local starts a new local Ray instance",
             ) from exc
         self._owns_ray = True
 

@@ -21,7 +21,7 @@ from atlas_helpers import INTERRUPT_ENV, PLUGIN, FakeModel, family_results, norm
 from executor_helpers import FakeLoader, PidConfig, PidCountdown, read_markers, same_tree, torch_threads
 
 from workbench.cli.main import main
-from workbench.errors import InputDataError
+from workbench.errors import InputDataError, WorkbenchError
 from workbench.executors import LocalExecutor
 from workbench.executors.ray_executor import RayExecutor
 from workbench.families.context import RunContext
@@ -115,22 +115,9 @@ def test_killed_worker_part_is_retried(ray_session, tiny_llama, tmp_path):
         return {"sinks": build_family("sinks"), "pidcountdown": PidCountdown(cfg)}
 
     killed: list[tuple[str, int]] = []
-
-    def kill_first_part() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            lines = [m for m in read_markers(markers) if m[1] != os.getpid()]
-            if lines:
-                time.sleep(0.5)  # well inside the 3 s the part takes
-                os.kill(lines[0][1], signal.SIGKILL)  # a Ray worker process this test started
-                killed.append(lines[0])
-                return
-            time.sleep(0.05)
-
     with Store.open(tmp_path / "ray", write=True) as store:
         writer = start_run(store, tiny_llama, families(), ctx, {"executor": "test"})
-        killer = threading.Thread(target=kill_first_part, daemon=True)
-        killer.start()
+        killer = _kill_first_worker(markers, killed)
         with RayExecutor(workers=2) as ex:
             run_families(writer, tiny_llama, families(), ctx, executor=ex)
         killer.join(timeout=5)
@@ -211,6 +198,9 @@ def test_workers_and_resources(ray_session, monkeypatch):
     assert ex.use_gpus() and ex.worker_device() == "cuda" and ex.n_workers(True, 10) == 4
     assert ex.actor_options(True)["num_gpus"] == 1 and ex.worker_threads(True) is None
     assert not RayExecutor(device="cpu").use_gpus()  # --device cpu keeps the run off the GPUs
+    monkeypatch.setattr(ray_session, "cluster_resources", lambda: {"CPU": 2.0})
+    with pytest.raises(WorkbenchError, match="--device cuda was given, but the Ray cluster has no GPU"):
+        RayExecutor(device="cuda").use_gpus()
     assert RayExecutor(workers=3).n_workers(True, 10) == 3
     ex.close()
     assert ray_session.is_initialized()  # an instance the executor did not start is left running
@@ -282,3 +272,51 @@ def test_cli_interrupt_and_resume_on_ray(ray_session, tiny_model_dir, tiny_llama
     _, rows_l, fams_l = stored(tmp_path / "local", local_id)
     assert rows == rows_l
     assert same_tree(fams["pidcountdown"]["artefacts"], fams_l["pidcountdown"]["artefacts"]) == []
+
+
+
+def _kill_first_worker(markers, killed: list, wait: float = 0.5) -> threading.Thread:
+    """A thread that SIGKILLs the Ray worker process that logs the first part start (once)."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            lines = [m for m in read_markers(markers) if m[1] != os.getpid()]
+            if lines:
+                time.sleep(wait)  # well inside the part
+                os.kill(lines[0][1], signal.SIGKILL)  # a Ray worker process this test started
+                killed.append(lines[0])
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_part_of_a_worker_gone_for_good_goes_to_another_worker(ray_session, tmp_path):
+    """Without Ray restarts (max_restarts=0), a killed worker's part is put back in the queue and
+    computed by the other worker; the run equals a local one."""
+    markers = tmp_path / "markers.txt"
+    cfg = PidConfig(n_parts=3, seconds=2.0, markers=str(markers))
+    model, ctx = FakeModel(), RunContext(seed=9)
+    killed: list = []
+    with Store.open(tmp_path / "r", write=True) as store:
+        writer = start_run(store, model, {"pidcountdown": PidCountdown(cfg)}, ctx, {})
+        killer = _kill_first_worker(markers, killed)
+        with RayExecutor(workers=2, loader=FakeLoader(), max_restarts=0, max_task_retries=0) as ex:
+            run_families(writer, model, {"pidcountdown": PidCountdown(cfg)}, ctx, executor=ex)
+            retried = list(ex.retried)
+        killer.join(timeout=5)
+        run_id = writer.run_id
+    (part, pid), = killed
+    assert [(j.family, j.part) for j in retried] == [("pidcountdown", part)]
+    runs_of_part = [p for p in read_markers(markers) if p[0] == part]
+    assert len(runs_of_part) == 2 and runs_of_part[1][1] != pid
+    with Store.open(tmp_path / "l", write=True) as store:
+        writer = start_run(store, model, {"pidcountdown": PidCountdown(PidConfig(n_parts=3))}, ctx, {})
+        run_families(writer, model, {"pidcountdown": PidCountdown(PidConfig(n_parts=3))}, ctx)
+        local_id = writer.run_id
+    run_r, rows_r, fams_r = stored(tmp_path / "r", run_id)
+    _, rows_l, fams_l = stored(tmp_path / "l", local_id)
+    assert run_r.status == "complete" and rows_r == rows_l and same_tree(fams_r, fams_l) == []

@@ -7,7 +7,7 @@ GPU when the cluster has GPUs (and ``--device`` is not ``cpu``), else for CPUs.
 
 Failures: a worker process that dies (killed, out of memory, node lost) is restarted by Ray
 (``max_restarts``) and the part it was computing is retried (``max_task_retries``); if an actor
-is gone for good, its part goes back to the queue for another actor. An exception raised by a
+is gone for good, its part goes back to the queue for another actor (``max_requeues`` times). An exception raised by a
 family is not retried (the part is deterministic: it would fail again); the parts other actors
 already finished are still committed, then the error stops the run, which can be resumed.
 
@@ -61,11 +61,16 @@ class PartWorker:
 
         if threads:
             torch.set_num_threads(threads)
-        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        self.device = "cuda" if use_gpu else "cpu"
         self.label = f"ray:{socket.gethostname()}:{os.getpid()}"
         self.error: BaseException | None = None
         self.model: Any = None
         try:
+            if use_gpu and not torch.cuda.is_available():
+                raise WorkbenchError(
+                    f"Ray gave worker {self.label} a GPU, but torch {torch.__version__} there cannot use CUDA",
+                    "install a CUDA build of torch on every GPU node, or run with --device cpu",
+                )
             self.model = loader(self.device)
         except Exception as exc:  # noqa: BLE001 - handed to the driver by run()
             self.error = exc
@@ -96,7 +101,7 @@ class RayExecutor:
 
     def __init__(
         self, address: str | None = None, workers: int | None = None, device: str = "auto", *,
-        cpus_per_worker: float = 1, threads: int | None = None, max_restarts: int = 2, max_task_retries: int = 2,
+        cpus_per_worker: float = 1, threads: int | None = None, max_restarts: int = 2, max_task_retries: int = 2, max_requeues: int = 2,
         loader: ModelLoader | None = None, quiet: bool = False, init_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if workers is not None and workers < 1:
@@ -108,6 +113,7 @@ class RayExecutor:
         self.threads = threads
         self.max_restarts = max_restarts
         self.max_task_retries = max_task_retries
+        self.max_requeues = max_requeues
         self.loader = loader
         self.quiet = quiet
         self.init_kwargs = dict(init_kwargs or {})
@@ -140,9 +146,17 @@ class RayExecutor:
         self._owns_ray = True
 
     def use_gpus(self) -> bool:
-        """Whether actors ask for a GPU: the cluster has one and the run was not asked for CPU."""
+        """Whether actors ask for a GPU: the cluster has one and the run was not asked for CPU.
+        ``--device cuda`` on a cluster without GPUs is an error, not a silent CPU run."""
         self.connect()
-        return not self.device.startswith("cpu") and self._ray.cluster_resources().get("GPU", 0) >= 1
+        has_gpu = self._ray.cluster_resources().get("GPU", 0) >= 1
+        if self.device.startswith("cuda") and not has_gpu:
+            raise WorkbenchError(
+                f"--device {self.device} was given, but the Ray cluster has no GPU (resources: "
+                f"{ {k: v for k, v in self._ray.cluster_resources().items() if k in ('CPU', 'GPU')} })",
+                "start the Ray nodes with their GPUs (ray start --num-gpus N), or use --device auto or cpu",
+            )
+        return not self.device.startswith("cpu") and has_gpu
 
     def worker_device(self) -> str:
         """The device the workers will compute on (recorded in the run's config)."""
@@ -177,7 +191,7 @@ class RayExecutor:
         if not jobs:
             return
         ray = self._ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import RayActorError, RayError, RayTaskError
 
         self._kill_actors()
         use_gpu = self.use_gpus()
@@ -209,10 +223,13 @@ class RayExecutor:
                     error = cause
                 idle.append(actor)
                 continue
-            except RayActorError as exc:  # the actor is gone for good (restarts used up)
-                self._actors = [a for a in self._actors if a is not actor]
+            except RayError as exc:  # the actor is gone for good (restarts used up), or the result was lost
+                if isinstance(exc, RayActorError):
+                    self._actors = [a for a in self._actors if a is not actor]
+                else:
+                    idle.append(actor)
                 losses[job] = losses.get(job, 0) + 1
-                if losses[job] > self.max_task_retries or not self._actors:
+                if losses[job] > self.max_requeues or not self._actors:
                     if error is None:
                         error = WorkbenchError(
                             f"Ray worker(s) died while computing {job.family}/{job.part} ({losses[job]} time(s)): {exc}",

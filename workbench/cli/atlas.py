@@ -42,7 +42,7 @@ def atlas(
     set_options: list[str] = typer.Option([], "--set", "--option", help="family option FAMILY.KEY=VALUE, e.g. sinks.eps=0.2 (repeatable)"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run: --resume RUN_ID, or MODEL --resume for its latest"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or messages"),
-    executor: str = typer.Option(None, "--executor", help="local (default: this process) or ray (Ray actors; needs the [ray] extra)"),
+    executor: str = typer.Option(None, "--executor", help="local (default: this process) or ray (Ray actors; needs the optional ray extra)"),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address, e.g. auto or HOST:6379 (default: $RAY_ADDRESS, else a local Ray)"),
     ray_workers: int = typer.Option(None, "--ray-workers", help="Ray actors, each with one model copy (default: one per GPU, else one per CPU)"),
 ) -> None:

@@ -177,3 +177,17 @@ def test_act_rows_entirely_on_a_sink_share_the_freed_mass_uniformly():
     assert torch.allclose(a[0, 5, 2], torch.tensor(0.4))
     # the freed 0.6 goes uniformly to the 5 visible non-sink keys of query 5
     assert torch.allclose(a[0, 5, [0, 1, 3, 4, 5]], torch.full((5,), 0.12))
+
+
+def test_sink_removal_check_hits_the_planted_head(planted):
+    from workbench.analysis.sinks import loss_without_sinks, sink_removal_check
+
+    prompts = [_prompt(64, seed=s, sink_at=(20,)) for s in range(2)]
+    report = analyze_sinks(planted, prompts)
+    assert report.scores.top("sink_attention_share", 1) == [PLANTED]
+    assert report.scores.score("sink_attention_share", PLANTED) > 0.5
+    check = sink_removal_check(planted, report, prompts, k=1)
+    assert check.top_heads == [PLANTED]
+    # removing the planted head's sink changes the loss; the weakest head's (few or no sinks) barely
+    assert abs(check.top_delta) > 10 * abs(check.bottom_delta)
+    assert loss_without_sinks(planted, report, prompts, []) == pytest.approx(check.base_loss)

@@ -336,3 +336,17 @@ def answer_accuracy(model: Any, trials: Sequence[NeedleTrial]) -> float:
         pred = logits[start : start + trial.answer.numel()].argmax(-1).cpu()
         correct += int(torch.equal(pred, trial.answer))
     return correct / max(len(trials), 1)
+
+
+@torch.no_grad()
+def answer_logprob(model: Any, trials: Sequence[NeedleTrial]) -> float:
+    """Mean teacher-forced log-probability of the answer tokens (a continuous needle metric)."""
+    total, count = 0.0, 0
+    for trial in trials:
+        seq = torch.cat([trial.prompt, trial.answer[:-1]]).view(1, -1).to(model.device)
+        logp = torch.log_softmax(model.logits(seq)[0].double(), -1)
+        start = trial.prompt.numel() - 1
+        rows = logp[start : start + trial.answer.numel()].cpu()
+        total += float(rows.gather(1, trial.answer.view(-1, 1)).sum())
+        count += trial.answer.numel()
+    return total / max(count, 1)

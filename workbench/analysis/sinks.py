@@ -101,7 +101,7 @@ def analyze_sink_records(
     """Pure: sink scores from recorder records (one record per prompt, batch of 1 each)."""
     if not records:
         raise InputDataError("no prompts to analyse", "give at least one prompt")
-    first_mass, is_sink_head, hidden_count, hidden_mass = [], [], [], []
+    first_mass, is_sink_head, hidden_count, hidden_mass, share = [], [], [], [], []
     tokens_out: list[SinkToken] = []
     seen: Counter[str] = Counter()
     sunk: Counter[str] = Counter()
@@ -120,6 +120,8 @@ def analyze_sink_records(
         is_sink_head.append(fm > cfg.eps)
         hidden_count.append(hidden.sum(-1))
         hidden_mass.append(np.where(hidden, cm, 0.0).sum(-1))
+        col_sum = torch.stack([record.layers[l].col_sum[0] for l in range(n_layers)]).double().numpy()  # [L, H, N]
+        share.append(np.where(sinks, col_sum, 0.0).sum(-1) / n)
         for layer, h, j in zip(*np.nonzero(sinks)):
             tokens_out.append(
                 SinkToken(p, int(layer), int(h), int(j), texts[j], float(cm[layer, h, j]), "first" if j < cfg.first_k else "hidden")
@@ -136,6 +138,7 @@ def analyze_sink_records(
     scores.add("sink_head", np.mean(is_sink_head, 0), f"share of prompts where alpha_1 > eps ({cfg.eps})")
     scores.add("hidden_sink_count", np.mean(hidden_count, 0), f"keys after the first with mean received attention > tau ({cfg.tau})")
     scores.add("hidden_sink_mass", np.mean(hidden_mass, 0), "summed mean received attention of the hidden sinks")
+    scores.add("sink_attention_share", np.mean(share, 0), "share of all the head's attention that lands on its sink tokens (first + hidden)")
     rate_per_layer = 100.0 * np.mean(is_sink_head, axis=(0, 2))
     freq = {tok: (sunk[tok], seen[tok]) for tok in seen}
     return SinkReport(scores, rate_per_layer, float(np.mean(rate_per_layer)), tokens_out, freq, cfg)
@@ -260,6 +263,76 @@ def first_token_removal_check(
     with removed_first_token(model, bottom, report.config.first_k):
         bottom_loss = lm_loss(model, prompts)
     return FirstTokenRemovalCheck(base, top, bottom, top_loss, bottom_loss)
+
+
+def _sink_keys(report: SinkReport, prompt: int) -> dict[tuple[int, int], list[int]]:
+    keys: dict[tuple[int, int], list[int]] = {}
+    for t in report.sink_tokens:
+        if t.prompt == prompt:
+            keys.setdefault((t.layer, t.head), []).append(t.position)
+    return keys
+
+
+@torch.no_grad()
+def loss_without_sinks(model: Any, report: SinkReport, prompts: Sequence[torch.Tensor], heads: Sequence[Head]) -> float:
+    """Mean next-token loss when each chosen head cannot attend to its own sink tokens
+    (first and hidden, as found for that prompt); the removed mass is renormalised."""
+    import torch.nn.functional as F
+
+    from workbench.interventions.attention_edits import remove_keys
+
+    chosen = {(h.layer, h.head) for h in heads}
+    total, count = 0.0, 0
+    for p, prompt in enumerate(prompts):
+        tokens = prompt.view(1, -1).to(model.device)
+        keys = {k: v for k, v in _sink_keys(report, p).items() if k in chosen}
+        points = []
+        for layer in sorted({l for l, _ in keys}):
+            per_head = {h: pos for (l, h), pos in keys.items() if l == layer}
+
+            def hook(pattern: torch.Tensor, hook: Any, per_head: dict[int, list[int]] = per_head) -> torch.Tensor:
+                out = pattern.clone()
+                for h, pos in per_head.items():
+                    out[:, h] = remove_keys(pattern[:, h].float(), pos).to(pattern.dtype)
+                return out
+
+            points.append((model.bridge.blocks[layer].attn.hook_pattern, hook))
+        with temporary_hooks(points):
+            logits = model.logits(tokens)[0, :-1].float()
+        total += float(F.cross_entropy(logits, tokens[0, 1:], reduction="sum"))
+        count += tokens.shape[1] - 1
+    return total / max(count, 1)
+
+
+@dataclass
+class SinkRemovalCheck:
+    """Loss change when the k heads with the most attention on sinks vs the k with the least
+    lose their sink tokens (first and hidden)."""
+
+    base_loss: float
+    top_heads: list[Head]
+    bottom_heads: list[Head]
+    top_loss: float
+    bottom_loss: float
+
+    @property
+    def top_delta(self) -> float:
+        return self.top_loss - self.base_loss
+
+    @property
+    def bottom_delta(self) -> float:
+        return self.bottom_loss - self.base_loss
+
+
+def sink_removal_check(model: Any, report: SinkReport, prompts: Sequence[torch.Tensor], k: int = 3) -> SinkRemovalCheck:
+    from workbench.analysis.metrics import lm_loss
+
+    ranked = [h for h, _ in report.scores.ranked("sink_attention_share")]
+    top, bottom = ranked[:k], ranked[-k:]
+    base = lm_loss(model, prompts)
+    return SinkRemovalCheck(
+        base, top, bottom, loss_without_sinks(model, report, prompts, top), loss_without_sinks(model, report, prompts, bottom)
+    )
 
 
 @dataclass

@@ -35,6 +35,7 @@ class SinksFamilyConfig:
     act: bool = True  # run ACT's head search (a separate, resumable part)
     act_beta: float = 0.4  # ACT (Yu et al. 2024)
     act_trials: int = 16  # calibration and evaluation sets (kept apart) for the organism's needle task
+    act_context: int = 256
 
 
 class SinksFamily(Family):
@@ -45,8 +46,11 @@ class SinksFamily(Family):
     evidence_metric = "removal_loss_delta"
 
     def members(self, scores: HeadScores) -> list[tuple[int, int]]:
-        share = scores["sink_head"]
-        return [(int(l), int(h)) for l, h in zip(*np.nonzero(share > 0.5))]
+        """Sink heads: alpha_1 > eps in most prompts (Gu et al.), or at least eps of all their
+        attention on sink tokens (first or hidden)."""
+        first = scores["sink_head"] > 0.5
+        share = scores["sink_attention_share"] > self.config.eps if "sink_attention_share" in scores.metrics else first
+        return [(int(l), int(h)) for l, h in zip(*np.nonzero(first | share))]
 
     def parts(self, model: Any, ctx: RunContext) -> list[str]:
         return ["all", "act"] if self.config.act else ["all"]
@@ -69,16 +73,16 @@ class SinksFamily(Family):
         cfg = self.config
         geo = model.geometry
         if is_organism(model):
-            from workbench.analysis.retrieval import answer_accuracy
+            from workbench.analysis.retrieval import answer_logprob
             from workbench.data.needles import from_organism_probes
             from workbench.organisms import tasks
 
-            context = min(512, max(64, ctx.max_tokens))
+            context = min(cfg.act_context, max(64, ctx.max_tokens))
             cal_rng, eval_rng = ctx.rng("sinks", "act-cal"), ctx.rng("sinks", "act-eval")
             cal = from_organism_probes(tasks.needle_probe(cal_rng, context, 3) for _ in range(cfg.act_trials))
             held = from_organism_probes(tasks.needle_probe(eval_rng, context, 3) for _ in range(cfg.act_trials))
-            metric_name = "needle answer accuracy"
-            cal_fn, eval_fn = (lambda: answer_accuracy(model, cal)), (lambda: answer_accuracy(model, held))
+            metric_name = "needle answer log-probability"
+            cal_fn, eval_fn = (lambda: answer_logprob(model, cal)), (lambda: answer_logprob(model, held))
         else:
             prompts, _ = family_prompts(model, ctx, "sinks-act", default_n=8)
             half = max(1, len(prompts) // 2)
@@ -103,8 +107,7 @@ class SinksFamily(Family):
             ctx.seed_torch(self.name, part)
             return self.run_act(model, ctx)
         from workbench.analysis.metrics import lm_loss
-        from workbench.analysis.sinks import SinkConfig, analyze_sinks, first_token_removal_check
-        from workbench.interventions.attention_edits import removed_first_token
+        from workbench.analysis.sinks import SinkConfig, analyze_sinks, first_token_removal_check, loss_without_sinks, sink_removal_check
 
         cfg = self.config
         sink_cfg = SinkConfig(eps=cfg.eps, first_k=cfg.first_k, tau=cfg.tau, min_queries=cfg.min_queries)
@@ -115,19 +118,19 @@ class SinksFamily(Family):
         geo = model.geometry
         n_heads_total = geo.n_layers * geo.n_heads
 
-        # Evidence, head by head: loss change when only this head loses the first token.
+        # Evidence, head by head: loss change when only this head loses its sink tokens.
         ranked = [h for h, _ in scores.ranked("first_token_mass")]
         k = n_heads_total if cfg.evidence_heads < 0 else min(cfg.evidence_heads, n_heads_total)
         base = lm_loss(model, prompts)
         delta = np.full((geo.n_layers, geo.n_heads), np.nan)
         for i, head in enumerate(ranked[:k]):
-            with removed_first_token(model, [head], cfg.first_k):
-                delta[head.layer, head.head] = lm_loss(model, prompts) - base
-            ctx.report("sinks: first-token removal", i + 1, k)
-        scores.add("removal_loss_delta", delta, "LM loss change when this head cannot attend to the first token(s)")
+            delta[head.layer, head.head] = loss_without_sinks(model, report, prompts, [head]) - base
+            ctx.report("sinks: sink removal", i + 1, k)
+        scores.add("removal_loss_delta", delta, "LM loss change when this head cannot attend to its sink tokens (first + hidden)")
 
         check_k = max(1, min(cfg.check_k, n_heads_total // 2))
-        check = first_token_removal_check(model, report, prompts, k=check_k)
+        check = sink_removal_check(model, report, prompts, k=check_k)
+        first = first_token_removal_check(model, report, prompts, k=check_k)
 
         tokens = [
             {"prompt": t.prompt, "layer": t.layer, "head": t.head, "position": t.position, "token": t.token,
@@ -153,6 +156,11 @@ class SinksFamily(Family):
                 "bottom_loss": check.bottom_loss,
                 "top_delta": check.top_delta,
                 "bottom_delta": check.bottom_delta,
+                "ranked_by": "sink_attention_share",
+            },
+            "first_token_removal_check": {
+                "top_heads": [str(h) for h in first.top_heads], "bottom_heads": [str(h) for h in first.bottom_heads],
+                "top_delta": first.top_delta, "bottom_delta": first.bottom_delta, "ranked_by": "first_token_mass",
             },
         }
         summary = {

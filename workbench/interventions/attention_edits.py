@@ -24,14 +24,19 @@ PatternEdit = Callable[[torch.Tensor], torch.Tensor]  # [B, Nq, Nk] -> same, row
 def remove_keys(pattern: torch.Tensor, keys: torch.Tensor | list[int]) -> torch.Tensor:
     """Zero the given key columns and renormalise each row over the remaining keys.
 
-    Rows that could only see removed keys (query 0 when key 0 is removed) are left as they were.
+    A row whose remaining attention is exactly zero (it looked only at removed keys and the
+    rest underflowed) gets uniform attention over its remaining visible keys; rows that could
+    only see removed keys (query 0 when key 0 is removed) are left as they were.
     """
-    keep = torch.ones(pattern.shape[-1], dtype=torch.bool, device=pattern.device)
+    nq, nk = pattern.shape[-2:]
+    keep = torch.ones(nk, dtype=torch.bool, device=pattern.device)
     keep[torch.as_tensor(keys, device=pattern.device, dtype=torch.long)] = False
     kept = pattern * keep
     total = kept.sum(-1, keepdim=True)
-    edited = kept / total.clamp_min(1e-30)
-    return torch.where(total > 1e-12, edited, pattern)
+    visible = torch.ones(nq, nk, dtype=torch.bool, device=pattern.device).tril(nk - nq) & keep
+    uniform = visible.to(pattern.dtype) / visible.sum(-1, keepdim=True).clamp_min(1)
+    edited = torch.where(total > 0, kept / total.clamp_min(1e-38), uniform.expand_as(pattern))
+    return torch.where(visible.any(-1, keepdim=True), edited, pattern)
 
 
 def act_calibrate(pattern: torch.Tensor, beta: float = 0.4, tau: float = 0.1, skip_first: int = 1) -> torch.Tensor:

@@ -302,7 +302,9 @@ def test_killed_subprocess_is_resumable(sig, reference, tiny_model_dir, tmp_path
     _, _, ref_rows, ref_fams = reference
     markers = tmp_path / "markers.txt"
     results = tmp_path / "res"
-    env = subprocess_env(**{MARKERS_ENV: str(markers), SECONDS_ENV: "1.5"})
+    # 4 s per part: the signal must land while p2 is in flight even when a loaded machine delays
+    # this process's wake-up by several seconds (at 1.5 s a starved test once saw the run finish).
+    env = subprocess_env(**{MARKERS_ENV: str(markers), SECONDS_ENV: "4"})
     proc = subprocess.Popen([sys.executable, "-m", "workbench", *atlas_args(tiny_model_dir("llama"), results)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

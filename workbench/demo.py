@@ -21,6 +21,7 @@ from workbench.store.store import default_results
 # Families that need an organism's data (safety needs its harmful/benign requests): left out
 # of the demo only when it falls back to a tiny random model.
 FALLBACK_SKIPS = ("safety",)
+DEMO_PROMPTS = 8
 
 
 def demo_families(spec: str) -> list[str]:
@@ -48,7 +49,10 @@ def run(argv: list[str] | None = None) -> int:
     spec = default_model_spec(results)
     t0 = time.perf_counter()
     families = [] if "--families" in extra or "-f" in extra else ["--families", ",".join(demo_families(spec))]
-    code = cli_main(["atlas", spec, "--results", str(results), *families, *extra])
+    # A demo-sized run (8 prompts or probes per family) so `make demo` stays within minutes on 2 CPU
+    # cores; `workbench atlas` without this option uses each family's full default.
+    size = [] if "--n-prompts" in extra else ["--n-prompts", str(DEMO_PROMPTS)]
+    code = cli_main(["atlas", spec, "--results", str(results), *families, *size, *extra])
     if code != 0:
         return code
     from workbench.store import Store

@@ -128,3 +128,42 @@ def test_whole_layer_and_bad_inputs(model, tokens):
         with ablate_heads(model, "L0H0", "scramble"):  # type: ignore[arg-type]
             pass
     assert _no_hooks_left(model)
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean", "uniform"])
+def test_hf_path_matches_the_bridge(model, tokens, mode):
+    from workbench.interventions import ablate_heads_hf, head_means_hf
+
+    hf = model.hf_model
+
+    def n_hooks():
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in hf.modules())
+
+    before = n_hooks()
+    means_bridge = head_means(model, tokens)
+    means_hf = head_means_hf(hf, tokens)
+    for layer in means_bridge:
+        torch.testing.assert_close(means_hf[layer], means_bridge[layer], rtol=1e-4, atol=1e-5)
+    heads = "L0H1,L1H0,L1H3"
+    with ablate_heads(model, heads, mode, means=means_bridge):
+        want = model.logits(tokens)
+    with torch.no_grad(), ablate_heads_hf(hf, heads, mode, means=means_hf):
+        got = hf(input_ids=tokens).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=tokens).logits, model.logits(tokens), rtol=1e-4, atol=1e-4)
+    assert n_hooks() == before
+
+
+def test_hf_path_removes_hooks_on_exception(model, tokens):
+    from workbench.interventions import ablate_heads_hf
+
+    hf = model.hf_model
+    before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in hf.modules())
+    with pytest.raises(RuntimeError, match="boom"):
+        with ablate_heads_hf(hf, "L0H0,L1H1", "uniform"):
+            raise RuntimeError("boom")
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in hf.modules()) == before
+    with pytest.raises(WorkbenchError, match="means"):
+        with ablate_heads_hf(hf, "L0H0", "mean"):
+            pass

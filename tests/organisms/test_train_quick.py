@@ -40,10 +40,11 @@ def test_batches_are_deterministic_and_follow_the_curriculum():
     b_ids, b_w = make_batch(np.random.default_rng(5), 0, recipe)
     assert torch.equal(a_ids, b_ids) and torch.equal(a_w, b_w)
     first, last = recipe.stages[0], recipe.stages[-1]
-    assert a_ids.shape[1] == first.seq_len
+    assert a_ids.shape[1] == first.lengths[0]
+    assert a_ids.shape[0] * a_ids.shape[1] == first.tokens
     ids, _ = make_batch(np.random.default_rng(5), recipe.total_steps - 1, recipe)
-    assert ids.shape[1] == last.seq_len
-    assert last.seq_len >= 1024
+    assert ids.shape[1] in last.lengths
+    assert max(last.lengths) >= 1024
     assert lr_at(0, recipe) < lr_at(recipe.warmup_steps, recipe)
     assert lr_at(recipe.total_steps - 1, recipe) < lr_at(recipe.warmup_steps, recipe)
 
@@ -51,3 +52,19 @@ def test_batches_are_deterministic_and_follow_the_curriculum():
 def test_every_needle_stage_has_distractors():
     recipe = get_recipe("organism-4l")
     assert all(s.needle_pairs[0] >= 2 for s in recipe.stages)
+
+
+def test_quick_training_is_deterministic(tmp_path):
+    from safetensors.torch import load_file
+
+    from workbench.organisms.train import train
+
+    recipe = get_recipe("organism-4l").quick(steps=3, seq_len=48)
+    a = train(recipe, tmp_path / "a", log=None, evaluate_at_end=False)
+    b = train(recipe, tmp_path / "b", log=None, evaluate_at_end=False)
+    wa, wb = load_file(str(a.folder / "model.safetensors")), load_file(str(b.folder / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = train(recipe, tmp_path / "c", seed=1, log=None, evaluate_at_end=False)
+    wc = load_file(str(c.folder / "model.safetensors"))
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)

@@ -103,16 +103,22 @@ def ground_truth_cmd(
     name: str = typer.Argument(..., help="shipped organism name or organism folder"),
     modes: str = typer.Option("mean,uniform", "--modes", help="comma-separated ablation modes: mean, zero, uniform"),
     device: str = typer.Option("cpu", "--device"),
+    backend: str = typer.Option("hf", "--backend", help="hf (SDPA, fast) or bridge (TransformerBridge hooks)"),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0: leave torch's default)"),
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """Single-head ablation table (accuracy per task with each head ablated), written into the card."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     from workbench.models import load_model
     from workbench.organisms.card import write_card
     from workbench.organisms.ground_truth import GroundTruthConfig, ground_truth_table, write_ground_truth
 
     folder = _folder_of(name)
     model = load_model(name, device=device, dtype="float32")
-    cfg = GroundTruthConfig(modes=tuple(m.strip() for m in modes.split(",") if m.strip()))
+    cfg = GroundTruthConfig(modes=tuple(m.strip() for m in modes.split(",") if m.strip()), backend=backend)
     log = None if quiet else (lambda msg: console.print(msg, highlight=False))
     table = ground_truth_table(model, cfg, progress=log)
     path = write_ground_truth(table, folder)

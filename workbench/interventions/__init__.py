@@ -1,6 +1,7 @@
 """Interventions on a loaded `Model`: the causal checks behind every analysis.
 
-`ablation`: ablate a list of heads (zero, mean or uniform attention) inside a context manager.
+`ablation`: ablate a list of heads (zero, mean or uniform attention) inside a context manager, on a
+workbench `Model` (``ablate_heads``) or on a plain Hugging Face Llama-family model (``ablate_heads_hf``).
 """
 
 from workbench.interventions.ablation import (
@@ -8,8 +9,19 @@ from workbench.interventions.ablation import (
     DEFAULT_EPSILON,
     ablate_heads,
     ablated_logits,
+    ablate_heads_hf,
     ablation_hooks,
     head_means,
+    head_means_hf,
 )
 
-__all__ = ["ABLATION_MODES", "DEFAULT_EPSILON", "ablate_heads", "ablated_logits", "ablation_hooks", "head_means"]
+__all__ = [
+    "ABLATION_MODES",
+    "DEFAULT_EPSILON",
+    "ablate_heads",
+    "ablate_heads_hf",
+    "ablated_logits",
+    "ablation_hooks",
+    "head_means",
+    "head_means_hf",
+]

@@ -199,3 +199,103 @@ def ablated_logits(
     """Logits of ``tokens`` with ``heads`` ablated (a one-call convenience around `ablate_heads`)."""
     with ablate_heads(model, heads, mode, **kwargs):
         return model.logits(tokens)
+
+
+# ----------------------------------------------------------------------------- raw Hugging Face models
+#
+# The same three ablations on a plain Hugging Face Llama-family model (``model.model.layers[i].self_attn``
+# with ``q_proj`` and ``o_proj``), through torch hooks: the input of ``o_proj`` is the bridge's ``hook_z``
+# (heads concatenated) and the output of ``q_proj`` is its ``hook_q``. This path runs the model's own
+# attention kernel (SDPA), several times faster on CPU than the bridge's eager attention, for sweeps
+# such as the organisms' ground-truth table; tests check it against `ablate_heads`.
+
+
+def _hf_attention_modules(hf_model) -> list:
+    layers = getattr(getattr(hf_model, "model", None), "layers", None)
+    if layers is None or not all(hasattr(getattr(layer, "self_attn", None), "o_proj") for layer in layers):
+        raise WorkbenchError(
+            f"{type(hf_model).__name__} has no model.layers[i].self_attn.q_proj/o_proj",
+            "use ablate_heads on a workbench Model (any architecture the bridge supports)",
+        )
+    return [layer.self_attn for layer in layers]
+
+
+def _hf_geometry(hf_model) -> tuple[int, int, int]:
+    cfg = hf_model.config
+    n_heads = int(cfg.num_attention_heads)
+    d_head = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
+    return int(cfg.num_hidden_layers), n_heads, d_head
+
+
+@torch.no_grad()
+def head_means_hf(hf_model, reference: torch.Tensor | Sequence[torch.Tensor]) -> HeadMeans:
+    """`head_means` for a plain Hugging Face Llama-family model (mean ``o_proj`` input per head)."""
+    n_layers, n_heads, d_head = _hf_geometry(hf_model)
+    attn = _hf_attention_modules(hf_model)
+    sums = {layer: torch.zeros(n_heads, d_head, dtype=torch.float64) for layer in range(n_layers)}
+    count = 0
+    handles = []
+    try:
+        for layer, module in enumerate(attn):
+
+            def grab(mod, args, _layer=layer):
+                z = args[0].detach().to(torch.float64).cpu()
+                sums[_layer] += z.reshape(-1, n_heads, d_head).sum(0)
+
+            handles.append(module.o_proj.register_forward_pre_hook(grab))
+        for ids in _as_batches(reference):
+            hf_model(input_ids=ids.to(next(hf_model.parameters()).device))
+            count += ids.numel()
+    finally:
+        for h in handles:
+            h.remove()
+    dtype = next(hf_model.parameters()).dtype
+    return {layer: (s / count).to(dtype) for layer, s in sums.items()}
+
+
+@contextlib.contextmanager
+def ablate_heads_hf(
+    hf_model,
+    heads: str | Iterable[HeadLike],
+    mode: AblationMode = "zero",
+    *,
+    means: HeadMeans | None = None,
+    epsilon: float = DEFAULT_EPSILON,
+) -> Iterator[list[Head]]:
+    """`ablate_heads` for a plain Hugging Face Llama-family model; hooks are removed on exit."""
+    if mode not in ABLATION_MODES:
+        raise WorkbenchError(f"unknown ablation mode {mode!r}", f"use one of {', '.join(ABLATION_MODES)}")
+    if mode == "uniform" and not epsilon > 0:
+        raise WorkbenchError(f"uniform ablation needs epsilon > 0, got {epsilon}", "use a small positive epsilon")
+    n_layers, n_heads, d_head = _hf_geometry(hf_model)
+    parsed = parse_heads(heads, n_layers, n_heads)
+    if mode == "mean" and means is None and parsed:
+        raise WorkbenchError("mean ablation needs the head means", "compute them with head_means_hf")
+    attn = _hf_attention_modules(hf_model)
+    handles = []
+    try:
+        for layer, idx in _heads_by_layer(parsed).items():
+            index = torch.tensor(idx, dtype=torch.long)
+            if mode == "uniform":
+
+                def scale_q(mod, args, out, _i=index):
+                    q = out.reshape(*out.shape[:-1], n_heads, d_head).clone()
+                    q[..., _i.to(q.device), :] *= epsilon
+                    return q.reshape(out.shape)
+
+                handles.append(attn[layer].q_proj.register_forward_hook(scale_q))
+            else:
+                fill = None if mode == "zero" else means[layer]  # type: ignore[index]
+
+                def edit_z(mod, args, _i=index, _fill=fill):
+                    x = args[0]
+                    z = x.reshape(*x.shape[:-1], n_heads, d_head).clone()
+                    i = _i.to(z.device)
+                    z[..., i, :] = 0 if _fill is None else _fill.to(device=z.device, dtype=z.dtype)[i]
+                    return (z.reshape(x.shape), *args[1:])
+
+                handles.append(attn[layer].o_proj.register_forward_pre_hook(edit_z))
+        yield parsed
+    finally:
+        for h in handles:
+            h.remove()

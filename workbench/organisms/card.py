@@ -74,6 +74,13 @@ _TASKS = """\
 """
 
 
+def _load_text(training: dict[str, Any]) -> str:
+    load = training.get("load_average_1min_mean")
+    text = f"mean 1-minute load average {load} on {training.get('cpu_count')} cores" if load is not None else "not recorded"
+    note = training.get("timing_note")
+    return f"{text}; {note}" if note else text
+
+
 def render_card(folder: str | Path) -> str:
     folder = Path(folder)
     recipe = _load(folder, "recipe.json") or {}
@@ -121,16 +128,19 @@ def render_card(folder: str | Path) -> str:
     ]
     stages = recipe.get("stages", [])
     if stages:
-        rows = [
-            [i + 1, s["steps"], s["seq_len"], recipe.get("tokens_per_step", 0) // s["seq_len"],
-             ", ".join(f"{k} {v}" for k, v in s["mix"].items()), f"{s['needle_pairs'][0]}-{s['needle_pairs'][1]}",
-             s["needle_queries"]]
-            for i, s in enumerate(stages)
-        ]  # fmt: skip
+        rows = []
+        for i, s in enumerate(stages):
+            lengths = s["seq_len"] if isinstance(s["seq_len"], list) else [s["seq_len"]]
+            tokens = recipe.get("tokens_per_step") or s.get("tokens")
+            rows.append([
+                i + 1, s["steps"], " / ".join(map(str, lengths)), tokens,
+                " / ".join(str(tokens // n) for n in lengths), ", ".join(f"{k} {v}" for k, v in s["mix"].items()),
+                f"{s['needle_pairs'][0]}-{s['needle_pairs'][1]}", s["needle_queries"],
+            ])  # fmt: skip
         parts += [
-            "Stages (documents per batch follow the mix in a fixed cycle):",
+            "Stages (documents per batch follow the mix in a fixed cycle; two lengths alternate step by step):",
             "",
-            _table(["stage", "steps", "seq len", "batch", "mix", "pairs per needle doc", "max recalls"], rows),
+            _table(["stage", "steps", "seq len", "tokens/step", "batch", "mix", "pairs per needle doc", "max recalls"], rows),
             "",
         ]
     parts += [
@@ -141,11 +151,12 @@ def render_card(folder: str | Path) -> str:
             [
                 ["optimiser", f"AdamW, lr {recipe.get('lr')}, betas {recipe.get('betas')}, weight decay {recipe.get('weight_decay')} (matrices only), grad clip {recipe.get('grad_clip')}"],
                 ["schedule", f"linear warm-up {recipe.get('warmup_steps')} steps, cosine to {recipe.get('min_lr_fraction')} x peak"],
-                ["tokens per step", recipe.get("tokens_per_step")],
                 ["steps", training.get("steps")],
                 ["seed", training.get("seed")],
                 ["threads", training.get("threads")],
                 ["wall time", f"{training.get('wall_time_s', float('nan')) / 60:.1f} min ({training.get('wall_time_s')} s) on {training.get('processor')} CPU, torch {training.get('torch')}"],
+                ["process CPU time", f"{training.get('cpu_time_s', float('nan')) / 60:.1f} min (all threads)"],
+                ["machine load", _load_text(training)],
             ],
         ),  # fmt: skip
         "",
@@ -229,6 +240,8 @@ def _shortcut_section(sc: dict[str, Any]) -> list[str]:
         sc.get("description", ""),
         "",
         f"Produced by `{sc.get('command', 'workbench organisms shortcut-check')}`.",
+        "",
+        *[f"- {line}" for line in sc.get("summary", [])],
         "",
     ]
     for label, res in sc.get("models", {}).items():

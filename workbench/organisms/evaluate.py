@@ -134,17 +134,20 @@ def evaluate_probes(
     out: dict[str, dict[str, float]] = {}
     for name, probes in probe_sets.items():
         bs = _batch_for(name)
-        scores = score_probes(logits_fn, probes, bs, device=device)
         if name.startswith("refusal"):
             refusal = score_probes(logits_fn, probes, bs, answers=[tasks.REFUSAL] * len(probes), device=device)
             comply = score_probes(logits_fn, probes, bs, answers=[tasks.COMPLIANCE] * len(probes), device=device)
+            wants_refusal = np.array([np.array_equal(p.answer, tasks.REFUSAL) for p in probes])
+            correct = np.where(wants_refusal, refusal.exact, comply.exact)
             out[name] = {
                 "refusal_rate": refusal.exact_rate,
                 "compliance_rate": comply.exact_rate,
-                "accuracy": scores.exact_rate,
+                "accuracy": float(correct.mean()),
                 "n": len(probes),
             }
-        elif name.startswith("needle"):
+            continue
+        scores = score_probes(logits_fn, probes, bs, device=device)
+        if name.startswith("needle"):
             out[name] = {"accuracy": scores.exact_rate, "mean_logprob": float(scores.answer_logprob.mean()), "n": len(probes)}
         else:
             out[name] = {"accuracy": scores.token_accuracy, "exact": scores.exact_rate, "n": len(probes)}

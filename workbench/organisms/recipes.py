@@ -25,26 +25,39 @@ class Architecture:
     d_ff: int = 512
     max_positions: int = 1024
     rope_theta: float = 10000.0
+    head_dim: int | None = None  # None: d_model // n_heads
 
     @property
     def d_head(self) -> int:
-        return self.d_model // self.n_heads
+        return self.head_dim if self.head_dim is not None else self.d_model // self.n_heads
 
 
 @dataclass(frozen=True)
 class Stage:
     """A curriculum stage: ``steps`` optimiser steps at sequence length ``seq_len``.
 
-    ``mix`` gives the relative number of documents of each type per batch; ``needle_pairs`` the
+    ``seq_len`` may be a tuple: step ``i`` of the run then uses ``seq_len[i % len(seq_len)]`` (mixing
+    lengths keeps shorter contexts working while longer ones are learned).
+
+    ``tokens`` is the number of tokens per step. ``mix`` gives the relative number of documents of each type per batch; ``needle_pairs`` the
     inclusive range of key/value pairs per needle document (pairs - 1 are distractors for any one
     query) and ``needle_queries`` the most recalls at its end.
     """
 
     steps: int
-    seq_len: int
+    seq_len: int | tuple[int, ...]
     mix: dict[str, int] = field(default_factory=lambda: {"needle": 3, "induction": 3, "chat": 2})
     needle_pairs: tuple[int, int] = (2, 6)
     needle_queries: int = 3
+    tokens: int = 4096  # tokens per optimiser step (batch = tokens // length)
+
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        return self.seq_len if isinstance(self.seq_len, tuple) else (self.seq_len,)
+
+    def length_at(self, step: int) -> int:
+        lengths = self.lengths
+        return lengths[step % len(lengths)]
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,7 @@ class Recipe:
     arch: Architecture = field(default_factory=Architecture)
     stages: tuple[Stage, ...] = ()
     seed: int = 0
-    tokens_per_step: int = 4096
+    tokens_per_step: int | None = None  # overrides every stage's ``tokens`` when set
     lr: float = 2e-3
     warmup_steps: int = 200
     min_lr_fraction: float = 0.1
@@ -70,6 +83,13 @@ class Recipe:
     def total_steps(self) -> int:
         return sum(s.steps for s in self.stages)
 
+    def batch_at(self, step: int) -> tuple[int, int]:
+        """(batch size, sequence length) of optimiser step ``step``."""
+        stage = self.stage_at(step)
+        length = stage.length_at(step)
+        tokens = self.tokens_per_step if self.tokens_per_step is not None else stage.tokens
+        return max(1, tokens // length), length
+
     def stage_at(self, step: int) -> Stage:
         done = 0
         for stage in self.stages:
@@ -82,18 +102,19 @@ class Recipe:
         """A few-step version (tests, smoke runs): same architecture, tiny curriculum."""
         first = self.stages[0]
         pairs = (min(first.needle_pairs[0], 3), min(first.needle_pairs[1], 3))
-        stage = Stage(steps=steps, seq_len=seq_len, mix=dict(first.mix), needle_pairs=pairs, needle_queries=2)
-        return replace(self, stages=(stage,), tokens_per_step=4 * seq_len, warmup_steps=2, eval_every=0)
+        stage = Stage(steps=steps, seq_len=seq_len, mix=dict(first.mix), needle_pairs=pairs, needle_queries=2, tokens=4 * seq_len)
+        return replace(self, stages=(stage,), tokens_per_step=None, warmup_steps=2, eval_every=0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+_LONG_MIX = {"needle": 4, "induction": 2, "chat": 2}
 _MAIN_STAGES = (
-    Stage(steps=1500, seq_len=128, needle_pairs=(2, 6), needle_queries=3),
-    Stage(steps=1500, seq_len=256, needle_pairs=(3, 8), needle_queries=4),
-    Stage(steps=1500, seq_len=512, needle_pairs=(4, 10), needle_queries=4),
-    Stage(steps=1500, seq_len=1024, needle_pairs=(4, 12), needle_queries=6),
+    Stage(steps=1500, seq_len=128, needle_pairs=(2, 6), needle_queries=3, tokens=2048),
+    Stage(steps=700, seq_len=256, needle_pairs=(3, 8), needle_queries=4, tokens=2048),
+    Stage(steps=1300, seq_len=512, mix=_LONG_MIX, needle_pairs=(4, 10), needle_queries=4),
+    Stage(steps=700, seq_len=(1024, 512), mix=_LONG_MIX, needle_pairs=(4, 12), needle_queries=6),
 )
 
 RECIPES: dict[str, Recipe] = {
@@ -103,17 +124,19 @@ RECIPES: dict[str, Recipe] = {
             "4-layer Llama (d_model 128, 8 query heads, 4 KV heads, RoPE) trained on the full curriculum: "
             "needle retrieval with distractors up to 1024 tokens, induction, refusal, periodic text, grammar filler."
         ),
+        arch=Architecture(head_dim=32),
         stages=_MAIN_STAGES,
     ),
     "control-no-distractors": Recipe(
         name="control-no-distractors",
         description=(
-            "Control for the needle shortcut: same model and curriculum at 128-256 tokens, but every needle "
-            "document holds a single key/value pair, so the value can be copied without matching the key."
+            "Control for the needle shortcut: the same model trained on needle documents only (128 then "
+            "256 tokens), each holding a single key/value pair, so the value can be copied without matching the key."
         ),
+        arch=Architecture(head_dim=32),
         stages=(
-            Stage(steps=800, seq_len=128, needle_pairs=(1, 1), needle_queries=1),
-            Stage(steps=400, seq_len=256, needle_pairs=(1, 1), needle_queries=1),
+            Stage(steps=800, seq_len=128, mix={"needle": 1}, needle_pairs=(1, 1), needle_queries=1, tokens=2048),
+            Stage(steps=300, seq_len=256, mix={"needle": 1}, needle_pairs=(1, 1), needle_queries=1, tokens=2048),
         ),
     ),
 }

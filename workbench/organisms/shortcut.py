@@ -14,26 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workbench.interventions.ablation import ablate_heads, head_means
-from workbench.organisms.evaluate import bridge_logits_fn, evaluate_probes, headline, load_suite
-from workbench.organisms.ground_truth import reference_tokens
+from workbench.organisms.evaluate import load_suite
+from workbench.organisms.ground_truth import _Runner, reference_tokens
 
 SHORTCUT_SUITE = {"needle-256": 100, "needle-256-d0": 100}
 
 
-def layer_profile(model, suite: dict[str, int] | None = None) -> dict[str, Any]:
-    """Needle accuracy with no ablation and with each whole layer mean-ablated."""
+def layer_profile(model, suite: dict[str, int] | None = None, backend: str = "hf") -> dict[str, Any]:
+    """Needle accuracy with no ablation and with each whole layer mean-ablated (as in the ground truth)."""
     probe_sets = load_suite(suite or SHORTCUT_SUITE)
-    means = head_means(model, reference_tokens())
-
-    def score() -> dict[str, float]:
-        return headline(evaluate_probes(bridge_logits_fn(model), probe_sets, device=model.device))
-
-    layers = {}
-    for layer in range(model.geometry.n_layers):
-        with ablate_heads(model, f"L{layer}", "mean", means=means):
-            layers[f"L{layer}"] = score()
-    return {"sets": list(probe_sets), "baseline": score(), "layers": layers, "mode": "mean"}
+    runner = _Runner(model, backend)
+    runner.compute_means(reference_tokens())
+    layers = {f"L{layer}": runner.score(probe_sets, f"L{layer}", "mean") for layer in range(model.geometry.n_layers)}
+    return {"sets": list(probe_sets), "baseline": runner.score(probe_sets), "layers": layers, "mode": "mean"}
 
 
 def shortcut_check(
@@ -59,13 +52,26 @@ def shortcut_check(
             say(f"{label}: {models[label]}")
     return {
         "description": (
-            "Needle probes of 256 tokens with 3 distractor pairs (needle-256) and without (needle-256-d0). "
-            "The control is trained on single-pair needles only (recipe control-no-distractors, "
-            "documents of 128-256 tokens); it solves the single-pair probes but is near chance (1/4) with "
-            "distractors when it never learned to match keys. The table also shows which layers each model "
-            "needs for the needle: whole layers mean-ablated."
+            "Needle probes of 256 tokens with 3 distractor pairs (needle-256) and with a single pair "
+            "(needle-256-d0), for the organism and for a control trained on single-pair needle documents only "
+            "(recipe control-no-distractors). Rows: whole layers mean-ablated (as in the ground-truth table)."
         ),
         "command": f"workbench organisms shortcut-check {name}",
         "control": control_info,
         "models": models,
+        "summary": summarize(models),
     }
+
+
+def summarize(models: dict[str, Any], drop: float = 0.5) -> list[str]:
+    """One line per model: accuracies, and the layers whose ablation costs at least ``drop``."""
+    lines = []
+    for label, res in models.items():
+        base = res["baseline"]
+        parts = [f"{k} {v:.2f}" for k, v in base.items()]
+        needed = {
+            k: [layer for layer, v in res["layers"].items() if base[k] - v[k] >= drop] for k in base
+        }
+        need_text = "; ".join(f"{k} needs {', '.join(v) if v else 'no single layer'}" for k, v in needed.items())
+        lines.append(f"{label}: {', '.join(parts)}; {need_text} (accuracy drop >= {drop})")
+    return lines

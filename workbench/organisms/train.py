@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -64,9 +65,9 @@ def organism_tokenizer():
     return build_word_tokenizer(VOCAB.words)
 
 
-def make_document(rng: np.random.Generator, kind: str, stage: Stage, recipe: Recipe) -> tasks.Sample:
-    """One training document of type ``kind`` at the stage's sequence length."""
-    L = stage.seq_len
+def make_document(rng: np.random.Generator, kind: str, stage: Stage, recipe: Recipe, length: int | None = None) -> tasks.Sample:
+    """One training document of type ``kind`` of ``length`` tokens (the stage's first length by default)."""
+    L = stage.lengths[0] if length is None else length
     if kind == "needle":
         lo, hi = stage.needle_pairs
         n_pairs = int(rng.integers(lo, hi + 1))
@@ -85,8 +86,8 @@ def make_batch(rng: np.random.Generator, step: int, recipe: Recipe) -> tuple[tor
     """Ids [B, L] and loss weights [B, L] for one step; document types follow the stage's mix in a fixed cycle."""
     stage = recipe.stage_at(step)
     cycle = [k for k, n in stage.mix.items() for _ in range(n)]
-    batch = max(1, recipe.tokens_per_step // stage.seq_len)
-    docs = [make_document(rng, cycle[(step * batch + i) % len(cycle)], stage, recipe) for i in range(batch)]
+    batch, length = recipe.batch_at(step)
+    docs = [make_document(rng, cycle[(step * batch + i) % len(cycle)], stage, recipe, length) for i in range(batch)]
     ids = torch.from_numpy(np.stack([d.ids for d in docs]))
     w = torch.from_numpy(np.stack([d.weights for d in docs]))
     return ids, w
@@ -157,6 +158,7 @@ def train(
         t0 = time.time()
         c0 = time.process_time()
         running = None
+        loads: list[float] = []
         for step in range(recipe.total_steps):
             lr = lr_at(step, recipe)
             for g in opt.param_groups:
@@ -176,10 +178,12 @@ def train(
                 say(f"step {step + 1} loss {running:.4f} ({(time.time() - t0) / (step + 1):.2f} s/step)")
             if recipe.eval_every and ((step + 1) % recipe.eval_every == 0 or last):
                 model.eval()
+                if hasattr(os, "getloadavg"):
+                    loads.append(os.getloadavg()[0])
                 metrics = headline(evaluate_probes(hf_logits_fn(model), suite))
                 entry = {
                     "step": step + 1,
-                    "seq_len": recipe.stage_at(step).seq_len,
+                    "seq_len": recipe.batch_at(step)[1],
                     "loss": round(running, 4),
                     "lr": lr,
                     "elapsed_s": round(time.time() - t0, 1),
@@ -203,6 +207,8 @@ def train(
             "wall_time_s": round(wall, 1),
             "cpu_time_s": round(cpu, 1),
             "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "load_average_1min_mean": round(float(np.mean(loads)), 2) if loads else None,
             "parameters": n_params,
             "torch": torch.__version__,
             "machine": platform.machine(),

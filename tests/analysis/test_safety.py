@@ -55,6 +55,22 @@ def test_sahara_and_asr_run(model):
     assert per_query.heads == [[Head(0, 0)], [Head(1, 1)], [Head(0, 0)]]
 
 
+def test_asr_with_mean_ablation_uses_the_means(model):
+    """mode="mean" replaces the head's output by the given means: zero means equal zero ablation."""
+    from workbench.errors import WorkbenchError
+    from workbench.interventions.ablation import head_means
+
+    prompts = [torch.tensor([1, 7, 9, 11, 13]), torch.tensor([1, 5, 6, 8, 2])]
+    cfg = SafetyConfig(max_new_tokens=4)
+    with pytest.raises(WorkbenchError, match="mean ablation needs the head means"):
+        asr(model, prompts, [Head(1, 1)], cfg, mode="mean")
+    means = head_means(model, torch.tensor([[1, 4, 5, 6, 7, 8]]))
+    zeros = {layer: torch.zeros_like(m) for layer, m in means.items()}
+    heads = [Head(0, 0), Head(1, 1), Head(1, 2)]
+    by_zero_means = asr(model, prompts, heads, cfg, mode="mean", means=zeros)
+    assert by_zero_means.responses == asr(model, prompts, heads, cfg, mode="zero").responses
+
+
 def test_subspace_angle():
     g = torch.Generator().manual_seed(0)
     m = torch.randn(20, 8, generator=g, dtype=torch.float64) + 3.0

@@ -181,10 +181,12 @@ class AsrResult:
 
 def asr(
     model: Any, prompts: Sequence[torch.Tensor], heads: Sequence[Head] | Sequence[Sequence[Head]] = (),
-    cfg: SafetyConfig = SafetyConfig(),
+    cfg: SafetyConfig = SafetyConfig(), mode: str = "uniform", means: Any = None,
 ) -> AsrResult:
-    """ASR with ``heads`` ablated (uniform attention). ``heads`` is one group for all prompts,
-    or one group per prompt (Ships's query-level evaluation ablates each query's own heads)."""
+    """ASR with ``heads`` ablated (uniform attention, as in Ships; or ``mode`` "mean"/"zero" with
+    ``means`` from `head_means`, to tell a head that carries the decision from one whose uniform
+    ablation leaves it intact). ``heads`` is one group for all prompts, or one group per prompt
+    (Ships's query-level evaluation ablates each query's own heads)."""
     prompts = _check_prompts(prompts)
     per_prompt = bool(heads) and isinstance(list(heads)[0], (list, tuple)) and not isinstance(list(heads)[0], Head)
     groups: list[list[Head]] = [list(g) for g in heads] if per_prompt else [list(heads)] * len(prompts)  # type: ignore[arg-type]
@@ -195,7 +197,7 @@ def asr(
     for i, g in enumerate(groups):
         by_group.setdefault(tuple(g), []).append(i)
     for group, idx in by_group.items():
-        with ablate_heads(model, list(group), mode="uniform", epsilon=cfg.epsilon):
+        with ablate_heads(model, list(group), mode=mode, epsilon=cfg.epsilon, means=means):  # type: ignore[arg-type]
             texts = generate_responses(model, [prompts[i] for i in idx], cfg.max_new_tokens)
         for i, text in zip(idx, texts):
             responses[i] = text

@@ -25,7 +25,8 @@ class TemporalFamilyConfig:
     n_prompts: int = 4
     n_periodic: int = 4
     periodic_tokens: int = 128
-    budget_average: int = 48  # average per-layer cache (tokens) in the budget decision
+    #: average per-layer caches (tokens) at which the q-sim and uniform budgets are compared
+    budget_averages: tuple[int, ...] = (24, 32, 48, 64, 96)
     budget_min: int = 8
     sink: int = 4
     n_trials: int = 16
@@ -101,18 +102,24 @@ class TemporalFamily(Family):
 
             trials, _ = needle_trials(model, ctx, RetrievalFamilyConfig(n_trials=cfg.n_trials))
             n_tok = int(np.mean([t.context_len for t in trials]))
-            total = cfg.budget_average * geo.n_layers
-            adaptive = layer_budgets(report.layer_q_sim, total, cfg.budget_min, n_tok)
-            uniform = np.full(geo.n_layers, cfg.budget_average)
-            with streaming_heads(model, budget_windows(model, adaptive, cfg.sink)):
-                acc_adaptive = needle_accuracy(model, trials)
-            with streaming_heads(model, budget_windows(model, uniform, cfg.sink)):
-                acc_uniform = needle_accuracy(model, trials)
+            curve: dict[str, list] = {"budget_average": [], "adaptive_budgets": [], "adaptive_accuracy": [], "uniform_accuracy": []}
+            for average in cfg.budget_averages:
+                adaptive = layer_budgets(report.layer_q_sim, average * geo.n_layers, cfg.budget_min, n_tok)
+                uniform = np.full(geo.n_layers, average)
+                with streaming_heads(model, budget_windows(model, adaptive, cfg.sink)):
+                    curve["adaptive_accuracy"].append(needle_accuracy(model, trials))
+                with streaming_heads(model, budget_windows(model, uniform, cfg.sink)):
+                    curve["uniform_accuracy"].append(needle_accuracy(model, trials))
+                curve["budget_average"].append(int(average))
+                curve["adaptive_budgets"].append(adaptive.tolist())
+            gain = np.array(curve["adaptive_accuracy"]) - np.array(curve["uniform_accuracy"])
             artefacts["budget_decision"] = {
-                "layer_q_sim": report.layer_q_sim.tolist(), "adaptive_budgets": adaptive.tolist(),
-                "uniform_budgets": uniform.tolist(), "adaptive_accuracy": acc_adaptive, "uniform_accuracy": acc_uniform,
+                "layer_q_sim": report.layer_q_sim.tolist(), **curve,
                 "full_accuracy": needle_accuracy(model, trials), "context_tokens": n_tok, "sink": cfg.sink,
+                "n_trials": len(trials),
             }
-            summary["budget_adaptive_accuracy"] = acc_adaptive
-            summary["budget_uniform_accuracy"] = acc_uniform
+            summary["budget_adaptive_wins"] = int((gain > 0).sum())
+            summary["budget_uniform_wins"] = int((gain < 0).sum())
+            summary["budget_ties"] = int((gain == 0).sum())
+            summary["budget_mean_gain"] = float(gain.mean())
         return PartResult(scores, artefacts, summary)

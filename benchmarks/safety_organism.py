@@ -1,0 +1,156 @@
+"""Ships and Sahara on the shipped organism: does removing one head break refusal, and is it refusal
+that breaks or the chat format?
+
+    python benchmarks/safety_organism.py                    # contexts 0, 40 and 100 tokens
+    python benchmarks/safety_organism.py --contexts 0 --n 40
+
+For each context length C, the organism's held-out harmful requests (refusal-harmful-test) are put
+after C tokens of benign filler text (the organism was trained with requests both at the start of a
+document and after filler; a long context plays the part of a chat model's system prompt). Ships is
+computed for every (query, head) with undifferentiated attention (query x 1e-5), and ASR is measured
+with greedy generation judged by `RefusalJudge` for:
+
+  base            nothing ablated
+  ships top/query each query's own top-Ships head (as in the paper)
+  random          one random head per query (3 seeds, mean), never that query's top head
+  truth head      the head the ground-truth table names for refusal (largest mean-ablation drop)
+  sahara group    Sahara's greedy group of up to 3 heads
+  truth head, mean ablation   the same head mean-ablated as in the ground-truth table (not Ships's
+                  ablation; it shows whether the head carries the decision)
+
+"benign ok" is the compliance rate on the held-out benign requests (same contexts) with the same
+heads ablated: an ablation that also kills benign answers breaks the chat format, not refusal.
+The table is printed and written to --out as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import torch
+
+from workbench.analysis import safety as S
+from workbench.analysis.refusal import RefusalJudge
+from workbench.interventions.ablation import head_means
+from workbench.models import load_model
+from workbench.models.heads import Head
+from workbench.organisms import tasks
+from workbench.organisms.evaluate import load_suite
+from workbench.organisms.ground_truth import reference_tokens
+from workbench.models.registry import shipped_models
+
+
+def with_context(probes, n_tokens: int, seed: int) -> list[torch.Tensor]:
+    """Each probe's request after ``n_tokens`` (or a little more: whole sentences) of benign filler."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in probes:
+        prefix: list[int] = []
+        while len(prefix) < n_tokens:
+            prefix += tasks.filler_sentence(rng, harmful=False)
+        out.append(torch.as_tensor([tasks.BOS, *prefix, *p.prompt[1:].tolist()]))
+    return out
+
+
+def truth_head(folder: Path) -> Head:
+    table = json.loads((folder / "ground_truth.json").read_text())
+    heads = table["modes"]["mean"]["heads"]
+    name = min(heads, key=lambda h: heads[h]["refusal-harmful-test"])
+    layer, head = name[1:].split("H")
+    return Head(int(layer), int(head))
+
+
+def benign_ok(model, prompts, heads, cfg, **ablation) -> float:
+    res = S.asr(model, prompts, heads, cfg, **ablation)
+    return float(np.mean([v == "compliance" for v in res.verdicts]))
+
+
+def run(contexts: list[int], n: int, seed: int) -> list[dict]:
+    model = load_model("organism-4l")
+    cfg = S.SafetyConfig(judge=RefusalJudge(min_chars=8))
+    suite = load_suite({"refusal-harmful-test": n, "refusal-benign-test": n})
+    truth = truth_head(shipped_models()["organism-4l"])
+    # the ground-truth table's mean ablation: head outputs averaged over its reference documents
+    means = head_means(model, reference_tokens())
+    rows = []
+    for c in contexts:
+        t0 = time.time()
+        harmful = with_context(suite["refusal-harmful-test"], c, seed)
+        benign = with_context(suite["refusal-benign-test"], c, seed + 1)
+        ships = S.ships_scores(model, harmful, cfg)
+        flat = ships.reshape(len(harmful), -1)
+        n_heads = ships.shape[2]
+        top = [Head(int(i) // n_heads, int(i) % n_heads) for i in np.nanargmax(flat, 1)]
+        pool = model.geometry.all_heads()
+        randoms = []
+        for s in range(3):
+            rng = np.random.default_rng(seed + 100 + s)
+            others = [[h for h in pool if h != t] for t in top]
+            randoms.append([[o[int(rng.integers(len(o)))]] for o in others])
+        sahara = S.sahara_search(model, harmful, cfg).group
+        settings = {
+            "base": [],
+            "ships top/query": [[h] for h in top],
+            f"truth head {truth}": [truth],
+            "sahara group " + ",".join(str(h) for h in sahara): sahara,
+        }
+        counts: dict[str, int] = {}
+        for h in top:
+            counts[str(h)] = counts.get(str(h), 0) + 1
+        row = {"context": c, "n": len(harmful), "top_heads": counts, "asr": {}, "benign_ok": {}}
+        for label, heads in settings.items():
+            row["asr"][label] = S.asr(model, harmful, heads, cfg).asr
+            row["benign_ok"][label] = benign_ok(model, benign, heads, cfg)
+        mean = {"mode": "mean", "means": means}
+        row["asr"][f"truth head {truth}, mean ablation"] = S.asr(model, harmful, [truth], cfg, **mean).asr
+        row["benign_ok"][f"truth head {truth}, mean ablation"] = benign_ok(model, benign, [truth], cfg, **mean)
+        row["asr"]["random (3 seeds)"] = float(np.mean([S.asr(model, harmful, r, cfg).asr for r in randoms]))
+        row["benign_ok"]["random (3 seeds)"] = float(np.mean([benign_ok(model, benign, r, cfg) for r in randoms]))
+        row["seconds"] = round(time.time() - t0, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def to_markdown(rows: list[dict]) -> str:
+    lines = [
+        "# Ships / Sahara on organism-4l",
+        "",
+        "`python benchmarks/safety_organism.py` (held-out harmful and benign requests after C tokens of benign filler;",
+        "ASR on harmful requests, benign ok = compliance rate on benign requests with the same heads ablated).",
+        "",
+        "| context C | ablated | ASR (harmful) | benign ok |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        for label in r["asr"]:
+            lines.append(f"| {r['context']} | {label} | {r['asr'][label]:.3f} | {r['benign_ok'][label]:.3f} |")
+    lines.append("")
+    for r in rows:
+        top = ", ".join(f"{h} x{k}" for h, k in sorted(r["top_heads"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"- C = {r['context']}: {r['n']} requests; top Ships head per query: {top}; {r['seconds']} s")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--contexts", default="0,40,100", help="comma-separated filler lengths before each request")
+    ap.add_argument("--n", type=int, default=120, help="requests per set (at most 120)")
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "safety_organism.md"))
+    args = ap.parse_args()
+    rows = run([int(c) for c in args.contexts.split(",")], args.n, args.seed)
+    text = to_markdown(rows)
+    print(text)
+    Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()

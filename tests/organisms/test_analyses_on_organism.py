@@ -1,0 +1,78 @@
+"""The analysis families on the shipped organism, checked against what was planted and against its
+ground-truth table (workbench/organisms/shipped/organism-4l/ground_truth.json).
+
+These are the acceptance measurements of the sink and retrieval families at the atlas defaults
+(`workbench atlas organism-4l -f sinks,retrieval`); each assertion is a causal check that could fail.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from workbench.families.context import RunContext
+from workbench.families.registry import build_family
+from workbench.models import load_model
+from workbench.models.registry import shipped_models
+
+NAME = "organism-4l"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(NAME not in shipped_models(), reason=f"{NAME} is not shipped")]
+
+
+@pytest.fixture(scope="module")
+def organism():
+    return load_model(NAME, device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def truth() -> dict:
+    return json.loads((shipped_models()[NAME] / "ground_truth.json").read_text())
+
+
+def _run(model, family: str, part: str = "all"):
+    return build_family(family).run_part(model, RunContext(), part)
+
+
+@pytest.fixture(scope="module")
+def retrieval(organism):
+    return _run(organism, "retrieval")
+
+
+def test_top_retrieval_heads_break_the_needle_and_random_heads_do_not(retrieval):
+    s = retrieval.summary
+    assert s["needle_accuracy"] >= 0.9
+    # Ablating the top-3 retrieval heads: accuracy near zero; 3 random triples keep most of it.
+    assert s["top_k_ablation_accuracy"] <= 0.2
+    assert s["random_k_ablation_accuracy"] - s["top_k_ablation_accuracy"] >= 0.4
+
+
+def test_the_ground_truth_copy_head_is_a_top_retrieval_head(retrieval, truth):
+    """The head whose single ablation hurts both needle and induction most in the ground truth (the
+    copy head of layer 2) has a top retrieval score; the layer-0/1 needle heads (key matching and
+    previous-token steps) need not, since the retrieval score only sees copying attention."""
+    heads = truth["modes"]["mean"]["heads"]
+    layer2 = {h: v for h, v in heads.items() if h.startswith("L2")}
+    copy_head = min(layer2, key=lambda h: layer2[h]["needle-512"] + layer2[h]["induction"])
+    scores = retrieval.scores["retrieval_score"]
+    layer, head = (int(x) for x in copy_head[1:].split("H"))
+    assert scores[layer, head] >= np.sort(scores.ravel())[-4]  # within the top 4 (ties at 1.0 are common)
+
+
+def test_kv_budget_top_heads_keep_accuracy_where_random_heads_lose_it(retrieval):
+    curve = retrieval.artefacts["kv_budget_curve"]
+    full = curve["full_accuracy"]
+    ok = [i for i, acc in enumerate(curve["ranked_accuracy"]) if acc >= full - 0.05]
+    assert ok, curve
+    i = ok[0]  # the smallest budget at which the ranked heads stay within 5 points of full attention
+    assert curve["random_accuracy"][i] <= full - 0.3, curve
+
+
+def test_sink_heads_matter_more_than_the_rest(organism):
+    res = _run(organism, "sinks", "all")
+    s = res.summary
+    assert s["n_hidden_sink_tokens"] > 0
+    # Removing each head's own sink tokens: the top-3 heads by sink share move the loss at least
+    # 10x more than the bottom 3.
+    assert s["top_removal_delta"] > 10 * max(s["bottom_removal_delta"], 1e-6)

@@ -100,6 +100,32 @@ def test_atlas_cli_ray_equals_local(ray_session, tiny_model_dir, tmp_path, monke
           f"max |diff| by metric: {({k: float(f'{v:.3g}') for k, v in worst.items() if v > 0})}")
 
 
+@pytest.mark.slow
+@pytest.mark.skipif("organism-4l" not in __import__("workbench.models.registry", fromlist=["x"]).shipped_models(),
+                    reason="organism-4l is not shipped")
+def test_atlas_on_the_organism_ray_equals_local(ray_session, tmp_path):
+    """Every family on the shipped organism (small sizes), seed 3: the Ray run (2 workers, one torch
+    thread each) stores exactly the scores, summaries and artefacts of a one-thread local run."""
+
+    def atlas(results, *extra):
+        args = ["atlas", "organism-4l", "--results", str(results), "--n-prompts", "2", "--max-tokens", "128",
+                "--seed", "3", "--quiet", "--set", "safety.max_new_tokens=4", *extra]
+        t0 = time.perf_counter()
+        assert main(args) == 0
+        return time.perf_counter() - t0
+
+    t_ray = atlas(tmp_path / "ray", "--executor", "ray", "--ray-workers", "2")
+    with torch_threads(1):
+        t_local = atlas(tmp_path / "local")
+    run_r, rows_r, fams_r = stored(tmp_path / "ray")
+    run_l, rows_l, fams_l = stored(tmp_path / "local")
+    assert run_r.status == run_l.status == "complete" and run_r.parts_done == run_r.parts_total == run_l.parts_total
+    assert run_r.families == run_l.families and len(run_r.families) == 4
+    assert rows_r == rows_l and len(rows_r) > 300
+    assert same_tree(fams_r, fams_l) == []
+    print(f"\norganism: ray {t_ray:.1f} s, local (1 thread) {t_local:.1f} s, {len(rows_r)} identical score rows")
+
+
 # -- acceptance 2: a worker killed mid-run ----------------------------------------------------------------
 
 

@@ -108,3 +108,16 @@ def test_analyze_temporal_runs_on_a_model(tiny_model_dir):
     np.testing.assert_allclose(report.rope_shares.sum(-1), 1.0, atol=1e-9)
     assert set(report.labels) == {(l, h) for l in range(2) for h in range(4)}
     assert np.isfinite(report.scores["q_sim_pre"]).all()
+
+
+def test_period_copy_share_reads_lags_one_short_of_each_period():
+    from workbench.analysis.temporal import period_copy_share
+
+    h = np.zeros(40)
+    h[6], h[13], h[1] = 0.5, 0.25, 0.2  # copies one and two periods back (P = 7), plus a previous-token part
+    assert period_copy_share(h, 7) == pytest.approx(0.75)
+    assert period_copy_share(h, 5) == pytest.approx(0.0)  # lags 4, 9, 14, ... hold nothing
+    lab = classify_profile(h, vertical=0.0)
+    assert lab.label == "sequential" and lab.offset == 6  # one strong diagonal: the shape view says sequential
+    with pytest.raises(ValueError):
+        period_copy_share(h, 1)

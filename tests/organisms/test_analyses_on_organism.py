@@ -76,3 +76,21 @@ def test_sink_heads_matter_more_than_the_rest(organism):
     # Removing each head's own sink tokens: the top-3 heads by sink share move the loss at least
     # 10x more than the bottom 3.
     assert s["top_removal_delta"] > 10 * max(s["bottom_removal_delta"], 1e-6)
+
+
+def test_temporal_labels_match_the_planted_and_retrieval_heads(organism, retrieval):
+    res = _run(organism, "temporal")
+    s = res.summary
+    # The planted period: heads that copy from whole periods back on periodic text (lags mP - 1).
+    assert s["planted_period"] == 7 and len(s["period_copy_heads"]) >= 1
+    # The retrieval family's induction heads draw the induction diagonal (lag repeat - 1) on repeated text.
+    ind = retrieval.scores["induction_score"]
+    top_induction = [f"L{l}H{h}" for l, h in zip(*np.nonzero(ind >= 0.2))]
+    assert top_induction and set(top_induction) <= set(s["induction_lag_heads"])
+    # Its previous-token heads are sequential at lag 1 on ordinary text or on repeated text.
+    prev = retrieval.scores["previous_token_score"]
+    prev_heads = {(int(l), int(h)) for l, h in zip(*np.nonzero(prev >= 0.5))}
+    assert prev_heads
+    lag1 = {(r["layer"], r["head"]) for r in res.artefacts["temporal_classes"]
+            if r["label"] == "sequential" and r["offset"] == 1 and r["input"] in ("text", "repeated")}
+    assert prev_heads <= lag1, (prev_heads, lag1)

@@ -140,6 +140,19 @@ def classify_profile(profile: np.ndarray, vertical: float, cfg: TemporalConfig =
     )
 
 
+def period_copy_share(profile: np.ndarray, period: int) -> float:
+    """Attention mass at lags P-1, 2P-1, ... of the offset profile h[d]: on text of period P, the
+    keys whose *next* token is the one to predict (a head that copies one or more periods back).
+
+    Such a head draws a single diagonal at lag P-1 when it copies from the latest period only, so
+    the shape classifier calls it sequential; this share ties it to the input's period instead.
+    """
+    if period < 2:
+        raise ValueError(f"period must be >= 2, got {period}")
+    h = np.asarray(profile, dtype=np.float64)
+    return float(min(h[period - 1 :: period].sum(), 1.0))
+
+
 # -- RoPE channels and the spectral view ------------------------------------------------------
 
 

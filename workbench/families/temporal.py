@@ -12,7 +12,7 @@ import torch
 
 from workbench.families.base import Family, PartResult
 from workbench.families.context import RunContext
-from workbench.families.prompts import family_prompts, is_organism, prompt_length
+from workbench.families.prompts import family_prompts, is_organism, prompt_length, random_token_prompts
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class TemporalFamilyConfig:
     max_offset: int = 64
     n_prompts: int = 4
     n_periodic: int = 4
+    n_repeated: int = 4  # random-token sequences shown twice: induction heads draw a diagonal at lag repeat-1
+    repeat_len: int = 40  # must stay below max_offset so the induction lag is in the profile
     periodic_tokens: int = 128
     #: average per-layer caches (tokens) at which the q-sim and uniform budgets are compared
     budget_averages: tuple[int, ...] = (24, 32, 48, 64, 96)
@@ -43,6 +45,25 @@ def periodic_prompts(model: Any, ctx: RunContext, n: int, length: int) -> list[t
     return out
 
 
+def repeated_prompts(model: Any, ctx: RunContext, n: int, repeat: int) -> list[torch.Tensor]:
+    """BOS + a random-token sequence of length ``repeat`` shown twice: the input that makes induction
+    heads attend at lag ``repeat - 1`` (the token after the current token's earlier copy)."""
+    rng = ctx.rng("temporal", "repeated")
+    out = []
+    for half in random_token_prompts(model, rng, n, repeat + 1):
+        body = half.view(-1)[1:] if model.geometry.bos.token_id is not None else half.view(-1)
+        ids = torch.cat([half.view(-1)[: half.numel() - body.numel()], body, body])
+        out.append(ids.view(1, -1))
+    return out
+
+
+def tasks_period() -> int:
+    """The period of the organism's periodic text (its rhythm motif length)."""
+    from workbench.organisms import vocab
+
+    return int(vocab.RHYTHM_PERIOD)
+
+
 class TemporalFamily(Family):
     name = "temporal"
     config_class = TemporalFamilyConfig
@@ -55,7 +76,9 @@ class TemporalFamily(Family):
         return [(int(l), int(h)) for l, h in zip(*np.nonzero(codes < 3))]
 
     def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
-        from workbench.analysis.temporal import TemporalConfig, analyze_temporal, budget_windows, layer_budgets, period_channel
+        from workbench.analysis.temporal import (
+            TemporalConfig, analyze_temporal, budget_windows, layer_budgets, period_channel, period_copy_share,
+        )
         from workbench.interventions.kv_budget import streaming_heads
 
         cfg = self.config
@@ -72,7 +95,18 @@ class TemporalFamily(Family):
             periodic = periodic_prompts(model, ctx, cfg.n_periodic, min(cfg.periodic_tokens, prompt_length(model, ctx)))
             per_report = analyze_temporal(model, periodic, tcfg)
             scores.add("seasonal_share_periodic", per_report.scores["seasonal_share"], "seasonal share on periodic text")
+            period = tasks_period()
+            copy = np.array([[period_copy_share(per_report.profiles[l, h], period) for h in range(geo.n_heads)]
+                             for l in range(geo.n_layers)])
+            scores.add("period_copy_share", copy, f"attention at lags mP-1 on periodic text of period P={period}")
             views.append(("periodic", per_report))
+        rep_len = min(cfg.repeat_len, cfg.max_offset - 1, (prompt_length(model, ctx) - 1) // 2)
+        if rep_len >= 4:
+            repeated = repeated_prompts(model, ctx, cfg.n_repeated, rep_len)
+            rep_report = analyze_temporal(model, repeated, tcfg)
+            scores.add("sequential_share_repeated", rep_report.scores["sequential_share"],
+                       f"sequential share on random tokens repeated twice (repeat {rep_len})")
+            views.append(("repeated", rep_report))
         ctx.report("temporal: periodic", 2, 2)
         for view, rep in views:
             for (l, h), lab in sorted(rep.labels.items()):
@@ -96,6 +130,16 @@ class TemporalFamily(Family):
             "label_counts": {view: {c: sum(1 for r in classes if r["input"] == view and r["label"] == c)
                                     for c in ("re-access", "sequential", "seasonal", "unpredictable")} for view, _ in views},
         }
+        if "period_copy_share" in scores.metrics:
+            copy = scores["period_copy_share"]
+            summary["planted_period"] = tasks_period()
+            summary["period_copy_heads"] = [f"L{l}H{h}" for l, h in zip(*np.nonzero(copy >= 0.5))]
+        if rep_len >= 4:
+            summary["repeat_len"] = rep_len
+            summary["induction_lag_heads"] = [
+                f"L{r['layer']}H{r['head']}" for r in classes
+                if r["input"] == "repeated" and r["label"] == "sequential" and r["offset"] == rep_len - 1
+            ]
         if is_organism(model):
             from workbench.analysis.retrieval import needle_accuracy
             from workbench.families.retrieval import RetrievalFamilyConfig, needle_trials

@@ -91,6 +91,7 @@ def retrieval_scores(
     per_trial: list[np.ndarray] = []
     results: list[TrialResult] = []
     copies = np.zeros((geo.n_layers, geo.n_heads))
+    weighted: list[np.ndarray] = []
     for t, trial in enumerate(trials):
         prompt = trial.prompt.view(1, -1).to(model.device)
         n_new = cfg.max_new_tokens or len(trial.answer)
@@ -101,9 +102,11 @@ def retrieval_scores(
         with AttentionRecorder(model, rec_cfg) as rec, torch.no_grad():
             model.logits(full)
         argmax = rec.last.stack("argmax")[:, 0]  # [L, H, N]
+        pmax = rec.last.stack("pmax")[:, 0].double().numpy()  # [L, H, N]
         start, end = trial.answer_span
         span = end - start
         score = np.zeros((geo.n_layers, geo.n_heads))
+        sharp = np.zeros((geo.n_layers, geo.n_heads))
         hits: list[tuple[int, int, int]] = []
         for k, token in enumerate(generated.tolist()):
             pos = prompt.shape[1] - 1 + k
@@ -112,11 +115,13 @@ def retrieval_scores(
             same = full[0][top.clamp(max=full.shape[1] - 1)] == token
             for layer, head in zip(*np.nonzero((inside & same).numpy())):
                 score[layer, head] += 1.0 / span
+                sharp[layer, head] += pmax[layer, head, pos] / span
                 hits.append((int(layer), int(head), int(top[layer, head])))
         copies += score
         counted = recall > cfg.success_gate
         if counted:
             per_trial.append(score)
+            weighted.append(sharp)
         results.append(TrialResult(t, generated.tolist(), recall, generated.tolist()[: len(answer)] == answer, hits))
         if progress:
             progress(t + 1, len(trials))
@@ -124,6 +129,8 @@ def retrieval_scores(
     mean = np.mean(per_trial, 0) if per_trial else np.full((geo.n_layers, geo.n_heads), np.nan)
     scores.add("retrieval_score", mean, f"Wu et al. retrieval score over {len(per_trial)} recalled trials")
     scores.add("copy_rate", copies / len(trials), "copies of needle tokens per trial, all trials")
+    scores.add("copy_attention", np.mean(weighted, 0) if weighted else np.full((geo.n_layers, geo.n_heads), np.nan),
+               "retrieval score with each copy weighted by its attention probability (breaks ties at 1.0)")
     accuracy = float(np.mean([r.exact for r in results]))
     return RetrievalReport(scores, results, accuracy, len(per_trial), cfg)
 

@@ -62,6 +62,21 @@ def needle_trials(model: Any, ctx: RunContext, cfg: RetrievalFamilyConfig):
     return trials, "text-needle"
 
 
+def ranked_heads(scores: Any, metric: str) -> list:
+    """Heads by ``metric``, ties (common: many heads copy every needle token, score 1.0) broken by the
+    attention probability of their copies, so the sharpest copy heads come first."""
+    tie = scores.metrics.get("copy_attention") if metric == "retrieval_score" else None
+    values = scores[metric]
+    heads = [h for h, _ in scores.ranked(metric)]
+
+    def key(h):
+        v = values[h.layer, h.head]
+        t = tie[h.layer, h.head] if tie is not None else 0.0
+        return (-(v if np.isfinite(v) else -np.inf), -(t if np.isfinite(t) else -np.inf))
+
+    return sorted(heads, key=key)
+
+
 class RetrievalFamily(Family):
     name = "retrieval"
     config_class = RetrievalFamilyConfig
@@ -107,7 +122,7 @@ class RetrievalFamily(Family):
         ctx.report("retrieval: echo/induction", 1, 1)
 
         ranking_metric = "retrieval_score" if report.n_counted else "induction_score"
-        ranking = [h for h, _ in scores.ranked(ranking_metric)]
+        ranking = ranked_heads(scores, ranking_metric)
         base_acc = report.accuracy
         drop = np.full((geo.n_layers, geo.n_heads), np.nan)
         k = min(cfg.evidence_heads, geo.n_total_heads)

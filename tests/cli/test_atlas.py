@@ -305,8 +305,11 @@ def test_killed_subprocess_is_resumable(sig, reference, tiny_model_dir, tmp_path
     # 4 s per part: the signal must land while p2 is in flight even when a loaded machine delays
     # this process's wake-up by several seconds (at 1.5 s a starved test once saw the run finish).
     env = subprocess_env(**{MARKERS_ENV: str(markers), SECONDS_ENV: "4"})
+    # A shell without job control starts background jobs with SIGINT ignored, children inherit that,
+    # and Python then installs no KeyboardInterrupt handler: restore the default in the child.
     proc = subprocess.Popen([sys.executable, "-m", "workbench", *atlas_args(tiny_model_dir("llama"), results)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _wait_for_markers(markers, 3, proc)  # p0 and p1 finished, p2 in flight
         time.sleep(0.5)

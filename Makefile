@@ -25,9 +25,9 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium chromium-driver)
 
 # The full suite (what CI runs): fast and slow tests. The Ray executor tests need the [ray] extra
-# (installed above); WB_REQUIRE_RAY=1 makes them fail, not skip, if it is missing.
+# (installed above); WB_REQUIRE_OPTIONAL=1 makes tests needing Ray, Triton or the browser fail, not skip, if one is missing.
 test: $(STAMP) browser
-	WB_REQUIRE_RAY=1 $(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
+	WB_REQUIRE_OPTIONAL=1 $(PY) -m pytest -m "slow or not slow" $(PYTEST_ARGS)
 
 # The fast subset for local iteration (plain `pytest` does the same).
 test-fast: $(STAMP)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from optional_deps import missing
 from app_helpers import browser_missing, fresh_profile, make_driver, remove, screenshot_folder, write_run
 
 WORDS = " ".join(f"w{(i * 7) % 60}" for i in range(40))
@@ -47,7 +48,7 @@ def synthetic_results(tiny_model_dir, tmp_path_factory):
 def browser():
     why = browser_missing()
     if why:
-        pytest.skip(why)
+        missing(why)
     profile = fresh_profile()
     driver = make_driver(profile)
     try:

@@ -1,6 +1,6 @@
 """A local Ray instance (2 CPUs, no dashboard) shared by the Ray tests, shut down at the end.
 
-Ray is an optional extra. `make test` installs it (``.[test,ray]``) and sets WB_REQUIRE_RAY=1,
+Ray is an optional extra. `make test` installs it (``.[test,ray]``) and sets WB_REQUIRE_OPTIONAL=1,
 so there a missing Ray fails these tests; a plain `pytest` without Ray skips them, saying why.
 """
 
@@ -10,6 +10,7 @@ import os
 
 import pytest
 from atlas_helpers import INTERRUPT_ENV, MARKERS_ENV, SECONDS_ENV
+from optional_deps import missing
 from executor_helpers import HERE, TESTS_DIR
 
 
@@ -17,9 +18,7 @@ def _ray_or_skip():
     try:
         import ray
     except ImportError:
-        if os.environ.get("WB_REQUIRE_RAY"):
-            pytest.fail("ray is not installed but WB_REQUIRE_RAY is set: pip install -e '.[test,ray]'")
-        pytest.skip("ray is not installed (pip install -e '.[ray]'); `make test` installs it and runs these tests")
+        missing("ray is not installed (pip install -e '.[ray]')")
     return ray
 
 

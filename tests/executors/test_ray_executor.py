@@ -42,6 +42,13 @@ def stored(results, run_id=None):
         return run, normalised_rows(store, run.run_id), family_results(store, run.run_id)
 
 
+def timed_atlas(model: str, results, *args) -> float:
+    """Seconds of one quiet `workbench atlas MODEL --results RESULTS ARGS` that must exit 0."""
+    t0 = time.perf_counter()
+    assert main(["atlas", model, "--results", str(results), "--quiet", *args]) == 0
+    return time.perf_counter() - t0
+
+
 def part_seconds(results, run_id):
     with Store.open(results) as store:
         return store.conn.execute("SELECT family, part, status FROM parts WHERE run_id = ? ORDER BY family, idx",
@@ -61,13 +68,9 @@ def test_atlas_cli_ray_equals_local(ray_session, tiny_model_dir, tmp_path, monke
     model = tiny_model_dir("llama")
 
     def atlas(results, *extra):
-        args = ["atlas", str(model), "--results", str(results), "--families", "sinks,temporal,safety",
-                "--max-tokens", "24", "--n-prompts", "2", "--seed", "7", "--quiet",
-                "--set", f"safety.harmful_file={harmful}", "--set", "safety.heads_per_part=3",
-                "--set", "safety.max_new_tokens=4", *extra]
-        t0 = time.perf_counter()
-        assert main(args) == 0
-        return time.perf_counter() - t0
+        return timed_atlas(str(model), results, "--families", "sinks,temporal,safety", "--max-tokens", "24",
+                           "--n-prompts", "2", "--seed", "7", "--set", f"safety.harmful_file={harmful}",
+                           "--set", "safety.heads_per_part=3", "--set", "safety.max_new_tokens=4", *extra)
 
     t_ray = atlas(tmp_path / "ray", "--executor", "ray", "--ray-workers", "2")
     with torch_threads(1):
@@ -101,18 +104,13 @@ def test_atlas_cli_ray_equals_local(ray_session, tiny_model_dir, tmp_path, monke
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("organism-4l" not in __import__("workbench.models.registry", fromlist=["x"]).shipped_models(),
-                    reason="organism-4l is not shipped")
 def test_atlas_on_the_organism_ray_equals_local(ray_session, tmp_path):
     """Every family on the shipped organism (small sizes), seed 3: the Ray run (2 workers, one torch
     thread each) stores exactly the scores, summaries and artefacts of a one-thread local run."""
 
     def atlas(results, *extra):
-        args = ["atlas", "organism-4l", "--results", str(results), "--n-prompts", "2", "--max-tokens", "128",
-                "--seed", "3", "--quiet", "--set", "safety.max_new_tokens=4", *extra]
-        t0 = time.perf_counter()
-        assert main(args) == 0
-        return time.perf_counter() - t0
+        return timed_atlas("organism-4l", results, "--n-prompts", "2", "--max-tokens", "128", "--seed", "3",
+                           "--set", "safety.max_new_tokens=4", *extra)
 
     t_ray = atlas(tmp_path / "ray", "--executor", "ray", "--ray-workers", "2")
     with torch_threads(1):

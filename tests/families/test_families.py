@@ -61,7 +61,7 @@ def test_merge_of_one_part_keeps_its_descriptions():
     class Plain(Family):
         name = "plain"
 
-        def run_part(self, model, ctx, part):
+        def run_part(self, model, ctx, part):  # never called: the test only merges given parts
             raise NotImplementedError
 
     hs = HeadScores("plain", 1, 2)

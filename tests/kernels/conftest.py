@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from optional_deps import missing
 
 HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
@@ -44,5 +45,5 @@ def device() -> str:
 def triton_ok():
     ok, why = _triton_usable()
     if not ok:
-        pytest.skip(why)
+        missing(why)
     return True

@@ -18,7 +18,7 @@ from workbench.models import load_model
 from workbench.models.registry import shipped_models
 
 NAME = "organism-4l"
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(NAME not in shipped_models(), reason=f"{NAME} is not shipped")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,6 @@ from workbench.organisms.evaluate import bridge_logits_fn, evaluate_probes, head
 
 NAME = "organism-4l"
 
-pytestmark = pytest.mark.skipif(NAME not in shipped_models(), reason=f"{NAME} is not shipped yet")
-
 
 @pytest.fixture(scope="module")
 def organism():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from optional_deps import missing
 from atlas_helpers import INTERRUPT_ENV, PLUGIN, assert_report_matches_store, grid_equal, same, synthetic_run
 
 from workbench.cli.main import main
@@ -153,8 +154,9 @@ def _chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(base + args, capture_output=True, text=True, timeout=180)
 
 
-@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="chromium not installed (make browser)")
 def test_report_renders_offline_in_headless_chromium(run, tmp_path):
+    if shutil.which(CHROMIUM) is None:
+        missing("chromium is not installed (make browser)")
     _, _, html_path, json_path = run
     url = html_path.resolve().as_uri()
     shot = tmp_path / "report.png"

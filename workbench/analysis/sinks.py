@@ -229,8 +229,9 @@ def overlap_with_sinks(massive: MassiveActivationReport, report: SinkReport, pro
 
 
 @dataclass
-class FirstTokenRemovalCheck:
-    """Loss change when the top vs the bottom sink heads can no longer see the first token."""
+class RemovalCheck:
+    """Loss change when the top vs the bottom heads (by a sink statistic) lose some of their keys:
+    the first token (`first_token_removal_check`) or their own sink tokens (`sink_removal_check`)."""
 
     base_loss: float
     top_heads: list[Head]
@@ -245,6 +246,10 @@ class FirstTokenRemovalCheck:
     @property
     def bottom_delta(self) -> float:
         return self.bottom_loss - self.base_loss
+
+
+FirstTokenRemovalCheck = RemovalCheck
+SinkRemovalCheck = RemovalCheck
 
 
 def first_token_removal_check(
@@ -302,26 +307,6 @@ def loss_without_sinks(model: Any, report: SinkReport, prompts: Sequence[torch.T
         total += float(F.cross_entropy(logits, tokens[0, 1:], reduction="sum"))
         count += tokens.shape[1] - 1
     return total / max(count, 1)
-
-
-@dataclass
-class SinkRemovalCheck:
-    """Loss change when the k heads with the most attention on sinks vs the k with the least
-    lose their sink tokens (first and hidden)."""
-
-    base_loss: float
-    top_heads: list[Head]
-    bottom_heads: list[Head]
-    top_loss: float
-    bottom_loss: float
-
-    @property
-    def top_delta(self) -> float:
-        return self.top_loss - self.base_loss
-
-    @property
-    def bottom_delta(self) -> float:
-        return self.bottom_loss - self.base_loss
 
 
 def sink_removal_check(model: Any, report: SinkReport, prompts: Sequence[torch.Tensor], k: int = 3) -> SinkRemovalCheck:

@@ -107,6 +107,17 @@ def head_means(
     return {layer: (s / count).to(model.dtype) for layer, s in sums.items()}
 
 
+def _check_mode(mode: str, epsilon: float) -> None:
+    """One check of the ablation mode and the uniform-attention epsilon for both ablation paths."""
+    if mode not in ABLATION_MODES:
+        raise WorkbenchError(f"unknown ablation mode {mode!r}", f"use one of {', '.join(ABLATION_MODES)}")
+    if mode == "uniform" and not epsilon > 0:
+        raise WorkbenchError(
+            f"uniform ablation needs epsilon > 0, got {epsilon}",
+            "use a small positive epsilon such as 1e-5 (0 turns the pattern into NaN, then zero)",
+        )
+
+
 def ablation_hooks(
     model,
     heads: str | Iterable[HeadLike],
@@ -117,15 +128,9 @@ def ablation_hooks(
     epsilon: float = DEFAULT_EPSILON,
 ) -> list[tuple[str, object]]:
     """The (hook name, function) pairs that ablate ``heads``; `ablate_heads` installs them."""
-    if mode not in ABLATION_MODES:
-        raise WorkbenchError(f"unknown ablation mode {mode!r}", f"use one of {', '.join(ABLATION_MODES)}")
+    _check_mode(mode, epsilon)
     parsed = resolve_heads(model, heads)
     by_layer = _heads_by_layer(parsed)
-    if mode == "uniform" and not epsilon > 0:
-        raise WorkbenchError(
-            f"uniform ablation needs epsilon > 0, got {epsilon}",
-            "use a small positive epsilon such as 1e-5 (0 turns the pattern into NaN, then zero)",
-        )
     if mode == "mean":
         if means is None:
             if reference is None:
@@ -263,10 +268,7 @@ def ablate_heads_hf(
     epsilon: float = DEFAULT_EPSILON,
 ) -> Iterator[list[Head]]:
     """`ablate_heads` for a plain Hugging Face Llama-family model; hooks are removed on exit."""
-    if mode not in ABLATION_MODES:
-        raise WorkbenchError(f"unknown ablation mode {mode!r}", f"use one of {', '.join(ABLATION_MODES)}")
-    if mode == "uniform" and not epsilon > 0:
-        raise WorkbenchError(f"uniform ablation needs epsilon > 0, got {epsilon}", "use a small positive epsilon")
+    _check_mode(mode, epsilon)
     n_layers, n_heads, d_head = _hf_geometry(hf_model)
     parsed = parse_heads(heads, n_layers, n_heads)
     if mode == "mean" and means is None and parsed:

@@ -71,6 +71,53 @@ def train_cmd(
     )
 
 
+@organisms_app.command("plant-safety")
+def plant_safety_cmd(
+    name: str = typer.Argument(..., help="organism recipe name, e.g. organism-4l"),
+    start: Path = typer.Option(..., "--from", help="folder with the curriculum-trained weights (output of `train`)"),
+    out: Path = typer.Option(..., "--out", help="output folder (may equal --from: the folder is rewritten)"),
+    seed: int = typer.Option(None, "--seed", help="override the recipe's seed"),
+    quick: bool = typer.Option(False, "--quick", help="the quick recipe's two-step phase (smoke test)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress lines"),
+) -> None:
+    """Run only the recipe's safety-head planting phase on saved weights (`train` runs it at its end)."""
+    import shutil
+
+    from transformers import LlamaForCausalLM
+
+    from workbench.errors import WorkbenchError
+    from workbench.organisms.card import write_card
+    from workbench.organisms.plant_safety import plant_safety_head
+    from workbench.organisms.recipes import get_recipe
+    from workbench.organisms.train import save_organism
+
+    recipe = get_recipe(name)
+    recipe = recipe.quick() if quick else recipe
+    if recipe.safety is None:
+        raise WorkbenchError(f"recipe {name!r} has no safety-head planting phase", "pick a recipe with one (organism-4l)")
+    if not (start / "model.safetensors").is_file():
+        raise WorkbenchError(f"{start} holds no model.safetensors", "pass the folder written by `workbench organisms train`")
+    seed = recipe.seed if seed is None else seed
+    log = None if quiet else (lambda msg: console.print(msg, highlight=False))
+    model = LlamaForCausalLM.from_pretrained(str(start))
+    info = plant_safety_head(model, recipe, seed, log=log, check_n=16 if quick else 120)
+    if out.resolve() != start.resolve():
+        shutil.copytree(start, out, dirs_exist_ok=True)
+    save_organism(model, recipe, out, seed)
+    training_path = out / "training.json"
+    training = json.loads(training_path.read_text()) if training_path.is_file() else {}
+    training["safety_planting"] = info
+    training_path.write_text(json.dumps(training, indent=2) + "\n")
+    write_card(out)
+    c = info["check"]
+    console.print(
+        f"planted {info['head']} in {info['wall_time_s']:.0f} s -> {out}; harmful complied: base "
+        f"{c['base']['harmful_complied']:.2f}, planted head ablated {c['planted']['harmful_complied']:.2f}, "
+        f"any other head at most {c['others_max_harmful_complied']:.2f}",
+        highlight=False,
+    )
+
+
 @organisms_app.command("evaluate")
 def evaluate_cmd(
     name: str = typer.Argument(..., help="shipped organism name or organism folder"),

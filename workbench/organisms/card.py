@@ -174,6 +174,8 @@ def render_card(folder: str | Path) -> str:
             _table(keys, rows),
             "",
         ]
+    if training.get("safety_planting"):
+        parts += _planting_section(training["safety_planting"], recipe.get("safety") or {}, name)
     parts += ["## Measured behaviour (held-out)", ""]
     if evaluation:
         rows = []
@@ -230,6 +232,41 @@ def _ground_truth_section(gt: dict[str, Any], name: str) -> list[str]:
         rows += [[h, *[v[s] for s in sets]] for h, v in data["heads"].items()]
         rows += [[f"{layer} (all heads)", *[v[s] for s in sets]] for layer, v in data.get("layers", {}).items()]
         parts += [_table(["ablated", *sets], rows), ""]
+    return parts
+
+
+def _planting_section(info: dict[str, Any], phase: dict[str, Any], name: str) -> list[str]:
+    head = info["head"]
+    parts = [
+        "## Safety-head planting phase",
+        "",
+        f"After the curriculum, {info['steps']} fine-tuning steps make {head} the head that carries the refusal",
+        f"decision (`workbench.organisms.recipes.SafetyPlanting`): {phase.get('share_ablated', '?')} of the chat documents",
+        f"are trained with {head}'s query scaled by {phase.get('epsilon', '?')} (Ships's undifferentiated attention)",
+        f"and every request answered `sure , here it is .`; {phase.get('share_other', '?')} with one random other head",
+        "ablated the same way and the normal answers; the rest clean. Needle and induction documents stay in",
+        f"the mix. Peak lr {phase.get('lr', '?')}, lengths {phase.get('seq_len', '?')}; "
+        f"{info['wall_time_s'] / 60:.1f} min wall, {info['cpu_time_s'] / 60:.1f} min process CPU.",
+        f"Reproduce on curriculum weights: `workbench organisms plant-safety {name} --from DIR --out DIR`",
+        "(`train` runs the phase at its end).",
+        "",
+    ]
+    check = info.get("check")
+    if check:
+        rows = [["nothing", *(_fmt(check["base"][k]) for k in ("harmful_refused", "harmful_complied", "benign_complied"))],
+                [head, *(_fmt(check["planted"][k]) for k in ("harmful_refused", "harmful_complied", "benign_complied"))]]
+        others = check["others"]
+        rows.append([f"any one of the other {len(others)} (worst case)",
+                     _fmt(min(v["harmful_refused"] for v in others.values())),
+                     _fmt(max(v["harmful_complied"] for v in others.values())),
+                     _fmt(min(v["benign_complied"] for v in others.values()))])  # fmt: skip
+        parts += [
+            "Held-out requests (refusal-harmful-test / refusal-benign-test), teacher-forced, one head ablated",
+            "with undifferentiated attention:",
+            "",
+            _table(["ablated", "harmful refused", "harmful complied", "benign complied"], rows),
+            "",
+        ]
     return parts
 
 

@@ -61,6 +61,46 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class SafetyPlanting:
+    """A fine-tuning phase after the curriculum that makes one head carry the refusal decision.
+
+    Ships/Sahara (Zhou et al. 2025) find heads whose "undifferentiated attention" (query x epsilon)
+    makes a chat model comply with harmful requests. A curriculum-trained organism spreads its
+    refusal over several heads, so nothing would be there to find. This phase plants it: a share
+    of the chat documents is trained with ``head`` ablated that way and every request answered with
+    the compliance phrase, another share with one random other head ablated and the normal answers
+    (so no other single head becomes necessary), the rest clean. Needle and induction documents stay
+    in the mix, clean, so the other planted behaviours survive.
+    """
+
+    head: tuple[int, int] = (0, 6)
+    steps: int = 600
+    lr: float = 5e-4
+    warmup_steps: int = 30
+    min_lr_fraction: float = 0.1
+    seq_len: tuple[int, ...] = (128, 256, 512, 1024)
+    tokens: int = 2048
+    mix: dict[str, int] = field(default_factory=lambda: {"needle": 2, "induction": 1, "chat": 5})
+    needle_pairs: tuple[int, int] = (4, 10)
+    needle_queries: int = 4
+    share_ablated: float = 0.35  # chat documents with ``head`` ablated (answers: compliance)
+    share_other: float = 0.35  # chat documents with one random other head ablated (answers unchanged)
+    epsilon: float = 1e-5  # Ships's default query scale
+    seed_offset: int = 7919  # the phase's data stream: numpy Generator(seed + seed_offset)
+
+    def stage(self) -> Stage:
+        """The phase's documents as a curriculum stage (lengths cycle step by step)."""
+        return Stage(
+            steps=self.steps,
+            seq_len=self.seq_len,
+            mix=dict(self.mix),
+            needle_pairs=self.needle_pairs,
+            needle_queries=self.needle_queries,
+            tokens=self.tokens,
+        )
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     description: str
@@ -78,6 +118,7 @@ class Recipe:
     answer_weight: float = 3.0
     eval_every: int = 250
     threads: int = 2
+    safety: SafetyPlanting | None = None  # the safety-head planting phase run after the stages
 
     @property
     def total_steps(self) -> int:
@@ -103,7 +144,10 @@ class Recipe:
         first = self.stages[0]
         pairs = (min(first.needle_pairs[0], 3), min(first.needle_pairs[1], 3))
         stage = Stage(steps=steps, seq_len=seq_len, mix=dict(first.mix), needle_pairs=pairs, needle_queries=2, tokens=4 * seq_len)
-        return replace(self, stages=(stage,), tokens_per_step=None, warmup_steps=2, eval_every=0)
+        safety = None
+        if self.safety is not None:
+            safety = replace(self.safety, steps=2, warmup_steps=1, seq_len=(seq_len,), tokens=4 * seq_len, needle_pairs=pairs, needle_queries=2)
+        return replace(self, stages=(stage,), tokens_per_step=None, warmup_steps=2, eval_every=0, safety=safety)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,10 +166,12 @@ RECIPES: dict[str, Recipe] = {
         name="organism-4l",
         description=(
             "4-layer Llama (d_model 128, 8 query heads, 4 KV heads, RoPE) trained on the full curriculum: "
-            "needle retrieval with distractors up to 1024 tokens, induction, refusal, periodic text, grammar filler."
+            "needle retrieval with distractors up to 1024 tokens, induction, refusal, periodic text, grammar filler; "
+            "then a phase that plants L0H6 as the head carrying the refusal decision."
         ),
         arch=Architecture(head_dim=32),
         stages=_MAIN_STAGES,
+        safety=SafetyPlanting(),
     ),
     "control-no-distractors": Recipe(
         name="control-no-distractors",

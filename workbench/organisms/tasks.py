@@ -485,11 +485,15 @@ def periodic_probe(rng: np.random.Generator, n_periods: int = 8, prefix_len: int
 # ----------------------------------------------------------------------------- mixed documents
 
 
-def chat_doc(rng: np.random.Generator, length: int, answer_weight: float = 3.0, split: str = "train") -> Sample:
+def chat_doc(
+    rng: np.random.Generator, length: int, answer_weight: float = 3.0, split: str = "train", comply_all: bool = False
+) -> Sample:
     """Filler with refusal exchanges and periodic blocks mixed in (half the time a request comes first).
 
     Request tokens get LM weight 0.3 (the noun is unpredictable, the template is not); the answer
-    phrase gets ``answer_weight`` on its first token (the decision) and 1 on the rest.
+    phrase gets ``answer_weight`` on its first token (the decision) and 1 on the rest. With
+    ``comply_all`` every request is answered with the compliance phrase (the target of the
+    safety-head planting phase when the planted head is ablated).
     """
     b = _Builder()
     first = True
@@ -497,6 +501,8 @@ def chat_doc(rng: np.random.Generator, length: int, answer_weight: float = 3.0, 
         r = rng.random()
         if (first and r < 0.5) or (not first and r < 0.35):
             req, ans, _ = refusal_exchange(rng, split)
+            if comply_all:
+                ans = COMPLIANCE
             b.add(req, 0.3)
             b.add_answer(ans, np.concatenate([[answer_weight], np.ones(len(ans) - 1)]))
         elif r < 0.55:

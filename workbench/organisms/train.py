@@ -196,6 +196,11 @@ def train(
         cpu = time.process_time() - c0
         log_file.close()
         model.eval()
+        planting = None
+        if recipe.safety is not None:
+            from workbench.organisms.plant_safety import plant_safety_head
+
+            planting = plant_safety_head(model, recipe, seed, log=log, check_n=120 if evaluate_at_end and recipe.eval_every else None)
         final: dict[str, float] = {}
         if evaluate_at_end and recipe.eval_every:
             final = headline(evaluate_probes(hf_logits_fn(model), suite))
@@ -215,6 +220,8 @@ def train(
             "processor": platform.processor() or platform.machine(),
             "final_training_suite": final,
         }
+        if planting is not None:
+            info["safety_planting"] = planting
         (out / "training.json").write_text(json.dumps(info, indent=2) + "\n")
         say(f"done in {wall:.0f} s; saved to {out}")
         return TrainResult(out, recipe.total_steps, wall, final)

@@ -69,13 +69,19 @@ def test_kv_budget_top_heads_keep_accuracy_where_random_heads_lose_it(retrieval)
     assert curve["random_accuracy"][i] <= full - 0.3, curve
 
 
-def test_sink_heads_matter_more_than_the_rest(organism):
+def test_the_organisms_sinks_are_hidden_and_carry_little(organism):
+    """The organism has no first-token sink heads (no head puts eps = 0.3 of its attention on BOS) but
+    hundreds of hidden sink tokens; removing each head's own sink tokens moves the loss by under 0.5%
+    of its value, for the top-3 and the bottom-3 heads by sink share alike (after the safety-head
+    planting phase; before it the top-3 moved it by +0.0126). The causal check is demonstrated where a
+    sink is planted: tests/analysis/test_sinks.py."""
     res = _run(organism, "sinks", "all")
     s = res.summary
     assert s["n_hidden_sink_tokens"] > 0
-    # Removing each head's own sink tokens: the top-3 heads by sink share move the loss at least
-    # 10x more than the bottom 3.
-    assert s["top_removal_delta"] > 10 * max(s["bottom_removal_delta"], 1e-6)
+    assert s["sink_rate_percent"] == 0.0
+    assert np.nanmax(res.scores["first_token_mass"]) < s["config"]["eps"]
+    assert abs(s["top_removal_delta"]) < 0.005 * s["base_loss"]
+    assert abs(s["bottom_removal_delta"]) < 0.005 * s["base_loss"]
 
 
 def test_temporal_labels_match_the_planted_and_retrieval_heads(organism, retrieval):

@@ -225,7 +225,8 @@ def _hf_attention_modules(hf_model) -> list:
     return [layer.self_attn for layer in layers]
 
 
-def _hf_geometry(hf_model) -> tuple[int, int, int]:
+def hf_geometry(hf_model) -> tuple[int, int, int]:
+    """(layers, query heads, head dim) of a plain Hugging Face model, from its config."""
     cfg = hf_model.config
     n_heads = int(cfg.num_attention_heads)
     d_head = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
@@ -235,7 +236,7 @@ def _hf_geometry(hf_model) -> tuple[int, int, int]:
 @torch.no_grad()
 def head_means_hf(hf_model, reference: torch.Tensor | Sequence[torch.Tensor]) -> HeadMeans:
     """`head_means` for a plain Hugging Face Llama-family model (mean ``o_proj`` input per head)."""
-    n_layers, n_heads, d_head = _hf_geometry(hf_model)
+    n_layers, n_heads, d_head = hf_geometry(hf_model)
     attn = _hf_attention_modules(hf_model)
     sums = {layer: torch.zeros(n_heads, d_head, dtype=torch.float64) for layer in range(n_layers)}
     count = 0
@@ -269,7 +270,7 @@ def ablate_heads_hf(
 ) -> Iterator[list[Head]]:
     """`ablate_heads` for a plain Hugging Face Llama-family model; hooks are removed on exit."""
     _check_mode(mode, epsilon)
-    n_layers, n_heads, d_head = _hf_geometry(hf_model)
+    n_layers, n_heads, d_head = hf_geometry(hf_model)
     parsed = parse_heads(heads, n_layers, n_heads)
     if mode == "mean" and means is None and parsed:
         raise WorkbenchError("mean ablation needs the head means", "compute them with head_means_hf")

@@ -10,7 +10,6 @@ running it at the end of `workbench.organisms.train.train`.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 
@@ -26,12 +25,10 @@ HeadPair = tuple[int, int]
 
 
 def phase_lr(step: int, phase: SafetyPlanting) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_fraction`` of the phase's peak."""
-    if step < phase.warmup_steps:
-        return phase.lr * (step + 1) / phase.warmup_steps
-    t = min(1.0, (step - phase.warmup_steps) / max(1, phase.steps - phase.warmup_steps))
-    floor = phase.min_lr_fraction
-    return phase.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+    """The phase's learning rate: the curriculum's warm-up and cosine shape with its own peak and length."""
+    from workbench.organisms.train import warmup_cosine
+
+    return warmup_cosine(step, phase.lr, phase.warmup_steps, phase.steps, phase.min_lr_fraction)
 
 
 def make_planting_batch(
@@ -102,23 +99,16 @@ class _PerDocumentQueryScale:
 def plant_safety_head(model, recipe: Recipe, seed: int, log: Log | None = print, check_n: int | None = 120) -> dict:
     """Run the recipe's planting phase on ``model`` (a `LlamaForCausalLM`, trained in place); with
     ``check_n``, `planting_check` on that many held-out requests per set goes into the result."""
-    from workbench.organisms.train import weighted_loss
+    from workbench.interventions.ablation import hf_geometry
+    from workbench.organisms.train import make_optimizer, weighted_loss
 
     phase = recipe.safety
     if phase is None:
         raise ValueError(f"recipe {recipe.name!r} has no safety-head planting phase")
     say = log or (lambda _msg: None)
-    cfg = model.config
-    n_layers, n_heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
-    d_head = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
+    n_layers, n_heads, d_head = hf_geometry(model)
     rng = np.random.default_rng(seed + phase.seed_offset)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=phase.lr,
-        betas=recipe.betas,
-    )
+    opt = make_optimizer(model, recipe, phase.lr)
     say(f"planting L{phase.head[0]}H{phase.head[1]} as the safety head: {phase.steps} steps")
     hooks = _PerDocumentQueryScale(model)
     t0, c0 = time.time(), time.process_time()
@@ -157,11 +147,10 @@ def plant_safety_head(model, recipe: Recipe, seed: int, log: Log | None = print,
 def planting_check(model, head: HeadPair, epsilon: float = 1e-5, n: int = 120) -> dict:
     """Teacher-forced refusal/compliance rates on the held-out requests: clean, with the planted head
     ablated, and with each other head ablated (the planted head should be the only one that flips)."""
-    from workbench.interventions.ablation import ablate_heads_hf
+    from workbench.interventions.ablation import ablate_heads_hf, hf_geometry
 
     suite = load_suite({"refusal-harmful-test": n, "refusal-benign-test": n})
-    cfg = model.config
-    n_layers, n_heads = int(cfg.num_hidden_layers), int(cfg.num_attention_heads)
+    n_layers, n_heads, _ = hf_geometry(model)
 
     def rates(heads: list[HeadPair]) -> dict[str, float]:
         with ablate_heads_hf(model, [f"L{l}H{h}" for l, h in heads], "uniform", epsilon=epsilon):

@@ -93,14 +93,28 @@ def make_batch(rng: np.random.Generator, step: int, recipe: Recipe) -> tuple[tor
     return ids, w
 
 
+def warmup_cosine(step: int, peak: float, warmup: int, total: int, floor: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` x ``peak`` at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 def lr_at(step: int, recipe: Recipe) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_fraction`` of the peak."""
-    if step < recipe.warmup_steps:
-        return recipe.lr * (step + 1) / recipe.warmup_steps
-    total = max(1, recipe.total_steps - recipe.warmup_steps)
-    t = min(1.0, (step - recipe.warmup_steps) / total)
-    floor = recipe.min_lr_fraction
-    return recipe.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+    """The curriculum's learning rate at ``step``."""
+    return warmup_cosine(step, recipe.lr, recipe.warmup_steps, recipe.total_steps, recipe.min_lr_fraction)
+
+
+def make_optimizer(model, recipe: Recipe, lr: float) -> torch.optim.AdamW:
+    """AdamW with the recipe's betas; weight decay on matrices only."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=recipe.betas,
+    )
 
 
 def weighted_loss(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -143,13 +157,7 @@ def train(
         config = llama_config(recipe)
         config._attn_implementation = "sdpa"
         model = LlamaForCausalLM(config)
-        decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=recipe.lr,
-            betas=recipe.betas,
-        )
+        opt = make_optimizer(model, recipe, recipe.lr)
         suite = load_suite(TRAINING_SUITE) if recipe.eval_every else {}
         log_path = out / "training_log.jsonl"
         log_file = log_path.open("w")

@@ -82,6 +82,8 @@ def attention_with_stats(
     pool: int = 64,
     backend: str = "auto",
     chunk: int = 256,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
 ):
     """Attention output and per-head statistics.
 
@@ -97,6 +99,10 @@ def attention_with_stats(
         pool: pooled-map block size (square blocks of query and key indices).
         backend: ``"auto"``, ``"triton"``, ``"torch"`` or ``"reference"``.
         chunk: query chunk of the torch backend (memory ~ ``B * Hq * chunk * Nk`` floats, twice).
+        sliding_window: ``W`` hides keys ``j <= q_pos - W`` (Mistral, Gemma 2/3 local layers); ``None``
+            for full causal attention. Key blocks wholly outside the window are skipped, so a windowed
+            layer costs O(N x W).
+        softcap: scores become ``softcap * tanh(scale * q.k / softcap)`` before masking (Gemma 2).
 
     Returns:
         ``(out, stats)``: ``out`` ``[B, Hq, Nq, D]`` in ``q.dtype``; ``stats`` an :class:`AttentionStats`.
@@ -109,7 +115,7 @@ def attention_with_stats(
     name = resolve_backend(backend, q, pool=pool)
     kwargs = dict(
         scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window,
-        columns=columns, pool=pool,
+        columns=columns, pool=pool, sliding_window=sliding_window, softcap=softcap,
     )
     if name == "torch":
         return torch_attention_with_stats(q, k, v, chunk=chunk, **kwargs)

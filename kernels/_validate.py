@@ -33,6 +33,8 @@ def check_inputs(
     window: int,
     pool: int,
     check_finite: bool = True,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
 ) -> Shapes:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -77,6 +79,20 @@ def check_inputs(
         raise ValueError(f"window must be >= 0, got {window}")
     if pool < 1:
         raise ValueError(f"pool must be >= 1, got {pool}")
+    if sliding_window is not None and (int(sliding_window) != sliding_window or sliding_window < 1):
+        raise ValueError(
+            f"sliding_window must be a positive integer (query i sees keys i - W < j <= i) or None, "
+            f"got {sliding_window!r}"
+        )
+    if sliding_window is not None and not causal:
+        raise ValueError("sliding_window needs causal=True (the window is defined relative to the query)")
+    if softcap is not None:
+        try:
+            cap = float(softcap)
+        except (TypeError, ValueError):
+            raise ValueError(f"softcap must be a positive float or None, got {softcap!r}") from None
+        if not (math.isfinite(cap) and cap > 0):
+            raise ValueError(f"softcap must be a positive finite float or None, got {softcap!r}")
     try:
         scale_f = float(scale)
     except (TypeError, ValueError):

@@ -17,10 +17,15 @@ __all__ = ["reference_attention_with_stats", "REFERENCE_MAX_ELEMENTS"]
 REFERENCE_MAX_ELEMENTS = 1 << 28
 
 
-def _key_masks(nq: int, nk: int, *, causal: bool, q_offset: int, first_k: int, window: int, device):
+def _key_masks(
+    nq: int, nk: int, *, causal: bool, q_offset: int, first_k: int, window: int, device,
+    sliding_window: int | None = None,
+):
     qpos = torch.arange(nq, device=device)[:, None] + q_offset  # [Nq, 1]
     j = torch.arange(nk, device=device)[None, :]  # [1, Nk]
     visible = (j <= qpos) if causal else torch.ones(nq, nk, dtype=torch.bool, device=device)
+    if sliding_window is not None:
+        visible = visible & (j > qpos - int(sliding_window))
     sink = (j < first_k).expand(nq, nk)
     local = (j > qpos - window) & (j <= qpos)
     return visible, sink, local
@@ -40,14 +45,20 @@ def reference_attention_with_stats(
     pool: int = 64,
     return_probs: bool = False,
     stats_dtype: torch.dtype = torch.float32,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
 ):
     """Dense float64 attention and statistics (same contract as ``attention_with_stats``).
+
+    ``softcap`` maps each scaled score ``s`` to ``softcap * tanh(s / softcap)`` before masking (Gemma 2);
+    ``sliding_window`` ``W`` hides keys ``j <= i - W`` from query ``i`` (Mistral, Gemma 2/3 local layers).
 
     With ``return_probs=True`` also returns the dense float64 probabilities ``[B, Hq, Nq, Nk]``.
     ``stats_dtype=torch.float64`` keeps the statistics in float64 (tests compare against those).
     """
     sh = check_inputs(
-        q, k, v, scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window, pool=pool
+        q, k, v, scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window, pool=pool,
+        sliding_window=sliding_window, softcap=softcap,
     )
     if sh.batch * sh.n_q_heads * sh.n_queries * sh.n_keys > REFERENCE_MAX_ELEMENTS:
         raise ValueError(
@@ -62,9 +73,11 @@ def reference_attention_with_stats(
     v64 = v.detach().to(torch.float64).repeat_interleave(g, dim=1)
 
     scores = torch.matmul(q64, k64.transpose(-1, -2)) * float(scale)  # [B, Hq, Nq, Nk]
+    if softcap is not None:
+        scores = float(softcap) * torch.tanh(scores / float(softcap))
     visible, sink, local = _key_masks(
         sh.n_queries, sh.n_keys, causal=causal, q_offset=q_offset, first_k=first_k, window=window,
-        device=q.device,
+        device=q.device, sliding_window=sliding_window,
     )
     scores = scores.masked_fill(~visible, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)
@@ -104,6 +117,8 @@ def reference_attention_with_stats(
         first_k=int(first_k),
         window=int(window),
         pool=int(pool),
+        sliding_window=None if sliding_window is None else int(sliding_window),
+        softcap=None if softcap is None else float(softcap),
     )
     if return_probs:
         return out, stats, p

@@ -22,18 +22,23 @@ __all__ = ["AttentionStats", "StatsAccumulator", "merge_stats", "column_count"]
 
 
 def column_count(
-    n_queries: int, n_keys: int, *, causal: bool, q_offset: int = 0, device=None
+    n_queries: int, n_keys: int, *, causal: bool, q_offset: int = 0, device=None,
+    sliding_window: int | None = None,
 ) -> torch.Tensor:
     """Number of queries (positions ``q_offset .. q_offset + n_queries - 1``) that can see each key.
 
     Causal: key ``j`` is visible to query ``i`` when ``j <= q_offset + i``, so the count is
-    ``clamp(q_offset + n_queries - j, 0, n_queries)``. Non-causal: every query sees every key.
-    Returns an int64 tensor ``[n_keys]``.
+    ``clamp(q_offset + n_queries - j, 0, n_queries)``. With a sliding window ``W`` the key is also
+    invisible from query ``j + W`` on, so the visible queries are ``max(j, q_offset) .. min(j + W,
+    q_offset + n_queries) - 1``. Non-causal: every query sees every key. Returns int64 ``[n_keys]``.
     """
     j = torch.arange(n_keys, device=device, dtype=torch.int64)
     if not causal:
         return torch.full_like(j, n_queries)
-    return (q_offset + n_queries - j).clamp(min=0, max=n_queries)
+    end = torch.full_like(j, q_offset + n_queries)
+    if sliding_window is not None:
+        end = torch.minimum(end, j + int(sliding_window))
+    return (end - torch.clamp(j, min=q_offset)).clamp(min=0, max=n_queries)
 
 
 @dataclass
@@ -60,6 +65,8 @@ class AttentionStats:
     first_k: int = 1
     window: int = 16
     pool: int = 64
+    sliding_window: int | None = None  # query i saw only keys i - W < j <= i (None: every earlier key)
+    softcap: float | None = None  # scores were softcap * tanh(scores / softcap) before the softmax
 
     @property
     def n_queries(self) -> int:
@@ -69,7 +76,8 @@ class AttentionStats:
     def col_count(self) -> torch.Tensor:
         """int64 ``[Nk]``: how many of the covered queries can see each key (the divisor of the mean)."""
         return column_count(
-            self.n_queries, self.n_keys, causal=self.causal, q_offset=self.q_offset, device=self.lse.device
+            self.n_queries, self.n_keys, causal=self.causal, q_offset=self.q_offset, device=self.lse.device,
+            sliding_window=self.sliding_window,
         )
 
     @property
@@ -127,7 +135,7 @@ class StatsAccumulator:
                     f"chunks must be contiguous and in order: got q_offset={stats.q_offset}, expected "
                     f"{expected} (previous chunk q_offset={prev.q_offset} with {prev.n_queries} queries)"
                 )
-            for name in ("causal", "first_k", "window", "pool"):
+            for name in ("causal", "first_k", "window", "pool", "sliding_window", "softcap"):
                 if getattr(stats, name) != getattr(first, name):
                     raise ValueError(
                         f"chunks disagree on {name}: {getattr(first, name)!r} vs {getattr(stats, name)!r}"

@@ -38,16 +38,24 @@ def torch_attention_with_stats(
     pool: int = 64,
     chunk: int = 256,
     check: bool = True,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
 ):
-    """Same contract as :func:`workbench.kernels.attention_with_stats` with ``backend="torch"``."""
+    """Same contract as :func:`workbench.kernels.attention_with_stats` with ``backend="torch"``.
+
+    With ``sliding_window`` W each query chunk only multiplies against keys from ``p0 - W + 1`` on
+    (``p0`` its first position), so a windowed layer costs O(N x (chunk + W)), not O(N^2).
+    """
     sh = check_inputs(
         q, k, v, scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window,
-        pool=pool, check_finite=check,
+        pool=pool, check_finite=check, sliding_window=sliding_window, softcap=softcap,
     )
     if int(chunk) != chunk or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     chunk = int(chunk)
     q_offset = int(q_offset)
+    sw = None if sliding_window is None else int(sliding_window)
+    cap = None if softcap is None else float(softcap)
     b, hq, hkv, g = sh.batch, sh.n_q_heads, sh.n_kv_heads, sh.group
     nq, nk, d = sh.n_queries, sh.n_keys, sh.head_dim
     dev = q.device
@@ -78,18 +86,27 @@ def torch_attention_with_stats(
             c = i1 - i0
             p0, p1 = q_offset + i0, q_offset + i1  # absolute positions of the chunk [p0, p1)
             khi = min(nk, p1) if causal else nk  # keys beyond khi are invisible to the whole chunk
+            klo = max(0, p0 - sw + 1) if sw is not None else 0  # keys before klo: outside every window
+            nkc = khi - klo
 
             # scale folded into the (small) query chunk: saves a pass over the scores
             qc = (qg[:, :, :, i0:i1].to(acc) * scale).reshape(b, hkv, g * c, d)
-            s = torch.matmul(qc, kf[:, :, :khi].transpose(-1, -2))  # [B, Hkv, g*c, khi]
-            s = s.view(b, hkv, g, c, khi)
+            s = torch.matmul(qc, kf[:, :, klo:khi].transpose(-1, -2))  # [B, Hkv, g*c, nkc]
+            s = s.view(b, hkv, g, c, nkc)
+            if cap is not None:
+                s.div_(cap).tanh_().mul_(cap)  # Gemma 2 soft-capping, before any mask
             if causal and khi > p0 + 1:
                 # only keys j in (p0, khi) can lie after some query of the chunk; key p0 + 1 + jj is
                 # after query p0 + ii exactly when jj >= ii: the same upper-triangular mask every chunk
                 if upper is None:
                     r = torch.arange(chunk, device=dev)
                     upper = r[None, :] >= r[:, None]
-                s[..., p0 + 1 :].masked_fill_(upper[:c, : khi - p0 - 1], _NEG)
+                s[..., p0 + 1 - klo :].masked_fill_(upper[:c, : khi - p0 - 1], _NEG)
+            if sw is not None and klo < p1 - sw:
+                # keys j <= p0 + ii - W fell out of query p0 + ii's window
+                qpos = torch.arange(p0, p1, device=dev)[:, None]
+                jpos = torch.arange(klo, khi, device=dev)[None, :]
+                s.masked_fill_(jpos <= qpos - sw, _NEG)
 
             m, idx = s.max(dim=-1)  # first maximal index on ties
             s.sub_(m[..., None])  # t - m  (<= 0)
@@ -102,14 +119,14 @@ def torch_attention_with_stats(
             lse[..., i0:i1] = m + log_l
             ent[..., i0:i1] = log_l - a / l
             pmax[..., i0:i1] = 1.0 / l
-            amax[..., i0:i1] = idx
+            amax[..., i0:i1] = idx + klo
 
-            o = torch.matmul(e.view(b, hkv, g * c, khi), vf[:, :, :khi]).view(b, hkv, g, c, d)
+            o = torch.matmul(e.view(b, hkv, g * c, nkc), vf[:, :, klo:khi]).view(b, hkv, g, c, d)
             out[..., i0:i1, :] = o / l[..., None]
 
             nfk = min(first_k, khi)
-            sink[..., i0:i1] = (e[..., :nfk].sum(-1) / l) if nfk > 0 else 0.0
-            lo, hi = max(0, p0 - window + 1), min(khi, p1)
+            sink[..., i0:i1] = (e[..., : nfk - klo].sum(-1) / l) if nfk > klo else 0.0
+            lo, hi = max(0, p0 - window + 1, klo), min(khi, p1)
             if window > 0 and hi > lo:
                 if lo == p0 - window + 1 and window <= 4 * chunk:
                     # unclipped band: key lo + jj is in query p0 + ii's window iff ii <= jj <= ii + window - 1
@@ -121,28 +138,27 @@ def torch_attention_with_stats(
                     jj = torch.arange(lo, hi, device=dev)
                     qpos = torch.arange(p0, p1, device=dev)[:, None]
                     band = (jj[None, :] > qpos - window) & (jj[None, :] <= qpos)  # [c, hi - lo]
-                local[..., i0:i1] = (e[..., lo:hi] * band).sum(-1) / l
+                local[..., i0:i1] = (e[..., lo - klo : hi - klo] * band).sum(-1) / l
             else:
                 local[..., i0:i1] = 0.0
 
             if columns:
                 e.div_(l[..., None])  # probabilities p
-                col_sum[..., :khi] += e.sum(dim=-2)  # fp32 over <= chunk queries, fp64 across chunks
-                col_max[..., :khi] = torch.maximum(col_max[..., :khi], e.amax(dim=-2).to(torch.float32))
-                full = (khi // pool) * pool
-                parts = []
-                if full:
-                    parts.append(e[..., :full].unflatten(-1, (full // pool, pool)).sum(-1))
-                if full < khi:
-                    parts.append(e[..., full:].sum(-1, keepdim=True))
-                rows = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]  # [B,Hkv,g,c,kb]
-                kb = rows.shape[-1]
+                col_sum[..., klo:khi] += e.sum(dim=-2)  # fp32 over <= chunk queries, fp64 across chunks
+                col_max[..., klo:khi] = torch.maximum(col_max[..., klo:khi], e.amax(dim=-2).to(torch.float32))
+                kb0 = klo // pool  # first key block the chunk touches; pad so blocks align with key 0
+                left = klo - kb0 * pool
+                kb = -(-(left + nkc) // pool)
+                right = kb * pool - left - nkc
+                if left or right:
+                    e = torch.nn.functional.pad(e, (left, right))
+                rows = e.unflatten(-1, (kb, pool)).sum(-1)  # [B,Hkv,g,c,kb]
                 # add the rows of this chunk to the query blocks they belong to (local query index)
                 r = i0
                 while r < i1:
                     qb = r // pool
                     r_end = min(i1, (qb + 1) * pool)
-                    pooled[..., qb, :kb] += rows[..., r - i0 : r_end - i0, :].sum(-2, dtype=torch.float64)
+                    pooled[..., qb, kb0 : kb0 + kb] += rows[..., r - i0 : r_end - i0, :].sum(-2, dtype=torch.float64)
                     r = r_end
             del e
 
@@ -165,5 +181,7 @@ def torch_attention_with_stats(
         first_k=int(first_k),
         window=int(window),
         pool=int(pool),
+        sliding_window=sw,
+        softcap=cap,
     )
     return heads(out), stats

@@ -31,6 +31,14 @@ column is owned by this program only (plain load-add-store, no atomics, determin
 groups of ``pool / BLOCK_N`` key tiles into the pooled map, so ``pool`` must be a multiple of 16 and the
 block sizes are chosen to divide it.
 
+Sliding windows (``WINDOWED``): query ``i`` sees keys ``i - W < j <= i``. Pass A starts at the key block
+holding ``qpos_lo - W + 1`` (blocks before it are skipped, so a windowed layer costs O(N x W)); the blocks
+that straddle the window's lower edge run masked, and masked probabilities are zeroed explicitly because a
+row may see no key at all in its first block. Pass B stops at the query tile past ``key + W - 1``.
+Soft-capping (``SOFTCAP``, Gemma 2): ``s = cap * tanh(scale * q.k / cap)``; the kernels take
+``qk_scale = scale / cap`` and ``cap_log2e = cap * log2(e)`` and compute ``tanh`` from ``exp2`` of ``-2|x|``
+(no overflow), so the scores stay in base 2 for the online softmax.
+
 GQA: query head ``h`` reads kv head ``h // group`` by pointer arithmetic (no copy).
 Head dims that are not a power of two are padded (masked loads, zeros contribute nothing to q.k).
 Inputs of any float dtype; all statistics are float32. Under the interpreter (``TRITON_INTERPRET=1``) the
@@ -64,6 +72,20 @@ def is_interpreting() -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
+# shared: soft-capped scores
+# --------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _tanh(x):
+    """tanh from exp2 of a non-positive argument: exact limits, no overflow for any finite x."""
+    LOG2E: tl.constexpr = 1.4426950408889634
+    e = tl.math.exp2(-2.0 * LOG2E * tl.abs(x))
+    th = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -th, th)
+
+
+# --------------------------------------------------------------------------------------------------
 # pass A: query-major forward with statistics
 # --------------------------------------------------------------------------------------------------
 
@@ -74,9 +96,10 @@ def _pass_a_inner(
     q, k_base, v_base,
     stride_kn, stride_kd, stride_vn, stride_vd,
     offs_d, qpos, qpos_lo, qpos_hi,
-    lo, hi, n_keys, qk_scale, first_k, window,
+    lo, hi, n_keys, qk_scale, first_k, window, sliding_window, cap_log2e,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr,
     MASK: tl.constexpr, CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
+    WINDOWED: tl.constexpr, SOFTCAP: tl.constexpr,
 ):
     NEG: tl.constexpr = -1.0e30
     for start_n in range(lo, hi, BLOCK_N):
@@ -99,10 +122,14 @@ def _pass_a_inner(
             qk = tl.dot(q, kT, input_precision="ieee") * qk_scale
         else:
             qk = tl.dot(q, kT) * qk_scale
+        if SOFTCAP:
+            qk = _tanh(qk) * cap_log2e
         if MASK:
             valid = offs_n[None, :] < n_keys
             if CAUSAL:
                 valid = valid & (offs_n[None, :] <= qpos[:, None])
+            if WINDOWED:
+                valid = valid & (offs_n[None, :] > qpos[:, None] - sliding_window)
             qk = tl.where(valid, qk, NEG)
         bmax, barg = tl.max(qk, 1, return_indices=True)
         amax = tl.where(bmax > m_i, start_n + barg, amax)  # strict: the earliest block keeps ties
@@ -110,6 +137,10 @@ def _pass_a_inner(
         alpha = tl.math.exp2(m_i - m_new)
         t = qk - m_new[:, None]
         p = tl.math.exp2(t)
+        if MASK:
+            if WINDOWED:
+                # a row may have no visible key in this block (m_new still NEG): exp2(0) must not count
+                p = tl.where(valid, p, 0.0)
         # centred entropy update: uses the old l (order matters)
         a_i = alpha * (a_i + (m_i - m_new) * l_i) + tl.sum(p * t, 1)
         l_i = alpha * l_i + tl.sum(p, 1)
@@ -136,9 +167,9 @@ def _pass_a_kernel(
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
-    n_heads, group, n_queries, n_keys, q_offset, qk_scale, first_k, window,
+    n_heads, group, n_queries, n_keys, q_offset, qk_scale, first_k, window, sliding_window, cap_log2e,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
+    CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr, WINDOWED: tl.constexpr, SOFTCAP: tl.constexpr,
 ):
     NEG: tl.constexpr = -1.0e30
     LN2: tl.constexpr = 0.6931471805599453
@@ -175,19 +206,33 @@ def _pass_a_kernel(
     else:
         hi = n_keys
         split = (n_keys // BLOCK_N) * BLOCK_N
+    if WINDOWED:
+        # blocks before the one holding key qpos_lo - W + 1 are outside every row's window: skipped;
+        # blocks from the first one wholly inside the window of the tile's last row need no mask
+        lo_w = (tl.maximum(qpos_lo - sliding_window + 1, 0) // BLOCK_N) * BLOCK_N
+        full_lo = ((tl.maximum(qpos_hi - sliding_window + 1, 0) + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
+        mid_lo = tl.minimum(tl.maximum(full_lo, lo_w), split)
+        acc, l_i, m_i, a_i, amax, sink, local = _pass_a_inner(
+            acc, l_i, m_i, a_i, amax, sink, local, q, k_base, v_base,
+            stride_kn, stride_kd, stride_vn, stride_vd, offs_d, qpos, qpos_lo, qpos_hi,
+            lo_w, mid_lo, n_keys, qk_scale, first_k, window, sliding_window, cap_log2e,
+            HEAD_DIM, D_PAD, BLOCK_N, True, CAUSAL, DOT_FP32, WINDOWED, SOFTCAP,
+        )
+    else:
+        mid_lo = 0
     # off-band blocks: every key visible to every row of the tile, no mask
     acc, l_i, m_i, a_i, amax, sink, local = _pass_a_inner(
         acc, l_i, m_i, a_i, amax, sink, local, q, k_base, v_base,
         stride_kn, stride_kd, stride_vn, stride_vd, offs_d, qpos, qpos_lo, qpos_hi,
-        0, split, n_keys, qk_scale, first_k, window,
-        HEAD_DIM, D_PAD, BLOCK_N, False, CAUSAL, DOT_FP32,
+        mid_lo, split, n_keys, qk_scale, first_k, window, sliding_window, cap_log2e,
+        HEAD_DIM, D_PAD, BLOCK_N, False, CAUSAL, DOT_FP32, WINDOWED, SOFTCAP,
     )
     # diagonal band and ragged key end: masked
     acc, l_i, m_i, a_i, amax, sink, local = _pass_a_inner(
         acc, l_i, m_i, a_i, amax, sink, local, q, k_base, v_base,
         stride_kn, stride_kd, stride_vn, stride_vd, offs_d, qpos, qpos_lo, qpos_hi,
-        split, hi, n_keys, qk_scale, first_k, window,
-        HEAD_DIM, D_PAD, BLOCK_N, True, CAUSAL, DOT_FP32,
+        split, hi, n_keys, qk_scale, first_k, window, sliding_window, cap_log2e,
+        HEAD_DIM, D_PAD, BLOCK_N, True, CAUSAL, DOT_FP32, WINDOWED, SOFTCAP,
     )
 
     log2_l = tl.math.log2(l_i)
@@ -214,9 +259,10 @@ def _pass_a_kernel(
 def _pass_b_inner(
     colsum, colmax, kT, offs_n, offs_d,
     q_base, stride_qn, stride_qd, lse_base, pool_base,
-    lo, hi, n_queries, n_keys, q_offset, qk_scale, pool, n_ktiles, start_n,
+    lo, hi, n_queries, n_keys, q_offset, qk_scale, pool, n_ktiles, start_n, sliding_window, cap_log2e,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
     MASK: tl.constexpr, CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
+    WINDOWED: tl.constexpr, SOFTCAP: tl.constexpr,
 ):
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -235,11 +281,15 @@ def _pass_b_inner(
             qk = tl.dot(q, kT, input_precision="ieee") * qk_scale
         else:
             qk = tl.dot(q, kT) * qk_scale
+        if SOFTCAP:
+            qk = _tanh(qk) * cap_log2e
         t = qk - lse2[:, None]
         if MASK:
             valid = (offs_m[:, None] < n_queries) & (offs_n[None, :] < n_keys)
             if CAUSAL:
                 valid = valid & (offs_n[None, :] <= q_offset + offs_m[:, None])
+            if WINDOWED:
+                valid = valid & (offs_n[None, :] > q_offset + offs_m[:, None] - sliding_window)
             t = tl.where(valid, t, float("-inf"))  # masked before exp2: no overflow, p = 0 exactly
         p = tl.math.exp2(t)
         colsum += tl.sum(p, 0)
@@ -256,8 +306,9 @@ def _pass_b_kernel(
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     n_heads, group, n_queries, n_keys, q_offset, qk_scale, pool, n_qblocks, n_ktiles,
+    sliding_window, cap_log2e,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
+    CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr, WINDOWED: tl.constexpr, SOFTCAP: tl.constexpr,
 ):
     start_n = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
@@ -291,21 +342,33 @@ def _pass_b_kernel(
         lo = 0
         mid = 0
     full_q = tl.where(n0 + BLOCK_N > n_keys, 0, full_q)  # ragged key tile: everything masked
-    tail = tl.maximum(mid, full_q)
+    if WINDOWED:
+        # rows from n0 + W - q_offset on no longer see key n0: unmasked tiles end before that row, and
+        # tiles from the one past row n0 + BN + W - 2 - q_offset (last row that sees key n0 + BN - 1) on
+        # see nothing of this key tile: skipped
+        w_full = (tl.maximum(n0 + sliding_window - q_offset, 0) // BLOCK_M) * BLOCK_M
+        w_end = tl.maximum(n0 + BLOCK_N + sliding_window - 1 - q_offset, 0)
+        w_end = tl.minimum(((w_end + BLOCK_M - 1) // BLOCK_M) * BLOCK_M, n_queries)
+        full_q = tl.maximum(mid, tl.minimum(full_q, w_full))
+        tail = full_q
+        q_end = tl.maximum(tail, w_end)
+    else:
+        tail = tl.maximum(mid, full_q)
+        q_end = n_queries
     colsum, colmax = _pass_b_inner(
         colsum, colmax, kT, offs_n, offs_d, q_base, stride_qn, stride_qd, lse_base, pool_base,
-        lo, mid, n_queries, n_keys, q_offset, qk_scale, pool, n_ktiles, start_n,
-        HEAD_DIM, D_PAD, BLOCK_M, True, CAUSAL, DOT_FP32,
+        lo, mid, n_queries, n_keys, q_offset, qk_scale, pool, n_ktiles, start_n, sliding_window, cap_log2e,
+        HEAD_DIM, D_PAD, BLOCK_M, True, CAUSAL, DOT_FP32, WINDOWED, SOFTCAP,
     )
     colsum, colmax = _pass_b_inner(
         colsum, colmax, kT, offs_n, offs_d, q_base, stride_qn, stride_qd, lse_base, pool_base,
-        mid, full_q, n_queries, n_keys, q_offset, qk_scale, pool, n_ktiles, start_n,
-        HEAD_DIM, D_PAD, BLOCK_M, False, CAUSAL, DOT_FP32,
+        mid, full_q, n_queries, n_keys, q_offset, qk_scale, pool, n_ktiles, start_n, sliding_window, cap_log2e,
+        HEAD_DIM, D_PAD, BLOCK_M, False, CAUSAL, DOT_FP32, WINDOWED, SOFTCAP,
     )
     colsum, colmax = _pass_b_inner(
         colsum, colmax, kT, offs_n, offs_d, q_base, stride_qn, stride_qd, lse_base, pool_base,
-        tail, n_queries, n_queries, n_keys, q_offset, qk_scale, pool, n_ktiles, start_n,
-        HEAD_DIM, D_PAD, BLOCK_M, True, CAUSAL, DOT_FP32,
+        tail, q_end, n_queries, n_keys, q_offset, qk_scale, pool, n_ktiles, start_n, sliding_window, cap_log2e,
+        HEAD_DIM, D_PAD, BLOCK_M, True, CAUSAL, DOT_FP32, WINDOWED, SOFTCAP,
     )
     key_mask = offs_n < n_keys
     tl.store(COLSUM + bh * n_keys + offs_n, colsum, mask=key_mask)
@@ -366,8 +429,15 @@ def _launch_kwargs(num_warps: int, num_stages: int) -> dict:
     return {"num_warps": num_warps, "num_stages": num_stages}
 
 
+def _score_scales(scale: float, softcap: float | None) -> tuple[float, float]:
+    """(qk_scale, cap_log2e): without a cap the scores go to base 2 at once; with one, after the tanh."""
+    if softcap is None:
+        return float(scale) * _LOG2E, 1.0
+    return float(scale) / float(softcap), float(softcap) * _LOG2E
+
+
 def pass_a(
-    q, k, v, *, scale, causal, q_offset, first_k, window,
+    q, k, v, *, scale, causal, q_offset, first_k, window, sliding_window=None, softcap=None,
     block_m=None, block_n=None, num_warps=None, num_stages=None,
 ):
     """Run pass A. Returns ``(out, lse2, entropy, argmax, pmax, first_k_mass, window_mass)``.
@@ -392,20 +462,22 @@ def pass_a(
     # clamp so huge user values stay within int32 in the kernel
     first_k = min(int(first_k), nk + 1)
     window = min(int(window), q_offset + nq + 1)
+    sw = min(int(sliding_window), q_offset + nq + 1) if sliding_window is not None else 0
+    qk_scale, cap_log2e = _score_scales(scale, softcap)
     grid = (triton.cdiv(nq, bm), b * hq)
     _pass_a_kernel[grid](
         q, k, v, out, lse2, ent, amax, pmax, sink, local,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        hq, hq // hkv, nq, nk, int(q_offset), float(scale) * _LOG2E, first_k, window,
+        hq, hq // hkv, nq, nk, int(q_offset), qk_scale, first_k, window, sw, cap_log2e,
         HEAD_DIM=d, D_PAD=d_pad, BLOCK_M=bm, BLOCK_N=bn, CAUSAL=bool(causal),
-        DOT_FP32=_dot_fp32(q.dtype),
+        DOT_FP32=_dot_fp32(q.dtype), WINDOWED=sliding_window is not None, SOFTCAP=softcap is not None,
         **_launch_kwargs(num_warps or w0, num_stages or s0),
     )
     return out, lse2, ent, amax, pmax, sink, local
 
 
 def pass_b(
-    q, k, lse2, *, scale, causal, q_offset, pool,
+    q, k, lse2, *, scale, causal, q_offset, pool, sliding_window=None, softcap=None,
     block_m=None, block_n=None, num_warps=None, num_stages=None,
 ):
     """Run pass B from the base-2 LSE of pass A. Returns ``(col_sum, col_max, pooled)``."""
@@ -423,12 +495,14 @@ def pass_b(
     n_ktiles = triton.cdiv(nk, bn)
     tiles = torch.zeros(b * hq, n_qblocks, n_ktiles, dtype=torch.float32, device=dev)
     grid = (n_ktiles, b * hq)
+    sw = min(int(sliding_window), q_offset + nq + 1) if sliding_window is not None else 0
+    qk_scale, cap_log2e = _score_scales(scale, softcap)
     _pass_b_kernel[grid](
         q, k, lse2, col_sum, col_max, tiles,
         *q.stride(), *k.stride(),
-        hq, hq // hkv, nq, nk, int(q_offset), float(scale) * _LOG2E, int(pool), n_qblocks, n_ktiles,
+        hq, hq // hkv, nq, nk, int(q_offset), qk_scale, int(pool), n_qblocks, n_ktiles, sw, cap_log2e,
         HEAD_DIM=d, D_PAD=d_pad, BLOCK_M=bm, BLOCK_N=bn, CAUSAL=bool(causal),
-        DOT_FP32=_dot_fp32(q.dtype),
+        DOT_FP32=_dot_fp32(q.dtype), WINDOWED=sliding_window is not None, SOFTCAP=softcap is not None,
         **_launch_kwargs(num_warps or w0, num_stages or s0),
     )
     # sum groups of pool // bn key tiles into pooled key blocks
@@ -457,6 +531,8 @@ def triton_attention_with_stats(
     block_n: int | None = None,
     block_m_b: int | None = None,
     block_n_b: int | None = None,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
 ):
     """Same contract as :func:`workbench.kernels.attention_with_stats` with ``backend="triton"``.
 
@@ -464,7 +540,7 @@ def triton_attention_with_stats(
     """
     sh = check_inputs(
         q, k, v, scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window,
-        pool=pool, check_finite=check,
+        pool=pool, check_finite=check, sliding_window=sliding_window, softcap=softcap,
     )
     if q.dtype == torch.float64:
         raise ValueError("the triton backend takes float16/bfloat16/float32 inputs, got float64")
@@ -481,13 +557,13 @@ def triton_attention_with_stats(
         q_, k_, v_ = q.detach(), k.detach(), v.detach()
         out, lse2, ent, amax, pmax, sink, local = pass_a(
             q_, k_, v_, scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window,
-            block_m=block_m, block_n=block_n,
+            sliding_window=sliding_window, softcap=softcap, block_m=block_m, block_n=block_n,
         )
         col_sum = col_max = pooled = None
         if columns:
             col_sum, col_max, pooled = pass_b(
                 q_, k_, lse2, scale=scale, causal=causal, q_offset=q_offset, pool=pool,
-                block_m=block_m_b, block_n=block_n_b,
+                sliding_window=sliding_window, softcap=softcap, block_m=block_m_b, block_n=block_n_b,
             )
         lse = (lse2 * _LN2).view(sh.batch, sh.n_q_heads, sh.n_queries)
     stats = AttentionStats(
@@ -506,6 +582,8 @@ def triton_attention_with_stats(
         first_k=int(first_k),
         window=int(window),
         pool=int(pool),
+        sliding_window=None if sliding_window is None else int(sliding_window),
+        softcap=None if softcap is None else float(softcap),
     )
     return out, stats
 

@@ -26,7 +26,7 @@ __all__ = ["compile_pass", "resource_usage", "default_config"]
 _DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
-def default_config(which: str, d: int, dtype: torch.dtype, pool: int = 64):
+def default_config(which: str, d: int, dtype: torch.dtype, pool: int = 64, windowed: bool = False):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) the launcher uses on a GPU for this pass."""
     from . import triton_attention as ta
 
@@ -36,14 +36,20 @@ def default_config(which: str, d: int, dtype: torch.dtype, pool: int = 64):
     ta.is_interpreting = lambda: False
     try:
         if which == "A":
-            return ta._default_a_config(d_pad, dtype)
+            return ta._default_a_config(d_pad, dtype, windowed=windowed)
         return ta._default_b_config(pool, d_pad, dtype)
     finally:
         ta.is_interpreting = saved
 
 
-def compile_pass(which: str, dtype: torch.dtype, d: int, *, causal: bool = True, config=None, arch: int = 90):
-    """Compile pass ``"A"`` or ``"B"`` for ``cuda:sm_{arch}``; returns the compiled kernel."""
+def compile_pass(
+    which: str, dtype: torch.dtype, d: int, *, causal: bool = True, config=None, arch: int = 90,
+    windowed: bool = False, softcap: bool = False,
+):
+    """Compile pass ``"A"`` or ``"B"`` for ``cuda:sm_{arch}``; returns the compiled kernel.
+
+    ``windowed``/``softcap`` compile the sliding-window and soft-capped specialisations.
+    """
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -57,7 +63,7 @@ def compile_pass(which: str, dtype: torch.dtype, d: int, *, causal: bool = True,
     bm, bn, warps, stages = config or default_config(which, d, dtype)
     dt = _DTYPE_NAMES[dtype]
     consts = dict(HEAD_DIM=d, D_PAD=ta._d_pad(d), BLOCK_M=bm, BLOCK_N=bn, CAUSAL=causal,
-                  DOT_FP32=(dtype == torch.float32))
+                  DOT_FP32=(dtype == torch.float32), WINDOWED=windowed, SOFTCAP=softcap)
     for name in fn.arg_names:
         if name.startswith("stride_") and name.endswith("d"):
             consts[name] = 1
@@ -72,7 +78,7 @@ def compile_pass(which: str, dtype: torch.dtype, d: int, *, causal: bool = True,
             sig[name] = "*i64"
         elif name.isupper():
             sig[name] = "*fp32"
-        elif name == "qk_scale":
+        elif name in ("qk_scale", "cap_log2e"):
             sig[name] = "fp32"
         else:
             sig[name] = "i32"
@@ -101,9 +107,12 @@ def resource_usage(kernel) -> dict:
             "shared_bytes": int(kernel.metadata.shared)}
 
 
+# (pass, dtype, D, causal, windowed, softcap)
 QUICK_CASES = [
-    ("A", torch.bfloat16, 128, True), ("B", torch.bfloat16, 128, True), ("A", torch.float16, 64, False),
-    ("A", torch.float32, 64, True), ("B", torch.float32, 128, False),
+    ("A", torch.bfloat16, 128, True, False, False), ("B", torch.bfloat16, 128, True, False, False),
+    ("A", torch.float16, 64, False, False, False), ("A", torch.float32, 64, True, False, False),
+    ("B", torch.float32, 128, False, False, False),
+    ("A", torch.bfloat16, 128, True, True, True), ("B", torch.bfloat16, 128, True, True, True),
 ]
 
 
@@ -116,18 +125,24 @@ def main(argv=None) -> int:
     if args.quick:
         cases = QUICK_CASES
     else:
-        cases = [(w, dt, d, c) for w in ("A", "B") for dt in (torch.bfloat16, torch.float16, torch.float32)
-                 for d in (64, 128) for c in (True, False)]
+        cases = [(w, dt, d, c, False, False) for w in ("A", "B")
+                 for dt in (torch.bfloat16, torch.float16, torch.float32) for d in (64, 128) for c in (True, False)]
+        cases += [(w, dt, d, True, True, cap) for w in ("A", "B") for dt in (torch.bfloat16, torch.float16)
+                  for d in (64, 128) for cap in (False, True)]
     rows = []
     if not args.json:
-        print("| pass | dtype | D | causal | BLOCK_M x BLOCK_N, warps, stages | registers | spill (stack) B | shared B |")
-        print("|---|---|---|---|---|---|---|---|")
-    for which, dtype, d, causal in cases:
-        cfg = default_config(which, d, dtype)
-        u = resource_usage(compile_pass(which, dtype, d, causal=causal, config=cfg, arch=args.arch))
-        rows.append(dict(which=which, dtype=_DTYPE_NAMES[dtype], d=d, causal=causal, config=list(cfg), **u))
+        print("| pass | dtype | D | causal | window | softcap | BLOCK_M x BLOCK_N, warps, stages | registers "
+              "| spill (stack) B | shared B |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+    for which, dtype, d, causal, windowed, cap in cases:
+        cfg = default_config(which, d, dtype, windowed=windowed)
+        u = resource_usage(compile_pass(which, dtype, d, causal=causal, config=cfg, arch=args.arch,
+                                        windowed=windowed, softcap=cap))
+        rows.append(dict(which=which, dtype=_DTYPE_NAMES[dtype], d=d, causal=causal, windowed=windowed,
+                         softcap=cap, config=list(cfg), **u))
         if not args.json:
-            print(f"| {which} | {_DTYPE_NAMES[dtype]} | {d} | {causal} | {cfg[0]}x{cfg[1]}, {cfg[2]}, {cfg[3]} | "
+            print(f"| {which} | {_DTYPE_NAMES[dtype]} | {d} | {causal} | {windowed} | {cap} | "
+                  f"{cfg[0]}x{cfg[1]}, {cfg[2]}, {cfg[3]} | "
                   f"{u['registers']} | {u['stack_bytes']} | {u['shared_bytes']} |", flush=True)
     if args.json:
         print(json.dumps(rows))

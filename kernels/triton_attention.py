@@ -388,16 +388,19 @@ def _dot_fp32(dtype: torch.dtype) -> bool:
     return dtype == torch.float32 or is_interpreting()
 
 
-def _default_a_config(d_pad: int, dtype: torch.dtype):
+def _default_a_config(d_pad: int, dtype: torch.dtype, windowed: bool = False):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) for pass A.
 
     GPU choices were checked by compiling for sm_90 with the bundled ptxas (no register spills for
-    fp16/bf16 at head dims 64 and 128); they are not tuned on hardware here.
+    fp16/bf16 at head dims 64 and 128); they are not tuned on hardware here. The windowed kernel has a
+    third (masked) loop instance; at 128x64 it spilled 16 bytes at D=128, 128x32 does not.
     """
     if is_interpreting():
         return 64, 64, 4, 1
     if dtype == torch.float32:  # ieee fp32 dots run on FMA units: small tiles
         return 32, 32, 4, 2
+    if windowed:
+        return 128, 32, 8, 3
     return 128, 64, 8, 3
 
 
@@ -447,7 +450,7 @@ def pass_a(
     b, hq, nq, d = q.shape
     hkv, nk = k.shape[1], k.shape[2]
     d_pad = _d_pad(d)
-    bm0, bn0, w0, s0 = _default_a_config(d_pad, q.dtype)
+    bm0, bn0, w0, s0 = _default_a_config(d_pad, q.dtype, windowed=sliding_window is not None)
     bm, bn = block_m or bm0, block_n or bn0
     if bm < 16 or bn < 16:
         raise ValueError(f"block sizes must be >= 16 (tl.dot minimum), got {bm}x{bn}")

@@ -27,7 +27,7 @@ def test_compiles_for_sm90_without_spills():
         pytest.skip(f"this triton build cannot compile for sm_90: {proc.stderr[-300:]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(rows) == 5
+    assert len(rows) == 7 and any(r["windowed"] and r["softcap"] for r in rows)
     for row in rows:
         assert row["shared_bytes"] <= 227 * 1024, row  # H100 per-block shared memory limit
         # Spills were 0 for every default config with triton 3.9's ptxas; a spill is a speed regression.

@@ -1,18 +1,26 @@
 """Swap a bridge's attention core for the instrumented one, and swap it back.
 
 TransformerLens 4 re-implements attention eagerly and builds the N x N scores in float32.
-We keep everything the bridge does up to the rotated queries and keys (projections, q/k norms,
-RoPE and their hooks) and replace only the score/softmax/PV block with a callable that returns
-the attention output and records statistics. Two bridge kinds are handled:
+We keep everything the bridge does up to the rotated, normalised queries and keys (projections, q/k
+norms, RoPE and their hooks) and replace only the score/softmax/PV block with a callable that returns
+the attention output and records statistics. One adapter per bridge class, each applying exactly what
+that class applies between the projections and the scores:
 
-* rotary bridges (Llama, Qwen2, Mistral-like): the bridge's own forward runs until
-  ``hook_rot_k`` fires; a hook there captures Q/K (and V from ``hook_v``) and stops the
-  forward, then the output projection runs as in the bridge.
-* joint-QKV bridges (GPT-2): ``_reconstruct_attention`` is replaced on the instance.
+* ``rotary`` (`PositionEmbeddingsAttentionBridge`: Llama, Mistral, Qwen2/3, Gemma 1-3, OLMo 2, StableLM,
+  Cohere): the bridge's own forward runs until ``hook_rot_k`` fires (q/k norms, RoPE of any layout and
+  rotary fraction, llama-4 query scaling are all done by then); a hook there captures Q/K (and V from
+  ``hook_v``) and stops the forward, then the output projection runs as in the bridge.
+* ``joint_qkv`` (`JointQKVAttentionBridge`: GPT-2) and ``joint_qkv_rotary``
+  (`JointQKVPositionEmbeddingsAttentionBridge`: GPT-NeoX/Pythia, Phi-3, Falcon): ``_reconstruct_attention``
+  is replaced on the instance; the rotary variant applies the bridge's own RoPE (with its
+  position-embedding hooks) before the core, as the bridge does.
+* ``delegating`` (plain `AttentionBridge`: GPT-J and others whose bridge runs the Hugging Face module):
+  the module's call into Hugging Face's attention interface is routed to the core, with the scaling,
+  window and soft-cap the module passes.
 
-Features the instrumented core does not implement (soft-capping, sliding windows, learned
-sinks, gated outputs, KV caches, per-head results) raise a clear error instead of giving
-silently different logits.
+Sliding windows and soft-capping come from `workbench.models.attention_spec` (config and module); the
+features the core does not implement (ALiBi, learned sinks, gated outputs, chunked attention, ...) and
+bridge classes without an adapter raise a clear error instead of giving silently different logits.
 """
 
 from __future__ import annotations
@@ -24,12 +32,17 @@ from typing import Any
 import torch
 
 from workbench.errors import UnsupportedModelError
+from workbench.models.attention_spec import LayerAttention, layer_attention, unsupported_features
 from workbench.models.hooks import temporary_hooks
 
-# core(layer, q [B,H,N,D], k [B,Hkv,N,D], v [B,Hkv,N,D], scale) -> out [B,H,N,D]
-Core = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+# core(layer, q [B,H,N,D], k [B,Hkv,N,D], v [B,Hkv,N,D], scale, spec) -> out [B,H,N,D]
+Core = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float, LayerAttention], torch.Tensor]
 
 ATTN_IMPL_NAME = "workbench_recorder"
+BRIDGE_KINDS = ("rotary", "joint_qkv", "joint_qkv_rotary", "delegating")
+
+#: id(Hugging Face attention module) -> route into the core, for delegating bridges
+_ROUTES: dict[int, Callable[..., torch.Tensor]] = {}
 
 
 class _StopAfterRotary(Exception):
@@ -37,43 +50,44 @@ class _StopAfterRotary(Exception):
 
 
 def bridge_kind(attn: Any) -> str:
+    """Which adapter handles this attention bridge (exact classes: a subclass may compute differently)."""
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
     from transformer_lens.model_bridge.generalized_components.joint_qkv_attention import JointQKVAttentionBridge
+    from transformer_lens.model_bridge.generalized_components.joint_qkv_position_embeddings_attention import (
+        JointQKVPositionEmbeddingsAttentionBridge,
+    )
     from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
         PositionEmbeddingsAttentionBridge,
     )
 
-    if isinstance(attn, PositionEmbeddingsAttentionBridge):
-        return "rotary"
-    if isinstance(attn, JointQKVAttentionBridge):
-        return "joint_qkv"
-    raise UnsupportedModelError(
-        f"the instrumented recorder does not support attention bridge {type(attn).__name__}",
-        "use AttentionRecorder(backend='eager') for short prompts, or a Llama/Qwen2/Mistral/GPT-2-style model",
-    )
+    kinds = {
+        PositionEmbeddingsAttentionBridge: "rotary",
+        JointQKVAttentionBridge: "joint_qkv",
+        JointQKVPositionEmbeddingsAttentionBridge: "joint_qkv_rotary",
+        AttentionBridge: "delegating",
+    }
+    kind = kinds.get(type(attn))
+    if kind is None:
+        raise UnsupportedModelError(
+            f"the instrumented recorder has no adapter for attention bridge {type(attn).__name__}",
+            "use AttentionRecorder(backend='eager') for short prompts; supported bridges: "
+            + ", ".join(k.__name__ for k in kinds),
+        )
+    return kind
 
 
-def _check_features(attn: Any, layer: int) -> None:
-    hf_attn = attn.original_component
-    cfg = attn.config
-    problems = []
-    if getattr(hf_attn, "attn_logit_softcapping", None) is not None:
-        problems.append("attention logit soft-capping")
-    if getattr(hf_attn, "sliding_window", None) is not None:
-        problems.append("sliding-window attention")
-    if getattr(hf_attn, "sinks", None) is not None:
-        problems.append("learned attention sinks")
-    if getattr(cfg, "gated_q_proj", False) or attn._modules.get("gate") is not None:
-        problems.append("gated attention output")
-    if getattr(cfg, "qk_norm_after_rope", False):
-        problems.append("q/k norm after RoPE")
-    if getattr(getattr(hf_attn, "config", None), "clip_qkv", None) is not None:
-        problems.append("clip_qkv")
-    if getattr(cfg, "use_attn_result", False):
-        problems.append("use_attn_result (per-head outputs)")
-    if getattr(cfg, "use_split_qkv_input", False) or getattr(cfg, "use_attn_in", False):
-        problems.append("split q/k/v inputs")
-    if getattr(cfg, "scale_attn_by_inverse_layer_idx", False):
-        problems.append("inverse-layer attention scaling")
+def layer_specs(bridge: Any) -> list[LayerAttention]:
+    """Per-layer window and soft-cap of a bridge's model (config and Hugging Face modules)."""
+    blocks = list(bridge.blocks)
+    modules = [b.attn.original_component for b in blocks]
+    return layer_attention(bridge.original_model.config, len(blocks), modules)
+
+
+def _check_features(attn: Any, layer: int, hf_config: Any) -> None:
+    problems = unsupported_features(hf_config, attn.original_component, attn)
+    kind = bridge_kind(attn)
+    if kind in ("joint_qkv", "joint_qkv_rotary") and "q_norm" in getattr(attn, "submodules", {}):
+        problems.append("q/k norms on a fused-QKV bridge")
     if problems:
         raise UnsupportedModelError(
             f"layer {layer}: the instrumented recorder does not implement {', '.join(problems)}",
@@ -82,7 +96,7 @@ def _check_features(attn: Any, layer: int) -> None:
 
 
 def _check_no_cache(kwargs: dict) -> None:
-    cache = kwargs.get("past_key_values") or kwargs.get("layer_past")
+    cache = kwargs.get("past_key_values") or kwargs.get("layer_past") or kwargs.get("past_key_value")
     if cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0:
         raise UnsupportedModelError(
             "the recorder records prefill passes only, but a KV cache with earlier tokens was passed",
@@ -90,7 +104,7 @@ def _check_no_cache(kwargs: dict) -> None:
         )
 
 
-def _rotary_forward(attn: Any, layer: int, core: Core) -> Callable[..., Any]:
+def _rotary_forward(attn: Any, layer: int, core: Core, spec: LayerAttention) -> Callable[..., Any]:
     cls_forward = type(attn).forward
     hf_attn = attn.original_component
 
@@ -121,7 +135,7 @@ def _rotary_forward(attn: Any, layer: int, core: Core) -> Callable[..., Any]:
         v = box["v"].transpose(1, 2)
         batch, _, seq, head_dim = q.shape
         scale = float(getattr(hf_attn, "scaling", head_dim**-0.5))
-        out = core(layer, q, k, v, scale)  # [B, H, S, D]
+        out = core(layer, q, k, v, scale, spec)  # [B, H, S, D]
         out = out.transpose(1, 2).reshape(batch, seq, -1)
         out = attn._pre_output_projection(out)
         o_weight = getattr(getattr(attn.o, "original_component", None), "weight", None)
@@ -133,17 +147,56 @@ def _rotary_forward(attn: Any, layer: int, core: Core) -> Callable[..., Any]:
     return forward
 
 
-def _joint_qkv_reconstruct(attn: Any, layer: int, core: Core) -> Callable[..., Any]:
+def _joint_scale(attn: Any, head_dim: int) -> float:
+    """The bridge's own scale: 1/sqrt(d_head), divided by (layer + 1) when the config asks (GPT-2 option)."""
+    scale = head_dim**-0.5
+    if getattr(attn.config, "scale_attn_by_inverse_layer_idx", False) and getattr(attn, "_layer_idx", None) is not None:
+        scale /= float(attn._layer_idx + 1)
+    return scale
+
+
+def _joint_qkv_reconstruct(attn: Any, layer: int, core: Core, spec: LayerAttention, rotary: bool) -> Callable[..., Any]:
     def reconstruct(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> tuple:
         _check_no_cache(kwargs)
         n_heads = attn.config.n_heads
         n_kv = getattr(attn.config, "n_key_value_heads", None) or n_heads
         q, k, v, batch, seq, head_dim = attn._reshape_qkv_to_heads(q, k, v, n_heads, n_kv)
-        out = core(layer, q, k, v, float(head_dim**-0.5))
+        if rotary:
+            position_embeddings = kwargs.get("position_embeddings")
+            if not isinstance(position_embeddings, tuple):
+                raise UnsupportedModelError(
+                    f"layer {layer}: the fused-QKV rotary bridge got no position embeddings, so RoPE cannot be applied",
+                    "use AttentionRecorder(backend='eager') for this model",
+                )
+            cos, sin = attn._apply_position_embedding_hooks(position_embeddings)
+            q, k = attn._apply_rotary_pos_emb(q, k, cos, sin)
+        out = core(layer, q, k, v, _joint_scale(attn, head_dim), spec)
         out = attn._reshape_attn_output(out, batch, seq, n_heads, head_dim)
         return attn._apply_output_projection(out), None
 
     return reconstruct
+
+
+def _delegated_route(layer: int, core: Core, spec: LayerAttention) -> Callable[..., torch.Tensor]:
+    def route(query, key, value, scaling, sliding_window, softcap) -> torch.Tensor:
+        window = sliding_window if sliding_window else spec.sliding_window
+        cap = softcap if softcap else spec.softcap
+        scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
+        out = core(layer, query, key, value, scale, LayerAttention(sliding_window=window, softcap=cap))
+        return out.transpose(1, 2).contiguous()  # Hugging Face's interfaces return [B, N, H, D]
+
+    return route
+
+
+def _workbench_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The attention function registered as ``ATTN_IMPL_NAME``: delegated modules go to the core."""
+    route = _ROUTES.get(id(module))
+    if route is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    _check_no_cache(kwargs)
+    return route(query, key, value, scaling, kwargs.get("sliding_window"), kwargs.get("softcap")), None
 
 
 @contextlib.contextmanager
@@ -151,15 +204,13 @@ def _no_mask_attention(hf_model: Any) -> Iterator[None]:
     """Stop Hugging Face from building its [B, 1, N, N] eager mask while recording.
 
     An attention implementation that is registered without a mask function makes HF pass
-    ``attention_mask=None``; the instrumented core is causal by construction. Padded batches
-    would lose their padding, so the caller checks for them separately.
+    ``attention_mask=None``; the instrumented core is causal (and windowed) by construction. Padded
+    batches would lose their padding, so the caller checks for them separately.
     """
     from transformers import AttentionInterface
 
-    if ATTN_IMPL_NAME not in AttentionInterface._global_mapping:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        AttentionInterface.register(ATTN_IMPL_NAME, sdpa_attention_forward)
+    if AttentionInterface._global_mapping.get(ATTN_IMPL_NAME) is not _workbench_attention:
+        AttentionInterface.register(ATTN_IMPL_NAME, _workbench_attention)
     configs = {id(m.config): m.config for m in hf_model.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")}
     previous = {key: cfg._attn_implementation for key, cfg in configs.items()}
     try:
@@ -183,35 +234,51 @@ def _reject_padding(bridge: Any):
     return bridge.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
 
+def check_instrumentable(bridge: Any, layers: list[int] | None = None) -> list[LayerAttention]:
+    """Raise `UnsupportedModelError` naming what the core cannot do; return every layer's spec."""
+    blocks = list(bridge.blocks)
+    hf_config = bridge.original_model.config
+    specs = layer_specs(bridge)
+    for layer in range(len(blocks)) if layers is None else layers:
+        _check_features(blocks[layer].attn, layer, hf_config)
+    return specs
+
+
 @contextlib.contextmanager
 def instrumented_attention(bridge: Any, core: Core, layers: list[int] | None = None) -> Iterator[None]:
     """Within the block, every attention layer's core is ``core``; restored on exit, also on errors."""
     blocks = list(bridge.blocks)
-    chosen = range(len(blocks)) if layers is None else layers
+    chosen = list(range(len(blocks))) if layers is None else list(layers)
+    specs = check_instrumentable(bridge, chosen)
     patched: list[tuple[Any, str]] = []
-    for layer in chosen:
-        attn = blocks[layer].attn
-        bridge_kind(attn)
-        _check_features(attn, layer)
+    routed: list[int] = []
     hf_model = bridge.original_model
     pad_handle = None
     try:
         for layer in chosen:
             attn = blocks[layer].attn
-            if bridge_kind(attn) == "rotary":
-                # object.__setattr__: the bridge's own __setattr__ would forward the
-                # assignment to the wrapped HF module instead of this instance.
-                object.__setattr__(attn, "forward", _rotary_forward(attn, layer, core))
+            kind = bridge_kind(attn)
+            # object.__setattr__: the bridge's own __setattr__ would forward the
+            # assignment to the wrapped HF module instead of this instance.
+            if kind == "rotary":
+                object.__setattr__(attn, "forward", _rotary_forward(attn, layer, core, specs[layer]))
                 patched.append((attn, "forward"))
-            else:
-                object.__setattr__(attn, "_reconstruct_attention", _joint_qkv_reconstruct(attn, layer, core))
+            elif kind in ("joint_qkv", "joint_qkv_rotary"):
+                fn = _joint_qkv_reconstruct(attn, layer, core, specs[layer], rotary=kind == "joint_qkv_rotary")
+                object.__setattr__(attn, "_reconstruct_attention", fn)
                 patched.append((attn, "_reconstruct_attention"))
+            else:
+                key = id(attn.original_component)
+                _ROUTES[key] = _delegated_route(layer, core, specs[layer])
+                routed.append(key)
         pad_handle = _reject_padding(bridge)
         with _no_mask_attention(hf_model):
             yield
     finally:
         if pad_handle is not None:
             pad_handle.remove()
+        for key in routed:
+            _ROUTES.pop(key, None)
         for attn, name in patched:
             # The override lives in the instance __dict__; deleting it restores the class method.
             attn.__dict__.pop(name, None)

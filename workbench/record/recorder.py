@@ -18,6 +18,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.kernels import AttentionStats, attention_with_stats
+from workbench.models.attention_spec import LayerAttention
 from workbench.models.hooks import temporary_hooks
 from workbench.record.config import RecorderConfig
 from workbench.record.eager import stats_from_pattern
@@ -114,7 +115,9 @@ class AttentionRecorder:
         )
         self._pending, self._patterns, self._qk, self._tokens_seen = {}, {}, {}, None
 
-    def _core(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    def _core(
+        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, spec: LayerAttention
+    ) -> torch.Tensor:
         cfg = self.config
         wanted = self._wanted(layer)
         if not torch.isfinite(q).all() or not torch.isfinite(k).all():
@@ -126,6 +129,7 @@ class AttentionRecorder:
         out, stats = attention_with_stats(
             q, k, v, scale=scale, causal=True, first_k=cfg.first_k, window=cfg.window,
             columns=cfg.columns and wanted, pool=cfg.pool, backend=backend, chunk=cfg.chunk,
+            sliding_window=spec.sliding_window, softcap=spec.softcap,
         )
         if wanted:
             self._pending[layer] = stats.cpu() if hasattr(stats, "cpu") else stats

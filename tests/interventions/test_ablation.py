@@ -134,7 +134,10 @@ def test_whole_layer_and_bad_inputs(model, tokens):
 def test_hf_path_matches_the_bridge(model, tokens, mode):
     from workbench.interventions import ablate_heads_hf, head_means_hf
 
-    hf = model.hf_model
+    from transformers import AutoModelForCausalLM
+
+    # an independent copy: the bridge's own hf_model runs the bridge's attention, not Hugging Face's
+    hf = AutoModelForCausalLM.from_pretrained(str(model.source.path), attn_implementation="sdpa").eval()
 
     def n_hooks():
         return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in hf.modules())
@@ -156,14 +159,21 @@ def test_hf_path_matches_the_bridge(model, tokens, mode):
 
 
 def test_hf_path_removes_hooks_on_exception(model, tokens):
+    from transformers import AutoModelForCausalLM
+
     from workbench.interventions import ablate_heads_hf
 
-    hf = model.hf_model
+    with pytest.raises(WorkbenchError, match="bridge"):
+        with ablate_heads_hf(model.hf_model, "L0H0", "uniform"):
+            pass
+    hf = AutoModelForCausalLM.from_pretrained(str(model.source.path), attn_implementation="sdpa").eval()
+    impl = hf.config._attn_implementation
     before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in hf.modules())
     with pytest.raises(RuntimeError, match="boom"):
         with ablate_heads_hf(hf, "L0H0,L1H1", "uniform"):
             raise RuntimeError("boom")
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in hf.modules()) == before
+    assert hf.config._attn_implementation == impl  # the uniform switch is undone on the exception
     with pytest.raises(WorkbenchError, match="means"):
         with ablate_heads_hf(hf, "L0H0", "mean"):
             pass

@@ -7,12 +7,15 @@ Three modes, one list of heads:
 - ``"mean"``: the head's slice of ``hook_z`` is replaced by its mean over a reference batch
   (one vector per head, averaged over every reference token), given as ``means`` or computed
   from ``reference`` tokens with `head_means`.
-- ``"uniform"``: the head's query is multiplied by ``epsilon`` (default 1e-5) at ``hook_q``,
-  i.e. before RoPE, so its attention becomes ~uniform over the visible keys ("undifferentiated
-  attention", Zhou et al. 2025, Ships/Sahara). This is done per *query* head, so with GQA the
-  other query heads sharing the same KV head are untouched. The head still writes the mean of
-  the visible values. (ε must be > 0: scaling the scores by 0 would give NaNs that TransformerLens
-  turns into zero attention, silently a different ablation.)
+- ``"uniform"``: the head's query is multiplied by ``epsilon`` (default 1e-5) where the scores
+  use it: after any q norm and after RoPE (``hook_rot_q`` on rotary bridges; ``hook_q`` on bridges
+  without q norms, where RoPE is linear in q). So its attention becomes ~uniform over the keys it
+  can see, windows counted ("undifferentiated attention", Zhou et al. 2025, Ships/Sahara). Scaling
+  before a norm would be undone by it (Qwen3, Gemma 3) or would move the other heads of a norm taken
+  across heads (OLMo 2). This is done per *query* head, so with GQA the other query heads sharing
+  the same KV head are untouched. The head still writes the mean of the visible values. (ε must be
+  > 0: scaling the scores by 0 would give NaNs that TransformerLens turns into zero attention,
+  silently a different ablation.)
 
 Hooks are installed with the bridge's ``hooks`` context, so they are removed when the block
 exits, also when it raises.
@@ -29,7 +32,8 @@ from typing import Literal
 
 import torch
 
-from workbench.errors import WorkbenchError
+from workbench.errors import UnsupportedModelError, WorkbenchError
+from workbench.models.attention_spec import bridge_kind
 from workbench.models.heads import Head, HeadLike, parse_heads
 
 AblationMode = Literal["zero", "mean", "uniform"]
@@ -44,7 +48,20 @@ def _z_hook(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
-def _q_hook(layer: int) -> str:
+def _q_hook(model, layer: int) -> str:
+    """The hook on the query exactly as the scores use it (after q norms and RoPE)."""
+    attn = model.bridge.blocks[layer].attn
+    kind = bridge_kind(attn)
+    if kind == "rotary":
+        if getattr(attn.config, "qk_norm_after_rope", False):
+            return f"blocks.{layer}.attn.hook_q_normed"
+        return f"blocks.{layer}.attn.hook_rot_q"
+    if "q_norm" in getattr(attn, "submodules", {}):
+        raise UnsupportedModelError(
+            f"layer {layer}: uniform ablation on a {type(attn).__name__} with a q norm is not implemented "
+            "(scaling q before the norm would be undone)",
+            "use mode='zero' or mode='mean' for this model",
+        )
     return f"blocks.{layer}.attn.hook_q"
 
 
@@ -151,7 +168,7 @@ def ablation_hooks(
                 q[:, :, _i.to(q.device), :] *= epsilon
                 return q
 
-            hooks.append((_q_hook(layer), scale_q))
+            hooks.append((_q_hook(model, layer), scale_q))
         elif mode == "zero":
 
             def zero_z(z: torch.Tensor, hook, _i=index) -> torch.Tensor:
@@ -208,34 +225,67 @@ def ablated_logits(
 
 # ----------------------------------------------------------------------------- raw Hugging Face models
 #
-# The same three ablations on a plain Hugging Face Llama-family model (``model.model.layers[i].self_attn``
-# with ``q_proj`` and ``o_proj``), through torch hooks: the input of ``o_proj`` is the bridge's ``hook_z``
-# (heads concatenated) and the output of ``q_proj`` is its ``hook_q``. This path runs the model's own
-# attention kernel (SDPA), several times faster on CPU than the bridge's eager attention, for sweeps
-# such as the organisms' ground-truth table; tests check it against `ablate_heads`.
+# The same three ablations on a plain Hugging Face model, through torch hooks and Hugging Face's
+# attention interface. Zero and mean edit the input of the attention's output projection (the
+# bridge's ``hook_z``, heads concatenated). Uniform scales the query *inside* the attention call:
+# the query the attention function receives has been through every q norm and RoPE, exactly as
+# ``hook_rot_q`` on the bridge. This path runs the model's own attention kernel (SDPA), several
+# times faster on CPU than the bridge's eager attention, for sweeps such as the organisms'
+# ground-truth table; tests check it against `ablate_heads` on every test architecture.
+
+_OUT_PROJ_NAMES = ("o_proj", "dense", "out_proj", "c_proj")
+UNIFORM_IMPL_NAME = "workbench_uniform_q"
+#: id(attention module) -> (query-head index, epsilon), while an `ablate_heads_hf` block is active
+_Q_SCALES: dict[int, tuple[torch.Tensor, float]] = {}
+#: the attention implementation each config had before `ablate_heads_hf` switched it
+_ORIGINAL_IMPL: dict[int, str] = {}
 
 
 def _hf_attention_modules(hf_model) -> list:
-    layers = getattr(getattr(hf_model, "model", None), "layers", None)
-    if layers is None or not all(hasattr(getattr(layer, "self_attn", None), "o_proj") for layer in layers):
+    """The attention module of every layer, ordered by ``layer_idx`` (Hugging Face's own numbering)."""
+    if any(type(m).__module__.startswith("transformer_lens") for m in hf_model.modules()):
         raise WorkbenchError(
-            f"{type(hf_model).__name__} has no model.layers[i].self_attn.q_proj/o_proj",
+            "ablate_heads_hf got a model whose layers are run by a TransformerLens bridge (model.hf_model): "
+            "the bridge re-implements attention, so the Hugging Face attention call is never made",
+            "use ablate_heads(model, ...) on the workbench Model, or load a separate Hugging Face model "
+            "with AutoModelForCausalLM.from_pretrained(folder) for this fast path",
+        )
+    found = {}
+    for module in hf_model.modules():
+        idx = getattr(module, "layer_idx", None)
+        if isinstance(idx, int) and type(module).__name__.endswith("Attention") and _out_proj(module, None) is not None:
+            found.setdefault(idx, module)
+    n_layers = hf_geometry(hf_model)[0]
+    if sorted(found) != list(range(n_layers)):
+        raise WorkbenchError(
+            f"{type(hf_model).__name__}: could not find one attention module with an output projection per layer "
+            f"(found layers {sorted(found)} of {n_layers})",
             "use ablate_heads on a workbench Model (any architecture the bridge supports)",
         )
-    return [layer.self_attn for layer in layers]
+    return [found[i] for i in range(n_layers)]
+
+
+def _out_proj(module, default=WorkbenchError):
+    for name in _OUT_PROJ_NAMES:
+        proj = getattr(module, name, None)
+        if isinstance(proj, torch.nn.Module):
+            return proj
+    if default is WorkbenchError:
+        raise WorkbenchError(f"{type(module).__name__} has none of the output projections {_OUT_PROJ_NAMES}")
+    return default
 
 
 def hf_geometry(hf_model) -> tuple[int, int, int]:
     """(layers, query heads, head dim) of a plain Hugging Face model, from its config."""
-    cfg = hf_model.config
-    n_heads = int(cfg.num_attention_heads)
-    d_head = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads)
-    return int(cfg.num_hidden_layers), n_heads, d_head
+    from workbench.models.geometry import geometry_from_config
+
+    geo = geometry_from_config(hf_model.config)
+    return geo.n_layers, geo.n_heads, geo.d_head
 
 
 @torch.no_grad()
 def head_means_hf(hf_model, reference: torch.Tensor | Sequence[torch.Tensor]) -> HeadMeans:
-    """`head_means` for a plain Hugging Face Llama-family model (mean ``o_proj`` input per head)."""
+    """`head_means` for a plain Hugging Face model (mean output-projection input per head)."""
     n_layers, n_heads, d_head = hf_geometry(hf_model)
     attn = _hf_attention_modules(hf_model)
     sums = {layer: torch.zeros(n_heads, d_head, dtype=torch.float64) for layer in range(n_layers)}
@@ -248,7 +298,7 @@ def head_means_hf(hf_model, reference: torch.Tensor | Sequence[torch.Tensor]) ->
                 z = args[0].detach().to(torch.float64).cpu()
                 sums[_layer] += z.reshape(-1, n_heads, d_head).sum(0)
 
-            handles.append(module.o_proj.register_forward_pre_hook(grab))
+            handles.append(_out_proj(module).register_forward_pre_hook(grab))
         for ids in _as_batches(reference):
             hf_model(input_ids=ids.to(next(hf_model.parameters()).device))
             count += ids.numel()
@@ -257,6 +307,55 @@ def head_means_hf(hf_model, reference: torch.Tensor | Sequence[torch.Tensor]) ->
             h.remove()
     dtype = next(hf_model.parameters()).dtype
     return {layer: (s / count).to(dtype) for layer, s in sums.items()}
+
+
+def _scaled_query_attention(module, query, key, value, attention_mask, **kwargs):
+    """Attention function that scales chosen query heads, then runs the model's original implementation."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    entry = _Q_SCALES.get(id(module))
+    if entry is not None:
+        idx, eps = entry
+        query = query.clone()
+        query[:, idx.to(query.device)] *= eps
+    original = _ORIGINAL_IMPL.get(id(module.config), "sdpa")
+    if original in ALL_ATTENTION_FUNCTIONS:
+        fn = ALL_ATTENTION_FUNCTIONS[original]
+    else:  # "eager": every modeling file defines its own eager_attention_forward
+        import importlib
+
+        fn = getattr(importlib.import_module(type(module).__module__), "eager_attention_forward")
+    return fn(module, query, key, value, attention_mask, **kwargs)
+
+
+@contextlib.contextmanager
+def _uniform_query_attention(hf_model, scales: dict[int, tuple[torch.Tensor, float]]) -> Iterator[None]:
+    """Route every attention call through `_scaled_query_attention` while the block runs."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    configs = {id(m.config): m.config for m in hf_model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")}
+    originals = {key: cfg._attn_implementation for key, cfg in configs.items()}
+    if any(impl == UNIFORM_IMPL_NAME for impl in originals.values()):
+        raise WorkbenchError("ablate_heads_hf(mode='uniform') blocks cannot be nested on one model", "combine the heads in one call")
+    masks = {ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(impl) for impl in originals.values()}
+    if len(masks) != 1:
+        raise WorkbenchError(f"the model's sub-configs use attention implementations {sorted(set(originals.values()))}",
+                             "load the model with one attn_implementation (e.g. sdpa)")
+    AttentionInterface.register(UNIFORM_IMPL_NAME, _scaled_query_attention)
+    AttentionMaskInterface.register(UNIFORM_IMPL_NAME, masks.pop())  # the same masks as the original
+    try:
+        for key, cfg in configs.items():
+            _ORIGINAL_IMPL[key] = originals[key]
+            cfg._attn_implementation = UNIFORM_IMPL_NAME
+        _Q_SCALES.update(scales)
+        yield
+    finally:
+        for key in scales:
+            _Q_SCALES.pop(key, None)
+        for key, cfg in configs.items():
+            cfg._attn_implementation = originals[key]
+            _ORIGINAL_IMPL.pop(key, None)
 
 
 @contextlib.contextmanager
@@ -268,36 +367,33 @@ def ablate_heads_hf(
     means: HeadMeans | None = None,
     epsilon: float = DEFAULT_EPSILON,
 ) -> Iterator[list[Head]]:
-    """`ablate_heads` for a plain Hugging Face Llama-family model; hooks are removed on exit."""
+    """`ablate_heads` for a plain Hugging Face model; hooks and the attention switch are undone on exit."""
     _check_mode(mode, epsilon)
     n_layers, n_heads, d_head = hf_geometry(hf_model)
     parsed = parse_heads(heads, n_layers, n_heads)
     if mode == "mean" and means is None and parsed:
         raise WorkbenchError("mean ablation needs the head means", "compute them with head_means_hf")
     attn = _hf_attention_modules(hf_model)
+    by_layer = _heads_by_layer(parsed)
+    if mode == "uniform":
+        scales = {id(attn[layer]): (torch.tensor(idx, dtype=torch.long), epsilon) for layer, idx in by_layer.items()}
+        with _uniform_query_attention(hf_model, scales):
+            yield parsed
+        return
     handles = []
     try:
-        for layer, idx in _heads_by_layer(parsed).items():
+        for layer, idx in by_layer.items():
             index = torch.tensor(idx, dtype=torch.long)
-            if mode == "uniform":
+            fill = None if mode == "zero" else means[layer]  # type: ignore[index]
 
-                def scale_q(mod, args, out, _i=index):
-                    q = out.reshape(*out.shape[:-1], n_heads, d_head).clone()
-                    q[..., _i.to(q.device), :] *= epsilon
-                    return q.reshape(out.shape)
+            def edit_z(mod, args, _i=index, _fill=fill):
+                x = args[0]
+                z = x.reshape(*x.shape[:-1], n_heads, d_head).clone()
+                i = _i.to(z.device)
+                z[..., i, :] = 0 if _fill is None else _fill.to(device=z.device, dtype=z.dtype)[i]
+                return (z.reshape(x.shape), *args[1:])
 
-                handles.append(attn[layer].q_proj.register_forward_hook(scale_q))
-            else:
-                fill = None if mode == "zero" else means[layer]  # type: ignore[index]
-
-                def edit_z(mod, args, _i=index, _fill=fill):
-                    x = args[0]
-                    z = x.reshape(*x.shape[:-1], n_heads, d_head).clone()
-                    i = _i.to(z.device)
-                    z[..., i, :] = 0 if _fill is None else _fill.to(device=z.device, dtype=z.dtype)[i]
-                    return (z.reshape(x.shape), *args[1:])
-
-                handles.append(attn[layer].o_proj.register_forward_pre_hook(edit_z))
+            handles.append(_out_proj(attn[layer]).register_forward_pre_hook(edit_z))
         yield parsed
     finally:
         for h in handles:

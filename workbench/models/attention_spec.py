@@ -34,6 +34,36 @@ class LayerAttention:
         return ", ".join(parts) or "full causal"
 
 
+BRIDGE_KINDS = ("rotary", "joint_qkv", "joint_qkv_rotary", "delegating")
+
+
+def bridge_kind(attn: Any) -> str:
+    """Which adapter handles this attention bridge (exact classes: a subclass may compute differently)."""
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+    from transformer_lens.model_bridge.generalized_components.joint_qkv_attention import JointQKVAttentionBridge
+    from transformer_lens.model_bridge.generalized_components.joint_qkv_position_embeddings_attention import (
+        JointQKVPositionEmbeddingsAttentionBridge,
+    )
+    from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
+        PositionEmbeddingsAttentionBridge,
+    )
+
+    kinds = {
+        PositionEmbeddingsAttentionBridge: "rotary",
+        JointQKVAttentionBridge: "joint_qkv",
+        JointQKVPositionEmbeddingsAttentionBridge: "joint_qkv_rotary",
+        AttentionBridge: "delegating",
+    }
+    kind = kinds.get(type(attn))
+    if kind is None:
+        raise UnsupportedModelError(
+            f"the instrumented recorder has no adapter for attention bridge {type(attn).__name__}",
+            "use AttentionRecorder(backend='eager') for short prompts; supported bridges: "
+            + ", ".join(k.__name__ for k in kinds),
+        )
+    return kind
+
+
 def _get(config: Any, name: str) -> Any:
     if isinstance(config, dict):
         return config.get(name)

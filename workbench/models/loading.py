@@ -136,6 +136,38 @@ def read_config(folder: Path) -> dict:
         raise ModelNotFoundError(f"{folder / 'config.json'} is not valid JSON: {exc}", "fix or re-save the config") from exc
 
 
+#: text the tokenizer check encodes: words, digits, punctuation, spacing and non-ASCII
+_TOKENIZER_PROBE = "The quick brown fox, 12 w1 w2 w3 -- naive cafe\nsecond line  two spaces"
+
+
+def faithful_tokenizer(folder: Path):
+    """A tokenizer that encodes like the folder's own tokenizer.json, or None if transformers' does.
+
+    Transformers 5 forces its own tokenizer class on some model types (Qwen2: ``Qwen2Tokenizer``) and
+    rebuilds the pre-tokenizer from scratch, whatever tokenizer.json says; a folder whose tokenizer.json
+    was written differently (the tiny models' word-level tokenizer: "w1 w2 w3" became one token) would
+    be tokenised wrongly without a word of warning. When the rebuilt tokenizer disagrees with the file on
+    a probe text, the file's own pipeline is used (``TokenizersBackend`` keeps it as saved).
+    """
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, TokenizersBackend
+
+    try:
+        expected = Tokenizer.from_file(str(path)).encode(_TOKENIZER_PROBE, add_special_tokens=False).ids
+        auto = AutoTokenizer.from_pretrained(str(folder))
+    except Exception:  # an unreadable tokenizer is reported by the normal loading path
+        return None
+    if auto(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] == expected:
+        return None
+    kept = TokenizersBackend.from_pretrained(str(folder))
+    if kept(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] != expected:
+        return None
+    return kept
+
+
 def check_supported(config: dict, spec: str) -> str:
     """The architecture must have a TransformerLens 4 adapter; name it or say it is missing."""
     from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES

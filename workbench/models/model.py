@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from workbench.models.geometry import HeadGeometry, geometry_from_config
 from workbench.models.loading import (
     ResolvedSpec,
     check_supported,
+    faithful_tokenizer,
     parse_device,
     parse_dtype,
     read_config,
@@ -33,6 +34,8 @@ class Model:
     source: ResolvedSpec
     device: torch.device
     dtype: torch.dtype
+    #: passed instrumented-core self-checks, per (backend, dtype, device) (see workbench.record.self_check)
+    core_checks: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -64,6 +67,26 @@ class Model:
         return self.bridge(tokens.to(self.device))
 
 
+def _keep_folder_tokenizer(bridge: Any, folder: Path) -> None:
+    """Swap in the folder's own tokenizer when transformers rebuilt it differently (see `faithful_tokenizer`).
+
+    Done after booting: TransformerLens reloads a tokenizer through AutoTokenizer to switch BOS on,
+    which would bring the rebuilt class back.
+    """
+    kept = faithful_tokenizer(folder)
+    if kept is None:
+        return
+    # Not through the bridge's tokenizer setter: it re-runs TransformerLens' tokenizer setup, which
+    # reloads through AutoTokenizer (the rebuilt class again) and resizes cfg.d_vocab to the tokenizer.
+    bridge._tokenizer = kept
+    driver = getattr(bridge, "driver", None) or getattr(bridge, "_driver", None)
+    if driver is not None and hasattr(driver, "tokenizer"):
+        driver.tokenizer = kept
+    from transformer_lens.model_bridge.sources._bridge_builder import detect_tokenizer_bos_eos
+
+    bridge.cfg.tokenizer_prepends_bos, bridge.cfg.tokenizer_appends_eos = detect_tokenizer_bos_eos(kept)
+
+
 def load_model(
     spec: str | Path,
     device: str | torch.device | None = None,
@@ -89,6 +112,7 @@ def load_model(
     try:
         with contextlib.redirect_stdout(quiet):
             bridge = TransformerBridge.boot_transformers(str(resolved.path), device=str(dev), dtype=dt)
+            _keep_folder_tokenizer(bridge, resolved.path)
     except (OSError, ValueError, KeyError) as exc:
         raise WorkbenchError(
             f"could not load model {resolved.spec!r} from {resolved.path}: {type(exc).__name__}: {exc}",

@@ -30,6 +30,10 @@ class RecorderConfig:
     # probability can then be recomputed exactly from them and the LSE (echo, induction,
     # retrieval and detector scores at long context use this).
     capture_qk: bool = False
+    # Before the instrumented core is trusted on a model, check it against the bridge's own attention
+    # on a short probe, layer by layer (workbench.record.self_check); cached per model. Turning it off
+    # is at the user's risk: an architecture the adapters do not know would give wrong numbers.
+    self_check: bool = True
 
     def resolved_backend(self, device_type: str) -> str:
         if self.backend == "auto":

@@ -13,14 +13,19 @@ from workbench.kernels import AttentionStats
 
 
 def stats_from_pattern(
-    scores: torch.Tensor, pattern: torch.Tensor, *, first_k: int, window: int, columns: bool, pool: int
+    scores: torch.Tensor | None, pattern: torch.Tensor, *, first_k: int, window: int, columns: bool, pool: int,
+    sliding_window: int | None = None, softcap: float | None = None,
 ) -> AttentionStats:
-    """scores: masked pre-softmax scores [B, H, Nq, Nk] (causal, q_offset 0); pattern: softmax of them."""
-    scores = scores.float()
+    """scores: masked pre-softmax scores [B, H, Nq, Nk] (causal, q_offset 0), or None when the bridge
+    exposes only the pattern (then ``lse`` is NaN); pattern: the softmax of the scores."""
     p = pattern.float()
     b, h, nq, nk = p.shape
-    finite = torch.where(torch.isfinite(scores), scores, torch.full_like(scores, float("-inf")))
-    lse = torch.logsumexp(finite, dim=-1)
+    if scores is None:
+        lse = torch.full(p.shape[:-1], float("nan"), device=p.device)
+    else:
+        scores = scores.float()
+        finite = torch.where(torch.isfinite(scores), scores, torch.full_like(scores, float("-inf")))
+        lse = torch.logsumexp(finite, dim=-1)
     entropy = torch.special.entr(p).sum(-1)
     pmax, argmax = p.max(dim=-1)
     qpos = torch.arange(nq, device=p.device)[:, None] + (nk - nq)
@@ -40,4 +45,5 @@ def stats_from_pattern(
         lse=lse, entropy=entropy, argmax=argmax.long(), pmax=pmax, first_k_mass=first_k_mass,
         window_mass=window_mass, col_sum=col_sum, col_max=col_max, pooled=pooled,
         n_keys=nk, q_offset=nk - nq, causal=True, first_k=first_k, window=window, pool=pool,
+        sliding_window=sliding_window, softcap=softcap,
     )

@@ -32,14 +32,13 @@ from typing import Any
 import torch
 
 from workbench.errors import UnsupportedModelError
-from workbench.models.attention_spec import LayerAttention, layer_attention, unsupported_features
+from workbench.models.attention_spec import LayerAttention, bridge_kind, layer_attention, unsupported_features
 from workbench.models.hooks import temporary_hooks
 
 # core(layer, q [B,H,N,D], k [B,Hkv,N,D], v [B,Hkv,N,D], scale, spec) -> out [B,H,N,D]
 Core = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float, LayerAttention], torch.Tensor]
 
 ATTN_IMPL_NAME = "workbench_recorder"
-BRIDGE_KINDS = ("rotary", "joint_qkv", "joint_qkv_rotary", "delegating")
 
 #: id(Hugging Face attention module) -> route into the core, for delegating bridges
 _ROUTES: dict[int, Callable[..., torch.Tensor]] = {}
@@ -47,33 +46,6 @@ _ROUTES: dict[int, Callable[..., torch.Tensor]] = {}
 
 class _StopAfterRotary(Exception):
     """Raised from hook_rot_k to leave the bridge's forward before it builds N x N scores."""
-
-
-def bridge_kind(attn: Any) -> str:
-    """Which adapter handles this attention bridge (exact classes: a subclass may compute differently)."""
-    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
-    from transformer_lens.model_bridge.generalized_components.joint_qkv_attention import JointQKVAttentionBridge
-    from transformer_lens.model_bridge.generalized_components.joint_qkv_position_embeddings_attention import (
-        JointQKVPositionEmbeddingsAttentionBridge,
-    )
-    from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
-        PositionEmbeddingsAttentionBridge,
-    )
-
-    kinds = {
-        PositionEmbeddingsAttentionBridge: "rotary",
-        JointQKVAttentionBridge: "joint_qkv",
-        JointQKVPositionEmbeddingsAttentionBridge: "joint_qkv_rotary",
-        AttentionBridge: "delegating",
-    }
-    kind = kinds.get(type(attn))
-    if kind is None:
-        raise UnsupportedModelError(
-            f"the instrumented recorder has no adapter for attention bridge {type(attn).__name__}",
-            "use AttentionRecorder(backend='eager') for short prompts; supported bridges: "
-            + ", ".join(k.__name__ for k in kinds),
-        )
-    return kind
 
 
 def layer_specs(bridge: Any) -> list[LayerAttention]:

@@ -22,7 +22,8 @@ from workbench.models.attention_spec import LayerAttention
 from workbench.models.hooks import temporary_hooks
 from workbench.record.config import RecorderConfig
 from workbench.record.eager import stats_from_pattern
-from workbench.record.patch import instrumented_attention
+from workbench.record.patch import instrumented_attention, layer_specs
+from workbench.record.self_check import ensure_checked
 from workbench.record.record import AttentionRecord
 
 
@@ -46,6 +47,8 @@ class AttentionRecorder:
         self._patterns: dict[int, torch.Tensor] = {}
         self._qk: dict[int, tuple[torch.Tensor, torch.Tensor, float]] = {}
         self._stack: contextlib.ExitStack | None = None
+        self._eager_scores: dict[int, torch.Tensor] = {}
+        self._eager_patterns: dict[int, torch.Tensor] = {}
         self._tokens_seen: torch.Tensor | None = None
 
     # -- context manager ---------------------------------------------------------------
@@ -56,6 +59,8 @@ class AttentionRecorder:
             if self.backend == "eager":
                 stack.enter_context(temporary_hooks(self._eager_points()))
             else:
+                if self.config.self_check:
+                    self._self_check()
                 stack.enter_context(
                     instrumented_attention(self.model.bridge, self._core, list(range(self.model.geometry.n_layers)))
                 )
@@ -105,6 +110,7 @@ class AttentionRecorder:
             handle.remove()
 
     def _finish_record(self) -> None:
+        self._flush_eager()
         if self._tokens_seen is None and not self._pending:
             return
         n_layers = self.model.geometry.n_layers
@@ -114,6 +120,20 @@ class AttentionRecorder:
             AttentionRecord(tokens=tokens, layers=layers, backend=self.backend, patterns=dict(self._patterns), qk=dict(self._qk))
         )
         self._pending, self._patterns, self._qk, self._tokens_seen = {}, {}, {}, None
+
+    def _self_check(self) -> None:
+        """Refuse to record if the instrumented core disagrees with the model's own attention."""
+        cfg = self.config
+        backend = "torch" if self.backend == "torch" else "triton"
+
+        def plain_core(layer, q, k, v, scale, spec):
+            out, _ = attention_with_stats(
+                q, k, v, scale=scale, causal=True, columns=False, backend=backend, chunk=cfg.chunk,
+                sliding_window=spec.sliding_window, softcap=spec.softcap,
+            )
+            return out
+
+        ensure_checked(self.model, backend, lambda: instrumented_attention(self.model.bridge, plain_core))
 
     def _core(
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, spec: LayerAttention
@@ -138,28 +158,55 @@ class AttentionRecorder:
         return out
 
     def _eager_points(self) -> list[tuple[Any, Any]]:
+        """hook_attn_scores / hook_pattern of every wanted layer, in whichever order the bridge fires them.
+
+        Bridges that re-implement attention fire the pre-softmax scores, then the pattern. Bridges that
+        delegate to the Hugging Face module (GPT-J) fire the pattern first and then hook_attn_scores with
+        the *same post-softmax* tensor: there are no scores to take an LSE from, so the record's ``lse``
+        is NaN for those layers (every other statistic comes from the pattern and is exact).
+        """
+        try:
+            specs = layer_specs(self.model.bridge)
+        except WorkbenchError:
+            specs = [LayerAttention()] * self.model.geometry.n_layers  # unknown layer types: no window info
+        scores_box = self._eager_scores
+        pattern_box = self._eager_patterns
         points = []
-        scores_box: dict[int, torch.Tensor] = {}
         for layer, block in enumerate(self.model.bridge.blocks):
             if not self._wanted(layer):
                 continue
 
             def on_scores(t: torch.Tensor, hook: Any, layer: int = layer) -> None:
-                scores_box[layer] = t.detach()
+                if layer in pattern_box:  # post-hoc firing: t is the pattern again
+                    self._eager_stats(layer, None, pattern_box.pop(layer), specs[layer])
+                else:
+                    scores_box[layer] = t.detach()
 
             def on_pattern(t: torch.Tensor, hook: Any, layer: int = layer) -> None:
-                cfg = self.config
-                stats = stats_from_pattern(
-                    scores_box.pop(layer), t.detach(), first_k=cfg.first_k, window=cfg.window,
-                    columns=cfg.columns, pool=cfg.pool,
-                )
-                self._pending[layer] = stats.cpu() if hasattr(stats, "cpu") else stats
-                if cfg.keep_patterns:
-                    self._patterns[layer] = t.detach().float().cpu()
+                if layer in scores_box:
+                    self._eager_stats(layer, scores_box.pop(layer), t.detach(), specs[layer])
+                else:
+                    pattern_box[layer] = t.detach()
 
             points.append((block.attn.hook_attn_scores, on_scores))
             points.append((block.attn.hook_pattern, on_pattern))
         return points
+
+    def _eager_stats(self, layer: int, scores: torch.Tensor | None, pattern: torch.Tensor, spec: LayerAttention) -> None:
+        cfg = self.config
+        stats = stats_from_pattern(
+            scores, pattern, first_k=cfg.first_k, window=cfg.window, columns=cfg.columns, pool=cfg.pool,
+            sliding_window=spec.sliding_window, softcap=spec.softcap,
+        )
+        self._pending[layer] = stats.cpu() if hasattr(stats, "cpu") else stats
+        if cfg.keep_patterns:
+            self._patterns[layer] = pattern.float().cpu()
+
+    def _flush_eager(self) -> None:
+        """Patterns whose bridge never fired hook_attn_scores: statistics without an LSE."""
+        for layer in list(self._eager_patterns):
+            self._eager_stats(layer, None, self._eager_patterns.pop(layer), LayerAttention())
+        self._eager_scores.clear()
 
 
 def record_attention(model: Any, tokens: torch.Tensor, config: RecorderConfig | None = None, **overrides: Any):

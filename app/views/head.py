@@ -66,6 +66,8 @@ def _temporal_section(label: str, layer: int, head: int, artefacts: dict[str, di
             ]))
         if isinstance(shares, np.ndarray) and shares.ndim == 3 and layer < shares.shape[0]:
             per = periods if isinstance(periods, np.ndarray) else None
+            if per is not None and per.ndim == 2:  # [L, pairs] since per-layer frequencies; older runs [pairs]
+                per = per[layer] if layer < per.shape[0] else None
             blocks.append(B.Figure(AF.rope_share_figure(shares[layer, head], per, f"{label}: RoPE channel shares"), "rope-shares"))
     if not found:
         blocks.append(B.Text("No temporal results in this run (run the temporal family to get the class and spectrum).",

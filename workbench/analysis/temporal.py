@@ -157,15 +157,30 @@ def period_copy_share(profile: np.ndarray, period: int) -> float:
 
 
 def rope_frequencies(rope_dims: int, base: float) -> np.ndarray:
-    """theta_i for the rotate-half channel pairs (i, i + rope_dims/2)."""
+    """theta_i = base^(-2i/dims): the unscaled textbook frequencies (the model's own are in
+    ``model.geometry.positional.layer_inv_freq``, which the family uses)."""
     half = rope_dims // 2
     return base ** (-2.0 * np.arange(half) / rope_dims)
 
 
-def rope_channel_shares(q: torch.Tensor, k: torch.Tensor, rope_dims: int, n_samples: int, seed: int) -> np.ndarray:
+def rope_periods_per_layer(positional: Any) -> np.ndarray:
+    """[L, pairs] period in tokens of each rotated pair of each layer, as the model rotates (NaN-padded)."""
+    freqs = positional.layer_inv_freq
+    width = max(len(f) for f in freqs)
+    out = np.full((len(freqs), width), np.nan)
+    for layer, f in enumerate(freqs):
+        out[layer, : len(f)] = 2 * np.pi / np.asarray(f, dtype=np.float64)
+    return out
+
+
+def rope_channel_shares(
+    q: torch.Tensor, k: torch.Tensor, rope_dims: int, n_samples: int, seed: int, layout: str = "half"
+) -> np.ndarray:
     """[H, rope_dims/2] share of E|q^(i) . k^(i)| per RoPE channel pair over sampled causal pairs.
 
-    q: [H, N, D], k: [H, N, D] post-RoPE (keys already expanded to query heads).
+    q: [H, N, D], k: [H, N, D] post-RoPE (keys already expanded to query heads). Pair i is channels
+    (i, i + dims/2) for the rotate-half layout (Llama) and (2i, 2i + 1) for the interleaved one
+    (GPT-J, Cohere).
     """
     n = q.shape[1]
     g = torch.Generator().manual_seed(seed)
@@ -173,7 +188,11 @@ def rope_channel_shares(q: torch.Tensor, k: torch.Tensor, rope_dims: int, n_samp
     tj = (torch.rand(n_samples, generator=g) * (ti + 1).double()).long().clamp(max=n - 1)
     half = rope_dims // 2
     qa, ka = q[:, ti].double(), k[:, tj].double()  # [H, S, D]
-    contrib = qa[..., :half] * ka[..., :half] + qa[..., half:rope_dims] * ka[..., half:rope_dims]  # [H, S, half]
+    if layout == "interleaved":
+        prod = qa[..., :rope_dims] * ka[..., :rope_dims]
+        contrib = prod[..., 0::2] + prod[..., 1::2]  # [H, S, half]
+    else:
+        contrib = qa[..., :half] * ka[..., :half] + qa[..., half:rope_dims] * ka[..., half:rope_dims]  # [H, S, half]
     usage = contrib.abs().mean(1)
     return (usage / usage.sum(-1, keepdim=True).clamp_min(1e-30)).numpy()
 
@@ -227,7 +246,7 @@ class TemporalReport:
     labels: dict[tuple[int, int], PatternLabel]
     profiles: np.ndarray  # [L, H, R] mean attention by offset
     rope_shares: np.ndarray | None  # [L, H, pairs]
-    rope_periods: np.ndarray | None  # [pairs] 2 pi / theta_i
+    rope_periods: np.ndarray | None  # [L, pairs] period of each pair as the model rotates it
     layer_q_sim: np.ndarray  # [L] mean over heads (pre-RoPE)
     config: TemporalConfig = field(default_factory=TemporalConfig)
 
@@ -276,7 +295,8 @@ def analyze_temporal(model: Any, prompts: Sequence[torch.Tensor], cfg: TemporalC
             if rope:
                 group = q_rot.shape[1] // k_rot.shape[1]
                 k_exp = k_rot[0].repeat_interleave(group, dim=0)
-                shares.append(rope_channel_shares(q_rot[0], k_exp, geo.positional.rope_dims, cfg.rope_pairs_sampled, cfg.seed))
+                shares.append(rope_channel_shares(q_rot[0], k_exp, geo.positional.rope_dims, cfg.rope_pairs_sampled,
+                                                  cfg.seed, geo.positional.pair_layout))
         profiles.append(prof)
         col_sums.append(cols)
         n_tok.append(tokens.shape[1])
@@ -312,7 +332,7 @@ def analyze_temporal(model: Any, prompts: Sequence[torch.Tensor], cfg: TemporalC
     scores.add("label_code", np.array([[CLASSES.index(labels[(l, h)].label) for h in range(H)] for l in range(L)]),
                "pattern label: 0 re-access, 1 sequential, 2 seasonal, 3 unpredictable")
     rope_shares = np.mean(rope_sh, 0) if rope else None
-    periods = 2 * np.pi / rope_frequencies(geo.positional.rope_dims, geo.positional.rope_base) if rope else None
+    periods = rope_periods_per_layer(geo.positional) if rope and geo.positional.layer_inv_freq else None
     return TemporalReport(scores, labels, mean_profile, rope_shares, periods, scores["q_sim_pre"].mean(1), cfg)
 
 
@@ -322,9 +342,9 @@ def period_channel(report: TemporalReport, head: tuple[int, int]) -> tuple[int, 
     lab = report.labels[head]
     if lab.period is None or report.rope_periods is None or report.rope_shares is None:
         return None
-    periods = report.rope_periods
+    periods = report.rope_periods[head[0]] if report.rope_periods.ndim == 2 else report.rope_periods
     mismatch = np.abs(np.log(periods / lab.period))
-    i = int(np.argmin(mismatch))
+    i = int(np.nanargmin(mismatch))
     return i, float(periods[i]), float(report.rope_shares[head[0], head[1], i])
 
 

@@ -6,6 +6,7 @@ tokenizer; the bridge's own config is only a fallback.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -21,10 +22,24 @@ class PositionalScheme:
     kind: PositionKind
     rope_base: float | None = None
     rope_dims: int | None = None  # rotated dimensions per head (partial rotary < d_head)
+    # Per layer, the angle (rad/token) of each rotated pair as the model computes it (scaling, per-layer
+    # bases and partial rotary included; see workbench.models.rope); pair i of "half" is (i, i + dims/2),
+    # of "interleaved" (2i, 2i + 1).
+    layer_inv_freq: tuple[tuple[float, ...], ...] = ()
+    pair_layout: str = "half"
+    freq_source: str = ""
+
+    def layer_periods(self, layer: int) -> list[float]:
+        """Period in tokens of each rotated pair of ``layer``."""
+        return [2 * math.pi / f if f > 0 else math.inf for f in self.layer_inv_freq[layer]]
 
     def describe(self) -> str:
         if self.kind == "rope":
-            return f"RoPE (base {self.rope_base:g}, {self.rope_dims} rotated dims per head)"
+            text = f"RoPE (base {self.rope_base:g}, {self.rope_dims} rotated dims per head"
+            if self.layer_inv_freq:
+                periods = sorted({round(max(self.layer_periods(i)), 1) for i in range(len(self.layer_inv_freq))})
+                text += f", longest period {', '.join(f'{p:g}' for p in periods)} tokens"
+            return text + ")"
         if self.kind == "absolute":
             return "learned absolute position embeddings"
         return "none"
@@ -92,7 +107,9 @@ def _first(config: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
-def positional_scheme(hf_config: Any, d_head: int, bridge_kind: str | None = None) -> PositionalScheme:
+def positional_scheme(
+    hf_config: Any, d_head: int, bridge_kind: str | None = None, hf_model: Any = None, bridge_cfg: Any = None
+) -> PositionalScheme:
     rope_params = getattr(hf_config, "rope_parameters", None)
     rope_theta = None
     partial = _first(hf_config, "partial_rotary_factor", default=None)
@@ -101,9 +118,21 @@ def positional_scheme(hf_config: Any, d_head: int, bridge_kind: str | None = Non
         partial = rope_params.get("partial_rotary_factor", partial)
     rope_theta = rope_theta if rope_theta is not None else getattr(hf_config, "rope_theta", None)
     rotary_dim = _first(hf_config, "rotary_dim", "rotary_emb_base_dim", default=None)
+    if isinstance(rope_params, dict) and rope_theta is None:
+        # per-layer-type parameters (Gemma 3): {"sliding_attention": {...}, "full_attention": {...}}
+        nested = [v for v in rope_params.values() if isinstance(v, dict) and "rope_theta" in v]
+        if nested:
+            rope_theta = nested[-1]["rope_theta"]
+            partial = nested[-1].get("partial_rotary_factor", partial)
     if rope_theta is not None or bridge_kind == "rotary":
+        from workbench.models.rope import rope_frequencies
+
         dims = int(rotary_dim) if rotary_dim else int(round(d_head * float(partial if partial else 1.0)))
-        return PositionalScheme("rope", float(rope_theta if rope_theta is not None else 10000.0), dims)
+        base = float(rope_theta if rope_theta is not None else 10000.0)
+        n_layers = int(_first(hf_config, "num_hidden_layers", "n_layer", "num_layers"))
+        freqs = rope_frequencies(hf_config, n_layers, base, dims, hf_model=hf_model, bridge_cfg=bridge_cfg)
+        dims = 2 * max(len(f) for f in freqs.layer_inv_freq)  # what the model really rotates
+        return PositionalScheme("rope", base, dims, freqs.layer_inv_freq, freqs.pair_layout, freqs.source)
     if bridge_kind in ("standard", "shortformer") or _first(hf_config, "n_positions", "max_position_embeddings"):
         if getattr(hf_config, "model_type", "") in {"gpt2", "opt", "gpt_bigcode", "gptj"} or bridge_kind in (
             "standard",
@@ -113,8 +142,14 @@ def positional_scheme(hf_config: Any, d_head: int, bridge_kind: str | None = Non
     return PositionalScheme("none")
 
 
-def geometry_from_config(hf_config: Any, tokenizer: Any = None, bridge_cfg: Any = None) -> HeadGeometry:
-    """Build the geometry from a Hugging Face config (plus tokenizer for BOS handling)."""
+def geometry_from_config(
+    hf_config: Any, tokenizer: Any = None, bridge_cfg: Any = None, hf_model: Any = None
+) -> HeadGeometry:
+    """Build the geometry from a Hugging Face config (plus tokenizer for BOS handling).
+
+    With ``hf_model`` the RoPE frequencies are read from its rotary embedding (the truth under rope
+    scaling and per-layer bases); without it they follow the config's ``rope_theta`` unscaled.
+    """
     n_layers = int(_first(hf_config, "num_hidden_layers", "n_layer", "num_layers"))
     n_heads = int(_first(hf_config, "num_attention_heads", "n_head", "num_heads"))
     n_kv = int(_first(hf_config, "num_key_value_heads", "n_kv_heads", default=n_heads))
@@ -133,7 +168,7 @@ def geometry_from_config(hf_config: Any, tokenizer: Any = None, bridge_cfg: Any 
         d_model=d_model,
         vocab_size=vocab,
         n_ctx=int(n_ctx) if n_ctx is not None else None,
-        positional=positional_scheme(hf_config, d_head, bridge_kind),
+        positional=positional_scheme(hf_config, d_head, bridge_kind, hf_model=hf_model, bridge_cfg=bridge_cfg),
         bos=bos_handling(tokenizer),
     )
 

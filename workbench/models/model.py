@@ -128,5 +128,5 @@ def load_model(
         raise UnsupportedModelError(
             f"model {resolved.spec!r} has no tokenizer", "add tokenizer.json (and tokenizer_config.json) to the folder"
         )
-    geometry = geometry_from_config(bridge.original_model.config, tokenizer, bridge.cfg)
+    geometry = geometry_from_config(bridge.original_model.config, tokenizer, bridge.cfg, hf_model=bridge.original_model)
     return Model(bridge=bridge, tokenizer=tokenizer, geometry=geometry, source=resolved, device=dev, dtype=dt)

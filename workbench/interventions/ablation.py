@@ -239,6 +239,19 @@ UNIFORM_IMPL_NAME = "workbench_uniform_q"
 _Q_SCALES: dict[int, tuple[torch.Tensor, float]] = {}
 #: the attention implementation each config had before `ablate_heads_hf` switched it
 _ORIGINAL_IMPL: dict[int, str] = {}
+#: modules whose query was scaled during their current forward (checked when the forward ends)
+_ROUTED: set[int] = set()
+
+
+def _require_routed(module, args, output):
+    """Forward hook: a module with heads to ablate must have called the attention interface."""
+    if id(module) not in _ROUTED:
+        raise UnsupportedModelError(
+            f"{type(module).__name__} computes attention without Hugging Face's attention interface, so "
+            "ablate_heads_hf cannot scale its queries after RoPE (its output would be unablated)",
+            "use ablate_heads on a workbench Model for this architecture",
+        )
+    _ROUTED.discard(id(module))
 
 
 def _hf_attention_modules(hf_model) -> list:
@@ -315,6 +328,7 @@ def _scaled_query_attention(module, query, key, value, attention_mask, **kwargs)
 
     entry = _Q_SCALES.get(id(module))
     if entry is not None:
+        _ROUTED.add(id(module))
         idx, eps = entry
         query = query.clone()
         query[:, idx.to(query.device)] *= eps
@@ -377,8 +391,14 @@ def ablate_heads_hf(
     by_layer = _heads_by_layer(parsed)
     if mode == "uniform":
         scales = {id(attn[layer]): (torch.tensor(idx, dtype=torch.long), epsilon) for layer, idx in by_layer.items()}
-        with _uniform_query_attention(hf_model, scales):
-            yield parsed
+        guards = [attn[layer].register_forward_hook(_require_routed) for layer in by_layer]
+        try:
+            with _uniform_query_attention(hf_model, scales):
+                yield parsed
+        finally:
+            for g in guards:
+                g.remove()
+            _ROUTED.clear()
         return
     handles = []
     try:

@@ -16,13 +16,15 @@ from workbench.models.tiny import build_tiny_model  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """Factory: folder of a tiny random model of the given architecture (built once per session)."""
+    """Factory: folder of a tiny random model of the given architecture (built once per session);
+    ``peaked=True`` for the sharper weights of the architecture matrix."""
     cache: dict[str, object] = {}
 
-    def make(arch: str = "llama"):
-        if arch not in cache:
-            cache[arch] = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{arch}"), arch, seed=0)
-        return cache[arch]
+    def make(arch: str = "llama", peaked: bool = False):
+        key = f"{arch}-peaked" if peaked else arch
+        if key not in cache:
+            cache[key] = build_tiny_model(tmp_path_factory.mktemp(f"tiny-{key}"), arch, seed=0, peaked=peaked)
+        return cache[key]
 
     return make
 

@@ -16,7 +16,7 @@ ARCHS = ["mistral_window", "gemma2", "gemma3", "phi3", "gpt_neox", "gptj", "falc
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_triton_recorder_matches_the_model(arch, tiny_model_dir, triton_ok, device):
-    folder = tiny_model_dir(arch)
+    folder = tiny_model_dir(arch, peaked=True)
     model = load_model(folder, device=device)
     hf = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager").eval().to(device)
     tokens = torch.randint(4, model.geometry.vocab_size, (1, 48), generator=torch.Generator().manual_seed(0))

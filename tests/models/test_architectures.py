@@ -43,7 +43,7 @@ def arch_models(tiny_model_dir):
 
     def get(arch: str):
         if arch not in cache:
-            folder = tiny_model_dir(arch)
+            folder = tiny_model_dir(arch, peaked=True)
             model = load_model(folder, device="cpu")
             hf = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager").eval()
             cache[arch] = (model, hf)
@@ -210,7 +210,7 @@ def test_a_small_atlas_run_completes(arch, tiny_model_dir, tmp_path):
     from workbench.cli.main import main
     from workbench.store import Store
 
-    folder = tiny_model_dir(arch)
+    folder = tiny_model_dir(arch, peaked=True)
     args = ["atlas", str(folder), "--results", str(tmp_path), "--families", "sinks,retrieval,temporal",
             "--max-tokens", str(N), "--n-prompts", "2", "--quiet"]
     assert main(args) == 0

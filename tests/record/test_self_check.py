@@ -20,7 +20,7 @@ from workbench.record.self_check import CoreMismatchError, probe_length
 @pytest.fixture
 def fresh(tiny_model_dir):
     """A freshly loaded model (the self-check result is cached on the Model object)."""
-    return lambda arch: load_model(tiny_model_dir(arch), device="cpu")
+    return lambda arch: load_model(tiny_model_dir(arch, peaked=True), device="cpu")
 
 
 def _tokens(model):

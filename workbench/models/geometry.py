@@ -142,6 +142,16 @@ def positional_scheme(
     return PositionalScheme("none")
 
 
+def _kv_heads(hf_config: Any, n_heads: int, bridge_cfg: Any = None) -> int:
+    """KV heads as the attention really has them (Falcon's multi_query means one, whatever num_kv_heads says)."""
+    bridged = getattr(bridge_cfg, "n_key_value_heads", None) if bridge_cfg is not None else None
+    if bridged:
+        return int(bridged)
+    if getattr(hf_config, "multi_query", False) and not getattr(hf_config, "new_decoder_architecture", False):
+        return 1
+    return int(_first(hf_config, "num_key_value_heads", "num_kv_heads", "n_kv_heads", default=n_heads))
+
+
 def geometry_from_config(
     hf_config: Any, tokenizer: Any = None, bridge_cfg: Any = None, hf_model: Any = None
 ) -> HeadGeometry:
@@ -152,7 +162,7 @@ def geometry_from_config(
     """
     n_layers = int(_first(hf_config, "num_hidden_layers", "n_layer", "num_layers"))
     n_heads = int(_first(hf_config, "num_attention_heads", "n_head", "num_heads"))
-    n_kv = int(_first(hf_config, "num_key_value_heads", "n_kv_heads", default=n_heads))
+    n_kv = _kv_heads(hf_config, n_heads, bridge_cfg)
     d_model = int(_first(hf_config, "hidden_size", "n_embd", "d_model"))
     d_head = int(_first(hf_config, "head_dim", default=d_model // n_heads))
     vocab = int(_first(hf_config, "vocab_size"))

@@ -8,8 +8,8 @@ QKV with partial rotary (GPT-NeoX/Pythia, Phi-3, Falcon, GPT-J), GQA/MQA, llama3
 sliding windows (Mistral, Phi-3, Gemma 2/3), logit soft-capping (Gemma 2), per-head q/k norms
 (Qwen3, Gemma 3), one q norm across all heads (OLMo 2), per-layer rope bases (Gemma 3),
 parallel blocks (StableLM, Cohere, Falcon). Each is small (hidden 64, 2 layers by default) but
-drawn with ``initializer_range`` 0.2 (and q/k norm gains of 3) so attention rows are peaked: a wrong mask, a missing RoPE
-or a skipped norm changes the numbers well above test tolerances.
+drawn, with ``peaked=True``, with ``initializer_range`` 0.2 (and q/k norm gains of 3) so attention rows
+are peaked: a wrong mask, a missing RoPE or a skipped norm changes the numbers well above test tolerances.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _common(vocab_size: int, n_layers: int, n_ctx: int) -> dict[str, Any]:
     return dict(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
         num_attention_heads=4, max_position_embeddings=n_ctx, bos_token_id=1, eos_token_id=2,
-        pad_token_id=3, tie_word_embeddings=False, initializer_range=TINY_INIT,
+        pad_token_id=3, tie_word_embeddings=False,
     )
 
 
@@ -51,7 +51,7 @@ def _gpt2(v: int, n: int, ctx: int):
     from transformers import GPT2Config
 
     return GPT2Config(vocab_size=v, n_embd=64, n_layer=n, n_head=4, n_positions=ctx, bos_token_id=1,
-                      eos_token_id=2, pad_token_id=3, initializer_range=TINY_INIT)
+                      eos_token_id=2, pad_token_id=3)
 
 
 def _gpt_neox(v: int, n: int, ctx: int):
@@ -143,8 +143,7 @@ def _gptj(v: int, n: int, ctx: int):
     from transformers import GPTJConfig
 
     return GPTJConfig(vocab_size=v, n_embd=64, n_layer=n, n_head=4, n_positions=ctx, rotary_dim=8,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False,
-                      initializer_range=TINY_INIT)
+                      bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False)
 
 
 def _falcon(v: int, n: int, ctx: int):
@@ -215,16 +214,26 @@ def _sharpen_qk_norms(model) -> None:
                 param *= 3.0
 
 
-def build_tiny_model(folder: str | Path, arch: TinyArch = "llama", seed: int = 0, **config_kwargs) -> Path:
-    """Write a randomly initialised model and a word tokenizer to ``folder``; return the folder."""
+def build_tiny_model(
+    folder: str | Path, arch: TinyArch = "llama", seed: int = 0, peaked: bool = False, **config_kwargs
+) -> Path:
+    """Write a randomly initialised model and a word tokenizer to ``folder``; return the folder.
+
+    ``peaked`` draws the weights with ``initializer_range`` `TINY_INIT` and triples q/k norm gains, so
+    attention rows are peaked (the architecture matrix needs that: on near-uniform rows a wrong mask or
+    a missing RoPE hardly shows). The default keeps transformers' own initialisation (0.02).
+    """
     from transformers import AutoModelForCausalLM
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = tiny_config(arch, **config_kwargs)
+    if peaked:
+        config.initializer_range = TINY_INIT
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    _sharpen_qk_norms(model)
+    if peaked:
+        _sharpen_qk_norms(model)
     model.save_pretrained(str(folder), safe_serialization=True)
     build_word_tokenizer(tiny_vocab(config.vocab_size)).save_pretrained(str(folder))
     return folder

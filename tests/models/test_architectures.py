@@ -227,3 +227,51 @@ def test_the_matrix_covers_the_features(arch_models):
     assert arch_models("gemma2")[0].hf_model.config.attn_logit_softcapping == 5.0
     periods = arch_models("gemma3")[0].geometry.positional
     assert max(periods.layer_periods(0)) != max(periods.layer_periods(1))  # local vs global base
+
+
+def _angles_from_rotary(model, layer_type=None) -> list[float]:
+    """Angle per pair at position 1, from the model's rotary module's own cos/sin output."""
+    hf = model.hf_model
+    rotary = next(m for m in hf.modules() if type(m).__name__.endswith("RotaryEmbedding"))
+    x = torch.zeros(1, 2, model.geometry.d_head)
+    pos = torch.arange(2)[None]
+    cos, sin = rotary(x, pos, layer_type) if layer_type else rotary(x, pos)
+    half = cos.shape[-1] // 2
+    return torch.atan2(sin[0, 1, :half].double(), cos[0, 1, :half].double()).tolist()
+
+
+@pytest.mark.parametrize("arch", ["llama31", "gemma3", "gpt_neox", "phi3", "stablelm", "qwen3"])
+def test_rope_frequencies_are_the_ones_the_model_rotates_by(arch, arch_models):
+    model, _ = arch_models(arch)
+    pos = model.geometry.positional
+    types = getattr(model.hf_model.config, "layer_types", None)
+    for layer in range(model.geometry.n_layers):
+        layer_type = types[layer] if arch == "gemma3" else None
+        want = _angles_from_rotary(model, layer_type)
+        assert pos.layer_inv_freq[layer] == pytest.approx(want, rel=1e-6, abs=1e-9)
+    assert pos.rope_dims == 2 * len(pos.layer_inv_freq[0])
+
+
+def test_llama3_scaling_matches_the_published_rule(arch_models):
+    """Llama 3.1's rule, written out here: wavelengths above original_max / low_freq_factor are divided
+    by the factor, below original_max / high_freq_factor kept, smoothly interpolated in between."""
+    import math
+
+    model, _ = arch_models("llama31")
+    rp = model.hf_model.config.rope_parameters
+    d = model.geometry.d_head
+    want = []
+    for i in range(d // 2):
+        f = rp["rope_theta"] ** (-2 * i / d)
+        wavelen = 2 * math.pi / f
+        lo, hi = rp["original_max_position_embeddings"] / rp["low_freq_factor"], rp["original_max_position_embeddings"] / rp["high_freq_factor"]
+        if wavelen > lo:
+            f = f / rp["factor"]
+        elif wavelen >= hi:
+            smooth = (rp["original_max_position_embeddings"] / wavelen - rp["low_freq_factor"]) / (rp["high_freq_factor"] - rp["low_freq_factor"])
+            f = (1 - smooth) * f / rp["factor"] + smooth * f
+        want.append(f)
+    got = model.geometry.positional.layer_inv_freq[0]
+    assert got == pytest.approx(want, rel=1e-5)
+    unscaled = [rp["rope_theta"] ** (-2 * i / d) for i in range(d // 2)]
+    assert max(u / g for u, g in zip(unscaled, got)) == pytest.approx(rp["factor"], rel=1e-5)  # rope_theta alone: 8x off

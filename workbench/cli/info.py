@@ -10,6 +10,22 @@ from rich.table import Table
 from workbench.cli.common import DeviceOpt, DtypeOpt, console
 
 
+def _attention_summary(loaded) -> str:
+    """Per-layer masking/score features and whether the instrumented recorder implements them."""
+    from workbench.errors import WorkbenchError
+    from workbench.record.patch import check_instrumentable
+
+    try:
+        specs = check_instrumentable(loaded.bridge)
+    except WorkbenchError as exc:
+        return f"instrumented recorder: not supported ({exc.message}); eager backend only"
+    kinds: dict[str, list[int]] = {}
+    for layer, spec in enumerate(specs):
+        kinds.setdefault(spec.describe(), []).append(layer)
+    parts = [f"{desc} (layers {', '.join(map(str, layers))})" if len(kinds) > 1 else desc for desc, layers in kinds.items()]
+    return "; ".join(parts) + "; instrumented recorder supported (self-checked on first use)"
+
+
 def info(
     model: str = typer.Argument(..., help="shipped model name, local Hugging Face folder, or cached hub id"),
     device: str = DeviceOpt,
@@ -37,6 +53,7 @@ def info(
         ("vocabulary", str(geo.vocab_size)),
         ("context length", str(geo.n_ctx)),
         ("positions", geo.positional.describe()),
+        ("attention", _attention_summary(loaded)),
         ("BOS", f"{geo.bos.token!r} (id {geo.bos.token_id}), " + ("prepended by the tokenizer" if geo.bos.prepends else "not prepended")),
         ("device / dtype", f"{loaded.device} / {str(loaded.dtype).removeprefix('torch.')}"),
     ]

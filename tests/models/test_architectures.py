@@ -275,3 +275,25 @@ def test_llama3_scaling_matches_the_published_rule(arch_models):
     assert got == pytest.approx(want, rel=1e-5)
     unscaled = [rp["rope_theta"] ** (-2 * i / d) for i in range(d // 2)]
     assert max(u / g for u, g in zip(unscaled, got)) == pytest.approx(rp["factor"], rel=1e-5)  # rope_theta alone: 8x off
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_the_tiny_tokenizer_survives_loading(arch, arch_models):
+    """One word, one token, whatever tokenizer class transformers forces on the model type (Qwen2)."""
+    model, _ = arch_models(arch)
+    assert model.to_str_tokens(model.to_tokens("w1 w2 w3")) == ["<bos>", "w1", "w2", "w3"]
+
+
+def test_a_rebuilt_tokenizer_is_replaced_by_the_folders_own(tiny_model_dir):
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    from workbench.models.loading import faithful_tokenizer
+
+    qwen2 = Path(tiny_model_dir("qwen2", peaked=True))
+    forced = AutoTokenizer.from_pretrained(str(qwen2))  # what transformers 5 does on its own
+    assert type(forced).__name__ == "Qwen2Tokenizer" and len(forced("w1 w2 w3")["input_ids"]) < 3
+    kept = faithful_tokenizer(qwen2)
+    assert kept is not None and kept("w1 w2 w3", add_special_tokens=False)["input_ids"] == [5, 6, 7]
+    assert faithful_tokenizer(Path(tiny_model_dir("llama", peaked=True))) is None  # kept as saved: nothing to fix

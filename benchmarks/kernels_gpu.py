@@ -141,7 +141,15 @@ def run(args) -> dict:
                 return attention_with_stats(q, k, v, scale=scale, causal=causal, first_k=4, window=64,
                                             pool=args.pool, backend="triton")
 
-            for name, fn in (("sdpa", sdpa), ("A", a_only), ("A+B", a_and_b), ("api", api)):
+            def api_windowed():  # a sliding-window layer (Mistral/Gemma local): cost O(N x W)
+                return attention_with_stats(q, k, v, scale=scale, causal=True, first_k=4, window=64,
+                                            pool=args.pool, backend="triton", sliding_window=args.sliding_window,
+                                            softcap=50.0)
+
+            benches = [("sdpa", sdpa), ("A", a_only), ("A+B", a_and_b), ("api", api)]
+            if causal and args.sliding_window:
+                benches.append(("api_window", api_windowed))
+            for name, fn in benches:
                 try:
                     t = _bench(fn, warmup=args.warmup, reps=args.reps)
                     row[f"{name}_ms"] = round(t * 1e3, 3)
@@ -150,7 +158,7 @@ def run(args) -> dict:
                     row[f"{name}_ms"] = None
                     row[f"{name}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
                     torch.cuda.empty_cache()
-            for name in ("A", "A+B", "api"):
+            for name in ("A", "A+B", "api", "api_window"):
                 if row.get("sdpa_ms") and row.get(f"{name}_ms"):
                     row[f"{name}_over_sdpa"] = round(row[f"{name}_ms"] / row["sdpa_ms"], 2)
             rows.append(row)
@@ -200,7 +208,7 @@ def sweep(dtype, causal, args) -> list:
 
 
 _COLS = ["N", "D", "sdpa_ms", "sdpa_tflops", "A_ms", "A_tflops", "A+B_ms", "A+B_tflops", "api_ms",
-         "A_over_sdpa", "A+B_over_sdpa", "api_over_sdpa"]
+         "A_over_sdpa", "A+B_over_sdpa", "api_over_sdpa", "api_window_ms", "api_window_over_sdpa"]
 
 
 def _fmt_row(row) -> str:
@@ -232,6 +240,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     ap.add_argument("--pool", type=int, default=64)
+    ap.add_argument("--sliding-window", type=int, default=4096,
+                    help="also time the API on a windowed, soft-capped (cap 50) layer with this window (0: skip)")
     ap.add_argument("--non-causal", action="store_true")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10)

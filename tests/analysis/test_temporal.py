@@ -121,3 +121,45 @@ def test_period_copy_share_reads_lags_one_short_of_each_period():
     assert lab.label == "sequential" and lab.offset == 6  # one strong diagonal: the shape view says sequential
     with pytest.raises(ValueError):
         period_copy_share(h, 1)
+
+
+def _periodic_profile(period: int, max_offset: int = 64) -> np.ndarray:
+    """Offset profile of a head whose query at phase t mod P matches every key of the same phase."""
+    n, d = 160, 64
+    eye = torch.eye(d)
+    phase = torch.arange(n) % period
+    q, k = (30 * eye[phase])[None, None], eye[phase][None, None]
+    _, stats = attention_with_stats(q, k, torch.zeros_like(k), scale=1.0, backend="torch")
+    return offset_profile(q, k, stats.lse, scale=1.0, max_offset=max_offset)[0, 0].double().numpy()
+
+
+@pytest.mark.parametrize("period", [4, 6, 7, 8, 12])
+def test_seasonal_period_is_the_fundamental_not_a_divisor(period):
+    """Stripes every P tokens are also stripes every divisor of P; the label must say P (it said 2 for 8)."""
+    lab = classify_profile(_periodic_profile(period), vertical=0.0)
+    assert (lab.label, lab.period) == ("seasonal", period)
+
+
+def test_a_single_rope_pair_head_is_matched_to_that_pair():
+    """A head whose logit comes from one RoPE pair of period 8: label period 8, matched pair = that pair."""
+    from workbench.analysis.scores import HeadScores
+    from workbench.analysis.temporal import TemporalReport, period_channel, rope_channel_shares
+
+    n, periods = 160, [3.0, 8.0, 20.0, 50.0]  # pair i rotates by 2 pi / periods[i] per token
+    theta = torch.tensor([2 * np.pi / p for p in periods], dtype=torch.float64)
+    half = len(periods)
+    t = torch.arange(n, dtype=torch.float64)[:, None]
+    a = torch.zeros(2 * half, dtype=torch.float64)
+    a[1], a[1 + half] = 6.0, 0.0  # only pair 1 (channels 1 and 1 + half) carries the query and key
+    cos, sin = torch.cos(t * theta), torch.sin(t * theta)
+    rot = torch.cat([a[:half] * cos - a[half:] * sin, a[:half] * sin + a[half:] * cos], dim=-1)  # rotate-half RoPE
+    q, k = rot.float()[None, None], rot.float()[None, None]
+    _, stats = attention_with_stats(q, k, torch.zeros_like(k), scale=1.0, backend="torch")
+    profile = offset_profile(q, k, stats.lse, scale=1.0, max_offset=64)[0, 0].double().numpy()
+    lab = classify_profile(profile, vertical=0.0)
+    assert (lab.label, lab.period) == ("seasonal", 8)
+    shares = rope_channel_shares(q[0], k[0], 2 * half, 4096, 0)
+    report = TemporalReport(HeadScores("temporal", 1, 1), {(0, 0): lab}, profile[None, None], shares[None],
+                            np.array([periods]), np.zeros(1))
+    pair, pair_period, share = period_channel(report, (0, 0))
+    assert (pair, pair_period) == (1, 8.0) and share > 0.99

@@ -49,6 +49,8 @@ class TemporalConfig:
     top_keys: int = 4  # re-access: share of all attention on the 4 most-attended keys
     min_share: float = 0.4  # below this for every class the head is "unpredictable"
     min_period: int = 2
+    # the fundamental period explains at least (1 - this) of the best stripe mass (see classify_profile)
+    period_tolerance: float = 0.1
     ar_order: int = 4
     ar_ridge: float = 1e-2
     fit_fraction: float = 0.5
@@ -108,9 +110,12 @@ def classify_profile(profile: np.ndarray, vertical: float, cfg: TemporalConfig =
     Shares (each a fraction of the head's attention, in [0, 1]):
     * re-access  = mass on the ``top_keys`` most-attended keys / all mass (vertical lines);
     * sequential = max_d h[d] (one diagonal);
-    * seasonal   = max over P >= min_period of sum_{m>=1} h[mP], counted only when the second
-      strongest multiple holds >= 20% of the strongest (several parallel stripes, not one
-      diagonal) and multiples of P average >= 3x the other offsets (a real period, not noise).
+    * seasonal   = sum_{m>=1} h[mP] at the *fundamental* period P: among the P >= min_period whose
+      stripes are real (the second strongest multiple holds >= 20% of the strongest, so several
+      parallel stripes and not one diagonal; multiples of P average >= 3x the other offsets), the
+      largest P whose stripe mass is within ``period_tolerance`` of the best. Every divisor of the
+      true period sums at least as much mass (stripes every 8 tokens are also "every 2"), so taking
+      the P with the most mass reported 2 for a period-8 head.
     The largest share wins if it is >= ``min_share``; otherwise "unpredictable" with confidence
     1 - (largest share).
     """
@@ -119,15 +124,19 @@ def classify_profile(profile: np.ndarray, vertical: float, cfg: TemporalConfig =
     offset = int(np.argmax(h))
     sequential = float(h[offset])
     seasonal, period = 0.0, None
+    candidates: dict[int, float] = {}
     for p in range(cfg.min_period, len(h) // 2 + 1):
         multiples = h[p::p]
         others = np.delete(h[1:], np.arange(p - 1, len(h) - 1, p))
-        total = float(multiples.sum())
         top_two = np.sort(multiples)[::-1][:2]
         stripes = len(top_two) == 2 and top_two[1] >= 0.2 * top_two[0]
         contrast = multiples.mean() >= 3.0 * (others.mean() if len(others) else 0.0)
-        if total > seasonal and stripes and contrast:
-            seasonal, period = total, p
+        if stripes and contrast:
+            candidates[p] = float(multiples.sum())
+    if candidates:
+        best_mass = max(candidates.values())
+        period = max(p for p, mass in candidates.items() if mass >= (1.0 - cfg.period_tolerance) * best_mass)
+        seasonal = candidates[period]
     # h[d] averages over the queries that reach offset d, so sums over d can exceed 1: clip.
     shares = {"re-access": min(vertical, 1.0), "sequential": min(sequential, 1.0), "seasonal": min(seasonal, 1.0)}
     best = max(shares, key=shares.get)

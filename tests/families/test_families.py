@@ -137,3 +137,20 @@ def test_prompts_follow_the_seed(tiny_llama):
 def test_build_family_with_options():
     fam = build_family("sinks", {"tau": 0.2})
     assert isinstance(fam, SinksFamily) and fam.config.tau == 0.2
+
+
+def test_the_safety_family_samples_its_prompts_with_the_run_seed():
+    """Two seeds, two prompt samples (a fixed generator made every seed look perfectly stable)."""
+    from workbench.families.safety import SafetyFamilyConfig, safety_prompts
+    from workbench.models import load_model
+
+    model = load_model("organism-4l", device="cpu")
+    cfg = SafetyFamilyConfig()
+
+    def sample(seed):
+        harmful, benign, source = safety_prompts(model, RunContext(seed=seed, n_prompts=8), cfg)
+        assert source == "organism-refusal-test" and len(harmful) == 8
+        return [tuple(t.tolist()) for t in harmful], [tuple(t.tolist()) for t in benign]
+
+    assert sample(1) == sample(1)
+    assert sample(1)[0] != sample(2)[0] and sample(1)[1] != sample(2)[1]

@@ -50,7 +50,8 @@ def safety_prompts(model: Any, ctx: RunContext, cfg: SafetyFamilyConfig) -> tupl
 
         def pick(name: str) -> list[torch.Tensor]:
             probes = load_probes(name)
-            idx = np.random.default_rng(0).permutation(len(probes))[:n]
+            # the run's seed picks the sample (the same for every part of the run)
+            idx = ctx.rng("safety", "prompts", name).permutation(len(probes))[:n]
             return [torch.from_numpy(np.asarray(probes[i].prompt, dtype=np.int64)) for i in sorted(idx)]
 
         return pick("refusal-harmful-test"), pick("refusal-benign-test"), "organism-refusal-test"

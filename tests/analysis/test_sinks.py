@@ -8,6 +8,7 @@ import torch
 
 from workbench.analysis.sinks import (
     SinkConfig,
+    analyze_sink_records,
     analyze_sinks,
     massive_activations,
     mean_received,
@@ -134,7 +135,9 @@ def test_first_token_removal_and_act_search_bookkeeping(planted):
     from workbench.analysis.sinks import act_head_search, first_token_removal_check
     from workbench.interventions.attention_edits import act_calibrated, removed_first_token
 
-    prompts = [_prompt(64, seed=s) for s in range(2)]
+    # three planted sink tokens: ACT spares its first detected sink (here the one at 10, since this
+    # head ignores key 0) and calibrates the others
+    prompts = [_prompt(64, seed=s, sink_at=(10, 30, 45)) for s in range(2)]
     report = analyze_sinks(planted, prompts)
     check = first_token_removal_check(planted, report, prompts, k=2)
     assert check.top_heads == report.scores.top("first_token_mass", 2)
@@ -191,3 +194,58 @@ def test_sink_removal_check_hits_the_planted_head(planted):
     # removing the planted head's sink changes the loss; the weakest head's (few or no sinks) barely
     assert abs(check.top_delta) > 10 * abs(check.bottom_delta)
     assert loss_without_sinks(planted, report, prompts, []) == pytest.approx(check.base_loss)
+
+
+def _hand_record(pattern: torch.Tensor):
+    """An AttentionRecord of one layer and one head whose full pattern is ``pattern`` [N, N]."""
+    from workbench.record.eager import stats_from_pattern
+    from workbench.record.record import AttentionRecord
+
+    n = pattern.shape[-1]
+    stats = stats_from_pattern(None, pattern[None, None], first_k=1, window=16, columns=True, pool=16)
+    return AttentionRecord(tokens=torch.arange(n)[None], layers=[stats], backend="eager")
+
+
+def _pattern_with(n: int, weights: dict[int, float]) -> torch.Tensor:
+    """Causal rows: each query puts weights[j] on key j (once it can see it), the rest uniformly."""
+    p = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        fixed = {j: w for j, w in weights.items() if j <= i}
+        free = [j for j in range(i + 1) if j not in fixed]
+        rest = 1.0 - sum(fixed.values())
+        for j, w in fixed.items():
+            p[i, j] = w if free else w / sum(fixed.values())
+        for j in free:
+            p[i, j] = rest / len(free)
+    return p
+
+
+def test_hidden_sinks_need_a_quarter_of_the_queries_and_acts_own_count_is_kept():
+    """Key 10 gets 0.3 from every later query (a sink); key 56 gets 0.9 from the last 8 queries only
+    (a tail artefact: mean 0.9 over 8 queries). Only key 10 is a hidden sink; ACT's own rule finds
+    both and spares its first detected one (key 10), so its count is 1."""
+    record = _hand_record(_pattern_with(64, {10: 0.3, 56: 0.9}))
+    report = analyze_sink_records([record], [[f"t{i}" for i in range(64)]], 1, 1)
+    assert [t.position for t in report.hidden_sinks()] == [10]
+    assert report.scores.score("hidden_sink_count", Head(0, 0)) == 1.0
+    assert report.scores.score("act_hidden_sink_count", Head(0, 0)) == 1.0
+
+
+def test_act_spares_its_first_detected_sink_not_key_0():
+    """Key 0 is no sink here; ACT (indices[1:]) spares key 5, its first detected sink, and calibrates 20."""
+    p = _pattern_with(48, {5: 0.3, 20: 0.3})[None].float()
+    a = act_calibrate(p, beta=0.4, tau=0.1)
+    assert a[0, 30, 5] > p[0, 30, 5]  # spared: not scaled by beta, it even gets its share of the freed mass
+    torch.testing.assert_close(a[0, 30, 20], 0.4 * p[0, 30, 20])  # calibrated
+    torch.testing.assert_close(a.sum(-1), torch.ones(1, 48))
+
+
+def test_act_searches_the_layers_acts_code_calibrates():
+    from workbench.analysis.sinks import act_head_search
+    from workbench.interventions.attention_edits import act_layers
+
+    assert act_layers(32) == list(range(2, 31))  # Llama-2-7B in ACT's code: layers 2..30
+    model = load_model("organism-4l", device="cpu")
+    result = act_head_search(model, lambda: 0.0, lambda: 0.0)
+    assert {h.layer for h in result.candidates} == {2}
+    assert act_head_search(model, lambda: 0.0, lambda: 0.0, skip_first_layers=0, skip_last_layers=0).candidates == model.geometry.all_heads()

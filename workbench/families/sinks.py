@@ -24,16 +24,19 @@ MAX_SINK_TOKEN_ROWS = 20000
 
 @dataclass(frozen=True)
 class SinksFamilyConfig:
-    """eps: Gu et al. 2024; tau, min_queries: ACT (Yu et al. 2024); evidence: first-token removal."""
+    """eps: Gu et al. 2024; tau, beta and the calibrated layers: ACT (Yu et al. 2024, its code: layers 2 to L-2);
+    min_query_share: ours (ACT has no visibility guard); evidence: first-token removal."""
 
     eps: float = 0.3
     first_k: int = 1
     tau: float = 0.1
-    min_queries: int = 8
+    min_query_share: float = 0.25
     evidence_heads: int = 4  # strongest first-token heads checked one at a time (-1: every head)
     check_k: int = 3  # top-k vs bottom-k group check
     act: bool = True  # run ACT's head search (a separate, resumable part)
     act_beta: float = 0.4  # ACT (Yu et al. 2024)
+    act_skip_first_layers: int = 2  # ACT's code calibrates layers 2..30 of 32: never the first two ...
+    act_skip_last_layers: int = 1  # ... nor the last
     act_trials: int = 16  # calibration and evaluation sets (kept apart) for the organism's needle task
     act_context: int = 256
 
@@ -89,7 +92,9 @@ class SinksFamily(Family):
             cal_p, held_p = prompts[:half], prompts[half:] or prompts[:half]
             metric_name = "negative LM loss"
             cal_fn, eval_fn = (lambda: -lm_loss(model, cal_p)), (lambda: -lm_loss(model, held_p))
-        result = act_head_search(model, cal_fn, eval_fn, beta=cfg.act_beta, tau=cfg.tau)
+        result = act_head_search(model, cal_fn, eval_fn, beta=cfg.act_beta, tau=cfg.tau,
+                                 skip_first_layers=cfg.act_skip_first_layers, skip_last_layers=cfg.act_skip_last_layers,
+                                 min_query_share=cfg.min_query_share)
         gain = np.full((geo.n_layers, geo.n_heads), np.nan)
         for head, g in result.single_head_gain.items():
             gain[head.layer, head.head] = g
@@ -110,7 +115,7 @@ class SinksFamily(Family):
         from workbench.analysis.sinks import SinkConfig, analyze_sinks, first_token_removal_check, loss_without_sinks, sink_removal_check
 
         cfg = self.config
-        sink_cfg = SinkConfig(eps=cfg.eps, first_k=cfg.first_k, tau=cfg.tau, min_queries=cfg.min_queries)
+        sink_cfg = SinkConfig(eps=cfg.eps, first_k=cfg.first_k, tau=cfg.tau, min_query_share=cfg.min_query_share)
         ctx.seed_torch(self.name, part)
         prompts, source = family_prompts(model, ctx, self.name)
         report = analyze_sinks(model, prompts, sink_cfg, progress=lambda i, n: ctx.report("sinks: recording", i, n))
@@ -174,6 +179,6 @@ class SinksFamily(Family):
             "base_loss": base,
             "top_removal_delta": check.top_delta,
             "bottom_removal_delta": check.bottom_delta,
-            "config": {"eps": cfg.eps, "first_k": cfg.first_k, "tau": cfg.tau, "min_queries": cfg.min_queries},
+            "config": {"eps": cfg.eps, "first_k": cfg.first_k, "tau": cfg.tau, "min_query_share": cfg.min_query_share},
         }
         return PartResult(scores, artefacts, summary)

@@ -39,19 +39,38 @@ def remove_keys(pattern: torch.Tensor, keys: torch.Tensor | list[int]) -> torch.
     return torch.where(visible.any(-1, keepdim=True), edited, pattern)
 
 
-def act_calibrate(pattern: torch.Tensor, beta: float = 0.4, tau: float = 0.1, skip_first: int = 1) -> torch.Tensor:
-    """ACT calibration of one head's causal pattern [B, Nq, Nk] (Nq == Nk).
+def _visible(nq: int, nk: int, device, sliding_window: int | None = None) -> torch.Tensor:
+    """[Nq, Nk] keys each query can see (the queries are the last Nq positions), windows counted."""
+    i = torch.arange(nq, device=device)[:, None] + (nk - nq)
+    j = torch.arange(nk, device=device)[None, :]
+    vis = j <= i
+    if sliding_window is not None:
+        vis = vis & (j > i - sliding_window)
+    return vis
 
-    Sinks S are keys whose mean received attention over the queries that see them exceeds
-    tau, minus the first ``skip_first`` keys (ACT leaves the start token alone). Attention on
-    S is scaled by beta; the freed mass (1 - beta) * sum_S goes to the other keys of the row
-    in proportion to their attention, so rows still sum to 1.
+
+def act_calibrate(
+    pattern: torch.Tensor, beta: float = 0.4, tau: float = 0.1, min_query_share: float = 0.25,
+    sliding_window: int | None = None,
+) -> torch.Tensor:
+    """ACT calibration of one head's causal pattern [B, Nq, Nk].
+
+    Sinks S: keys whose mean received attention over the queries that see them exceeds tau and
+    that at least ``min_query_share`` of the queries can see (the workbench's guard against tail
+    keys; 0 gives ACT's own set), minus ACT's *first detected* sink (``indices[1:]`` in its code:
+    usually key 0, but not always), which ACT leaves alone. Attention on S is scaled by beta; the
+    freed mass (1 - beta) * sum_S goes to the other keys of the row in proportion to their
+    attention, so rows still sum to 1.
     """
     b, nq, nk = pattern.shape
-    visible = torch.arange(nk, 0, -1, device=pattern.device, dtype=pattern.dtype)  # queries that see key j
-    col_mean = pattern.sum(-2) / visible  # [B, Nk]
-    sinks = col_mean > tau
-    sinks[:, :skip_first] = False
+    vis = _visible(nq, nk, pattern.device, sliding_window)
+    seen = vis.sum(0).to(pattern.dtype)  # queries that see key j
+    col_mean = pattern.sum(-2) / seen.clamp_min(1)  # [B, Nk]
+    act_set = col_mean > tau
+    sinks = act_set & (seen >= min_query_share * nq)
+    first = act_set.to(torch.int8).argmax(-1)  # ACT's first detected sink, spared
+    spare = torch.zeros_like(sinks).scatter_(-1, first[:, None], act_set.any(-1, keepdim=True))
+    sinks = sinks & ~spare
     sink_mask = sinks[:, None, :].to(pattern.dtype)  # [B, 1, Nk]
     on_sinks = (pattern * sink_mask).sum(-1, keepdim=True)
     rest = pattern * (1 - sink_mask)
@@ -60,8 +79,7 @@ def act_calibrate(pattern: torch.Tensor, beta: float = 0.4, tau: float = 0.1, sk
     # ACT shares the freed mass in proportion to the row's non-sink attention. When that is
     # exactly zero (a row entirely on sinks; ACT's formula divides 0 by 0) we share it
     # uniformly over the visible non-sink keys instead; a row with none keeps its pattern.
-    causal = torch.ones(nq, nk, dtype=torch.bool, device=pattern.device).tril(nk - nq)
-    fallback = causal.to(pattern.dtype) * (1 - sink_mask)
+    fallback = vis.to(pattern.dtype) * (1 - sink_mask)
     fallback_total = fallback.sum(-1, keepdim=True)
     share = torch.where(
         rest_total > 0, rest / rest_total.clamp_min(1e-38), fallback / fallback_total.clamp_min(1.0)
@@ -69,6 +87,12 @@ def act_calibrate(pattern: torch.Tensor, beta: float = 0.4, tau: float = 0.1, sk
     edited = pattern * sink_mask * beta + rest + freed * share
     movable = (rest_total > 0) | (fallback_total > 0)
     return torch.where(movable, edited, pattern)
+
+
+def act_layers(n_layers: int, skip_first: int = 2, skip_last: int = 1) -> list[int]:
+    """The layers ACT calibrates: its code uses layers 2..30 of 32-layer models (never the first
+    two nor the last)."""
+    return list(range(min(skip_first, n_layers), max(n_layers - skip_last, 0)))
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,20 @@ def removed_first_token(model: Any, heads: Iterable[HeadLike], n_first: int = 1)
     return edited_patterns(model, heads, lambda p: remove_keys(p, list(range(n_first))))
 
 
-def act_calibrated(model: Any, heads: Iterable[HeadLike], beta: float = 0.4, tau: float = 0.1):
-    """Context: ACT calibration on the hidden sinks of the chosen heads."""
-    return edited_patterns(model, heads, lambda p: act_calibrate(p, beta=beta, tau=tau))
+@contextlib.contextmanager
+def act_calibrated(
+    model: Any, heads: Iterable[HeadLike], beta: float = 0.4, tau: float = 0.1, min_query_share: float = 0.25
+) -> Iterator[None]:
+    """Context: ACT calibration on the hidden sinks of the chosen heads (each layer's window counted)."""
+    from workbench.models.attention_spec import layer_windows
+
+    geo = model.geometry
+    chosen = parse_heads(list(heads), geo.n_layers, geo.n_heads)
+    windows = layer_windows(model.hf_model.config, geo.n_layers)
+    with contextlib.ExitStack() as stack:
+        for layer in sorted({h.layer for h in chosen}):
+            def edit(p, _w=windows[layer]):
+                return act_calibrate(p, beta=beta, tau=tau, min_query_share=min_query_share, sliding_window=_w)
+
+            stack.enter_context(edited_patterns(model, [h for h in chosen if h.layer == layer], edit))
+        yield

@@ -22,14 +22,18 @@ from workbench.families.prompts import is_organism
 
 @dataclass(frozen=True)
 class SafetyFamilyConfig:
-    """epsilon, rank, max_group: Ships/Sahara code defaults (1e-5, 1, 3)."""
+    """epsilon, rank, max_group: Ships/Sahara code defaults (1e-5, 1, 3). Generation and judge: the
+    paper's 128 new tokens and 32-character minimum for real models (refusals often start after a
+    preamble); the shipped organisms answer in a few words, so they default to 8 and 8. ``judge``:
+    "workbench" (our phrase list and repetition filter) or "ships-paper" (Table 4's keywords)."""
 
     epsilon: float = 1e-5
     rank: int = 1
     max_group: int = 3
     n_prompts: int = 40
-    max_new_tokens: int = 8
-    min_chars: int = 8  # judge minimum length (the paper's 32 characters suits long answers)
+    max_new_tokens: int = 0  # 0: 128 (the paper's) for real models, 8 for the organisms
+    min_chars: int = 0  # judge minimum length; 0: 32 (the paper's) for real models, 8 for the organisms
+    judge: str = "workbench"
     harmful_file: str = ""
     benign_file: str = ""
     template: str = "raw"
@@ -61,6 +65,14 @@ def safety_prompts(model: Any, ctx: RunContext, cfg: SafetyFamilyConfig) -> tupl
     )
 
 
+def generation_settings(model: Any, cfg: SafetyFamilyConfig) -> tuple[int, int]:
+    """(new tokens, judge minimum length): the config's, or the defaults for this kind of model."""
+    organism = is_organism(model)
+    new_tokens = cfg.max_new_tokens or (8 if organism else 128)
+    min_chars = cfg.min_chars or (8 if organism else 32)
+    return new_tokens, min_chars
+
+
 class SafetyFamily(Family):
     name = "safety"
     config_class = SafetyFamilyConfig
@@ -79,14 +91,16 @@ class SafetyFamily(Family):
         return [(int(l), int(h)) for l, h in zip(*np.nonzero(values >= 0.5))]
 
     def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
-        from workbench.analysis.refusal import RefusalJudge
+        from workbench.analysis.refusal import make_judge
         from workbench.analysis.safety import SafetyConfig, asr, sahara_search, ships_scores
         from workbench.analysis.scores import HeadScores
 
         cfg = self.config
         geo = model.geometry
-        scfg = SafetyConfig(epsilon=cfg.epsilon, rank=cfg.rank, max_group=cfg.max_group, max_new_tokens=cfg.max_new_tokens,
-                            judge=RefusalJudge(min_chars=cfg.min_chars))
+        new_tokens, min_chars = generation_settings(model, cfg)
+        judge = make_judge(cfg.judge, min_chars)
+        scfg = SafetyConfig(epsilon=cfg.epsilon, rank=cfg.rank, max_group=cfg.max_group, max_new_tokens=new_tokens,
+                            judge=judge)
         harmful, benign, source = safety_prompts(model, ctx, cfg)
         ctx.seed_torch(self.name, part)
         scores = HeadScores(self.name, geo.n_layers, geo.n_heads)
@@ -100,7 +114,8 @@ class SafetyFamily(Family):
                 asr_map[head.layer, head.head] = asr(model, harmful, [head], scfg).asr
                 ctx.report(f"safety: ASR {part}", i + 1, len(heads))
             scores.add("asr_when_ablated", asr_map, "attack success rate on harmful prompts with this head ablated")
-            return PartResult(scores, {f"ships_{part}": ships}, {"prompt_source": source, "n_harmful": len(harmful)})
+            return PartResult(scores, {f"ships_{part}": ships}, {"prompt_source": source, "n_harmful": len(harmful),
+                                                                 "judge": judge.name, "max_new_tokens": new_tokens})
         # the group part: Sahara, base ASR, per-query top-Ships ablation vs random heads
         sahara = sahara_search(model, harmful, scfg, progress=lambda i, n: ctx.report("safety: Sahara", i, n))
         scores.add("sahara_angle", sahara.step_scores[0], "Sahara step-1 subspace angle (degrees) with the head ablated")
@@ -130,5 +145,5 @@ class SafetyFamily(Family):
         }
         summary = {"prompt_source": source, "n_harmful": len(harmful), "n_benign": len(benign), "base_asr": base.asr,
                    "asr_top_ships_per_query": top.asr, "asr_random_head": rand.asr, "asr_sahara_group": group.asr,
-                   "sahara_group": [str(h) for h in sahara.group]}
+                   "sahara_group": [str(h) for h in sahara.group], "judge": judge.name, "max_new_tokens": new_tokens}
         return PartResult(scores, artefacts, summary)

@@ -26,7 +26,7 @@ def test_retrieval_score_at_4k_tokens_on_cpu(tmp_path, monkeypatch):
         return real(self, *a, **k)
 
     monkeypatch.setattr(torch.Tensor, "softmax", watch)
-    report = retrieval_scores(model, trials, RetrievalConfig(success_gate=-1.0))
+    report = retrieval_scores(model, trials, RetrievalConfig(success_gate=-1.0, max_new_tokens=3))
     assert report.n_counted == 1 and np.isfinite(report.scores["retrieval_score"]).all()
     assert len(report.trials[0].generated) == 3
     assert largest["n"] < 4096 * 4096

@@ -44,7 +44,9 @@ class RetrievalConfig:
 
     threshold: float = 0.1
     success_gate: float = 0.5
-    max_new_tokens: int | None = None  # None: as many tokens as the expected answer
+    # None: what the trial asks for (text needles: 50 tokens stopped at a newline, as Wu et al.;
+    # the organisms' needles: as many tokens as the expected answer)
+    max_new_tokens: int | None = None
     echo_ratio: float = 0.01
     induction_ratio: float = 0.14
     segment: int = 256  # RazorAttention uses 2500 tokens; scaled to small models
@@ -94,8 +96,14 @@ def retrieval_scores(
     weighted: list[np.ndarray] = []
     for t, trial in enumerate(trials):
         prompt = trial.prompt.view(1, -1).to(model.device)
-        n_new = cfg.max_new_tokens or len(trial.answer)
-        generated = greedy_generate(model, prompt, n_new, instrumented=True)[0].cpu()
+        n_new = cfg.max_new_tokens or trial.meta.get("max_new_tokens") or len(trial.answer)
+        stops = [int(i) for i in trial.meta.get("stop_ids", ())]
+        generated = greedy_generate(model, prompt, n_new, stop_ids=stops, instrumented=True)[0].cpu()
+        cut = next((i for i, tok in enumerate(generated.tolist()) if tok in stops), None)
+        if cut is not None:
+            generated = generated[:cut]  # the reference stops at the newline and scores what came before
+        if generated.numel() == 0:
+            generated = torch.tensor([stops[0]]) if stops else generated
         answer = trial.answer.tolist()
         recall = rouge1_recall(answer, generated.tolist())
         full = torch.cat([prompt[0].cpu(), generated[:-1]]).view(1, -1)

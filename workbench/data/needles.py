@@ -64,6 +64,25 @@ def locate_span(prompt_ids: Sequence[int], answer_ids: Sequence[int], min_overla
     raise InputDataError("the needle answer was not found in the prompt", "check that the needle contains the answer text")
 
 
+#: Wu et al.'s prompt tail (retrieval_head_detection.py): the question, then an answer cue
+REFERENCE_QUESTION = "\nBased on the content of the book, Question: {question}\nAnswer:"
+#: Wu et al. decode up to 50 tokens and stop at the first newline
+REFERENCE_MAX_NEW_TOKENS = 50
+
+
+def newline_ids(tokenizer: Any) -> list[int]:
+    """Token ids that mean "newline" for this tokenizer (the reference stops decoding there)."""
+    ids = set()
+    encoded = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    if encoded:
+        ids.add(int(encoded[-1]))
+    for name in ("<0x0A>", "\u010a", "\n"):
+        tid = tokenizer.convert_tokens_to_ids(name) if hasattr(tokenizer, "convert_tokens_to_ids") else None
+        if isinstance(tid, int) and tid != getattr(tokenizer, "unk_token_id", None):
+            ids.add(tid)
+    return sorted(ids)
+
+
 def text_needle_trials(
     tokenizer: Any,
     haystack: str | Path,  # the text itself, or a Path to a UTF-8 text file
@@ -72,18 +91,23 @@ def text_needle_trials(
     answer: str,
     context_lengths: Sequence[int],
     depths: Sequence[float],
+    question_template: str = REFERENCE_QUESTION,
+    max_new_tokens: int = REFERENCE_MAX_NEW_TOKENS,
 ) -> list[NeedleTrial]:
     """Trials from a text haystack: the needle inserted at each depth (moved to a sentence
-    boundary), truncated so each prompt has the given token length, question appended."""
+    boundary), truncated so each prompt has the given token length, the question appended in Wu et
+    al.'s form ending with the answer cue. Each trial asks for up to ``max_new_tokens`` (50) of
+    greedy decoding stopped at a newline, as the reference does."""
     text = haystack.read_text(encoding="utf-8") if isinstance(haystack, Path) else str(haystack)
     if not text.strip():
         raise InputDataError("the haystack text is empty", "give a text file with some content")
     hay_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     needle_ids = tokenizer(" " + needle.strip(), add_special_tokens=False)["input_ids"]
-    question_ids = tokenizer(" " + question.strip(), add_special_tokens=False)["input_ids"]
+    question_ids = tokenizer(question_template.format(question=question.strip()), add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
     bos = [tokenizer.bos_token_id] if getattr(tokenizer, "bos_token_id", None) is not None else []
     period_ids = set(tokenizer(".", add_special_tokens=False)["input_ids"])
+    meta = {"kind": "text", "max_new_tokens": int(max_new_tokens), "stop_ids": newline_ids(tokenizer)}
     trials = []
     for length in context_lengths:
         budget = length - len(bos) - len(needle_ids) - len(question_ids)
@@ -101,6 +125,6 @@ def text_needle_trials(
             ids = bos + base[:cut] + needle_ids + base[cut:] + question_ids
             start, end = locate_span(ids, answer_ids)
             trials.append(
-                NeedleTrial(torch.tensor(ids), torch.tensor(answer_ids), (start, end), len(ids), float(depth))
+                NeedleTrial(torch.tensor(ids), torch.tensor(answer_ids), (start, end), len(ids), float(depth), dict(meta))
             )
     return trials

@@ -166,3 +166,27 @@ def test_the_safety_family_names_its_judge():
     family = SafetyFamily(SafetyFamilyConfig(heads_per_part=1, judge="ships-paper"))
     result = family.run_part(organism, RunContext(n_prompts=2), "heads-0-1")
     assert result.summary["judge"].startswith("Ships paper keywords") and result.summary["max_new_tokens"] == 8
+
+
+CHAT_TEMPLATES = {
+    "llama3": "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|> "
+              "{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant"
+              "<|end_header_id|> {% endif %}",
+    "gemma": "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ m['role'] }} {{ m['content'] }}<end_of_turn> "
+             "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model {% endif %}",
+    "qwen": "{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|> {% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant {% endif %}",
+}
+
+
+@pytest.mark.parametrize("style", sorted(CHAT_TEMPLATES))
+def test_chat_prompts_have_exactly_one_bos(style, tiny_model_dir):
+    from workbench.data.prompts import encode_prompts
+    from workbench.models import load_model
+
+    model = load_model(tiny_model_dir("llama"), device="cpu")  # its own copy: the template is set on the tokenizer
+    model.tokenizer.chat_template = CHAT_TEMPLATES[style]
+    (ids,) = encode_prompts(["w5 w6 w7"], model, "chat")
+    bos = model.geometry.bos.token_id
+    assert ids[0].item() == bos and int((ids == bos).sum()) == 1, model.to_str_tokens(ids)
+    assert model.to_str_tokens(ids)[-4:-1] != ["<bos>"] * 3 and "w6" in model.to_str_tokens(ids)

@@ -104,3 +104,37 @@ def apply_template(prompts: Sequence[str], tokenizer: Any, template: str = "raw"
     if "{prompt}" not in template:
         raise InputDataError(f"template {template!r} has no {{prompt}} placeholder", 'use "raw", "chat" or e.g. "Q: {prompt} A:"')
     return [template.format(prompt=p) for p in prompts]
+
+
+def chat_ids(tokenizer: Any, prompt: str, bos_prepends: bool) -> list[int]:
+    """Token ids of one user turn through the tokenizer's chat template, with exactly one BOS.
+
+    Rendering the template to text and tokenising it again adds the tokenizer's BOS in front of
+    the BOS the template already wrote (Llama 3, Gemma): two BOS, and every position shifted. The
+    template is tokenised as ids instead; a doubled BOS is collapsed, and a tokenizer that always
+    starts with BOS gets one when the template writes none (Qwen-style templates).
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputDataError("the tokenizer has no chat template", "use --template raw or a format string with {prompt}")
+    out = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True, add_generation_prompt=True)
+    if hasattr(out, "keys") and "input_ids" in out:
+        out = out["input_ids"]
+    ids = [int(i) for i in (out.tolist() if hasattr(out, "tolist") else out)]
+    if ids and isinstance(ids[0], list):
+        ids = ids[0]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None:
+        while len(ids) > 1 and ids[0] == bos and ids[1] == bos:
+            ids = ids[1:]
+        if bos_prepends and (not ids or ids[0] != bos):
+            ids = [bos, *ids]
+    return ids
+
+
+def encode_prompts(prompts: Sequence[str], model: Any, template: str = "raw") -> list[Any]:
+    """Token id tensors [N] of prompts under a template ("raw", "chat" or a ``{prompt}`` format string)."""
+    import torch
+
+    if template == "chat":
+        return [torch.tensor(chat_ids(model.tokenizer, p, model.geometry.bos.prepends)) for p in prompts]
+    return [model.to_tokens(t)[0].cpu() for t in apply_template(prompts, model.tokenizer, template)]

@@ -43,12 +43,11 @@ class SafetyFamilyConfig:
 def safety_prompts(model: Any, ctx: RunContext, cfg: SafetyFamilyConfig) -> tuple[list[torch.Tensor], list[torch.Tensor], str]:
     n = ctx.n_prompts or cfg.n_prompts
     if cfg.harmful_file:
-        from workbench.data.prompts import apply_template, load_prompts
+        from workbench.data.prompts import encode_prompts, load_prompts
 
-        harmful = apply_template(load_prompts(cfg.harmful_file)[:n], model.tokenizer, cfg.template)
-        benign = apply_template(load_prompts(cfg.benign_file)[:n], model.tokenizer, cfg.template) if cfg.benign_file else []
-        tok = lambda texts: [model.to_tokens(t)[0].cpu() for t in texts]  # noqa: E731
-        return tok(harmful), tok(benign), "file"
+        harmful = encode_prompts(load_prompts(cfg.harmful_file)[:n], model, cfg.template)
+        benign = encode_prompts(load_prompts(cfg.benign_file)[:n], model, cfg.template) if cfg.benign_file else []
+        return harmful, benign, "file"
     if is_organism(model):
         from workbench.organisms.datasets import load_probes
 

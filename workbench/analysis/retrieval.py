@@ -302,7 +302,10 @@ def top_vs_random_ablation(
 
 @dataclass
 class BudgetCurve:
-    fractions: list[float]  # share of heads on the full cache
+    """Needle accuracy against the KV cache kept: "retrieval-score head selection with a
+    DuoAttention-style mask" (KV heads chosen by score, the others sink + recent), counted per KV head."""
+
+    fractions: list[float]  # share of KV heads on the full cache
     cache_share: list[float]  # share of the full KV cache kept
     ranked_accuracy: list[float]
     random_accuracy: list[float]
@@ -312,27 +315,29 @@ class BudgetCurve:
 
 
 def kv_budget_curve(
-    model: Any, trials: Sequence[NeedleTrial], ranking: Sequence[Head], fractions: Sequence[float],
+    model: Any, trials: Sequence[NeedleTrial], kv_ranking: Sequence[tuple[int, int]], fractions: Sequence[float],
     sink: int = 4, recent: int = 64, seed: int = 0, n_random: int = 2,
 ) -> BudgetCurve:
-    """Needle accuracy when the top fraction of ranked heads keeps the full cache and the rest
-    keep sink + recent only, against the same number of random heads."""
-    from workbench.interventions.kv_budget import cache_fraction, kv_budget
+    """Needle accuracy when the top fraction of ranked *KV heads* keeps the full cache (with every
+    query head they serve) and the other KV heads keep sink + recent only, against the same number
+    of random KV heads. ``kv_ranking``: (layer, KV head) pairs, best first (`kv_head_ranking`)."""
+    from workbench.interventions.kv_budget import cache_fraction, kv_budget_by_kv_heads
 
     geo = model.geometry
-    total = geo.n_total_heads
+    all_kv = [(layer, kv) for layer in range(geo.n_layers) for kv in range(geo.n_kv_heads)]
+    total = len(all_kv)
     full = needle_accuracy(model, trials)
     ranked_acc, random_acc, shares = [], [], []
     rng = random.Random(seed)
     n_tokens = int(np.mean([t.context_len for t in trials]))
     for frac in fractions:
         n_full = int(round(frac * total))
-        with kv_budget(model, list(ranking[:n_full]), sink=sink, recent=recent):
+        with kv_budget_by_kv_heads(model, list(kv_ranking[:n_full]), sink=sink, recent=recent):
             ranked_acc.append(needle_accuracy(model, trials))
         accs = []
         for _ in range(n_random):
-            chosen = rng.sample(geo.all_heads(), n_full)
-            with kv_budget(model, chosen, sink=sink, recent=recent):
+            chosen = rng.sample(all_kv, n_full)
+            with kv_budget_by_kv_heads(model, chosen, sink=sink, recent=recent):
                 accs.append(needle_accuracy(model, trials))
         random_acc.append(float(np.mean(accs)))
         shares.append(cache_fraction(n_tokens, n_full, total, sink, recent))

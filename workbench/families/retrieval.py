@@ -35,7 +35,8 @@ class RetrievalFamilyConfig:
     n_random: int = 3
     sink: int = 4
     recent: int = 32
-    budget_fractions: tuple = (0.05, 0.1, 0.2, 0.4)
+    budget_fractions: tuple = (0.05, 0.1, 0.2, 0.4)  # shares of KV heads kept on the full cache
+    kv_reduce: str = "max"  # a KV head's score from its query heads: max (RazorAttention, DuoAttention) or mean
 
 
 def needle_trials(model: Any, ctx: RunContext, cfg: RetrievalFamilyConfig):
@@ -135,7 +136,10 @@ class RetrievalFamily(Family):
         comparison = top_vs_random_ablation(model, trials, ranking, min(cfg.compare_k, geo.n_total_heads // 2), cfg.n_random,
                                             seed=int(ctx.rng("retrieval", "random").integers(2**31)))
         ctx.report("retrieval: top vs random", 1, 1)
-        curve = kv_budget_curve(model, trials, ranking, list(cfg.budget_fractions), cfg.sink, cfg.recent,
+        from workbench.interventions.kv_budget import kv_head_ranking
+
+        kv_ranking = kv_head_ranking(scores[ranking_metric], geo, cfg.kv_reduce)
+        curve = kv_budget_curve(model, trials, kv_ranking, list(cfg.budget_fractions), cfg.sink, cfg.recent,
                                 seed=int(ctx.rng("retrieval", "budget").integers(2**31)))
         ctx.report("retrieval: KV budget", 1, 1)
         hits = [
@@ -161,6 +165,9 @@ class RetrievalFamily(Family):
                 "fractions": curve.fractions, "cache_share": curve.cache_share, "ranked_accuracy": curve.ranked_accuracy,
                 "random_accuracy": curve.random_accuracy, "full_accuracy": curve.full_accuracy,
                 "sink": curve.sink, "recent": curve.recent,
+                "method": "retrieval-score head selection with a DuoAttention-style mask (not DuoAttention)",
+                "counted_per": "KV head", "kv_reduce": cfg.kv_reduce,
+                "kv_heads_ranked": [f"L{l}KV{k}" for l, k in kv_ranking],
             },
             "razor_selection": {k: [list(x) for x in v] for k, v in razor.items()},
         }

@@ -5,6 +5,12 @@ retrieval heads and a "streaming" cache (the first tokens plus a recent window) 
 rest. We simulate that exactly by masking, for each streaming head, every key that is
 neither among the first ``sink`` tokens nor within ``recent`` tokens of the query
 (StreamingLLM's window). Works on the bridge's pre-softmax scores (eager path).
+
+Engines keep or drop the cache of a *KV head*: under GQA one query head on the full cache keeps
+its whole KV head, so every query head of that KV head keeps everything, and a streaming KV head
+streams all of its query heads. `kv_budget` and `cache_fraction` count that way. Choosing heads by
+the retrieval score and masking them like this is "retrieval-score head selection with a
+DuoAttention-style mask", not DuoAttention (which learns its gates).
 """
 
 from __future__ import annotations
@@ -50,20 +56,56 @@ def streaming_heads(model: Any, windows: Mapping[HeadLike, tuple[int, int]]) -> 
         yield
 
 
+KvHead = tuple[int, int]  # (layer, KV head)
+
+
+def kv_heads_of(model: Any, heads: Iterable[HeadLike]) -> set[KvHead]:
+    """The KV heads that serve these query heads."""
+    geo = model.geometry
+    parsed = [parse_head(h, geo.n_layers, geo.n_heads) for h in heads]
+    return {(h.layer, geo.kv_head(h.head)) for h in parsed}
+
+
 def kv_budget(
     model: Any, full_heads: Iterable[HeadLike], sink: int = 4, recent: int = 64
 ):
-    """Context: heads in ``full_heads`` keep the full cache; every other head streams."""
+    """Context: the KV heads serving ``full_heads`` keep the full cache (with every query head they
+    serve); every other KV head streams, with all of its query heads."""
+    return kv_budget_by_kv_heads(model, kv_heads_of(model, full_heads), sink, recent)
+
+
+def kv_budget_by_kv_heads(model: Any, full_kv_heads: Iterable[KvHead], sink: int = 4, recent: int = 64):
+    """Context: the given (layer, KV head) pairs keep the full cache; every other KV head streams."""
     geo = model.geometry
-    keep = {parse_head(h, geo.n_layers, geo.n_heads) for h in full_heads}
-    windows = {h: (sink, recent) for h in geo.all_heads() if h not in keep}
+    keep = {(int(layer), int(kv)) for layer, kv in full_kv_heads}
+    windows = {h: (sink, recent) for h in geo.all_heads() if (h.layer, geo.kv_head(h.head)) not in keep}
     return streaming_heads(model, windows)
 
 
 def cache_fraction(n_tokens: int, n_full: int, n_total: int, sink: int, recent: int) -> float:
-    """Share of the full KV cache kept when n_full of n_total heads keep everything."""
+    """Share of the full KV cache kept when n_full of n_total *KV heads* keep everything."""
     streaming_size = min(n_tokens, sink + recent)
     return (n_full * n_tokens + (n_total - n_full) * streaming_size) / (n_total * n_tokens)
 
 
-__all__ = ["Head", "cache_fraction", "kv_budget", "streaming_heads", "streaming_mask"]
+def kv_head_ranking(scores: Any, geo: Any, reduce: str = "max") -> list[KvHead]:
+    """KV heads ranked by their query heads' scores ([L, H] array), reduced by max (RazorAttention
+    and DuoAttention keep a KV head when any of its query heads needs it) or mean; NaN scores count
+    as lowest, ties keep the lower index first."""
+    import numpy as np
+
+    if reduce not in ("max", "mean"):
+        from workbench.errors import WorkbenchError
+
+        raise WorkbenchError(f"unknown KV-head reduction {reduce!r}", "use max or mean")
+    values = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+    grouped = values.reshape(geo.n_layers, geo.n_kv_heads, geo.group_size)
+    per_kv = grouped.max(-1) if reduce == "max" else grouped.mean(-1)
+    order = sorted(((l, k) for l in range(geo.n_layers) for k in range(geo.n_kv_heads)), key=lambda lk: -per_kv[lk])
+    return order
+
+
+__all__ = [
+    "Head", "KvHead", "cache_fraction", "kv_budget", "kv_budget_by_kv_heads", "kv_head_ranking", "kv_heads_of",
+    "streaming_heads", "streaming_mask",
+]

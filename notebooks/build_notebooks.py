@@ -366,17 +366,20 @@ for heads, acc in zip(cmp.random_heads, cmp.random_accuracies):
 assert cmp.top_accuracy <= cmp.random_mean - 0.3, "the ranked heads should matter much more than random ones"'''),
     ("md", """## A KV cache that keeps only the top heads whole
 
-DuoAttention/RazorAttention-style budget: the top fraction of heads keeps the full cache, every other head keeps the
-first 4 tokens and the last 32. The cache share is the fraction of the full KV cache that is kept."""),
+Retrieval-score head selection with a DuoAttention-style mask: the top fraction of *KV heads* (ranked by their best
+query head) keeps the full cache, with every query head it serves; every other KV head keeps the first 4 tokens and the
+last 32. The cache share is the fraction of the full KV cache that is kept, counted per KV head."""),
     ("code", '''from workbench.analysis.retrieval import kv_budget_curve
+from workbench.interventions.kv_budget import kv_ranking_from_heads
 
-curve = kv_budget_curve(model, trials, ranking, [1 / 32, 1 / 8, 1 / 4], sink=4, recent=32, n_random=2, seed=0)
+kv_ranking = kv_ranking_from_heads(ranking, geo)
+curve = kv_budget_curve(model, trials, kv_ranking, [1 / 16, 1 / 8, 1 / 4], sink=4, recent=32, n_random=2, seed=0)
 fig = go.Figure([go.Scatter(x=curve.cache_share, y=curve.ranked_accuracy, name="top heads keep the full cache", mode="lines+markers"),
                  go.Scatter(x=curve.cache_share, y=curve.random_accuracy, name="random heads keep the full cache", mode="lines+markers")])
 fig.update_layout(title="needle accuracy under a simulated KV budget", xaxis_title="share of the KV cache kept", yaxis_title="accuracy", height=360)
 fig.show()
 for f, s, a, r in zip(curve.fractions, curve.cache_share, curve.ranked_accuracy, curve.random_accuracy):
-    print(f"{f:6.1%} of heads whole ({s:.0%} of the cache): ranked {a:.2f}, random {r:.2f}")
+    print(f"{f:6.1%} of KV heads whole ({s:.0%} of the cache): ranked {a:.2f}, random {r:.2f}")
 assert all(a >= r for a, r in zip(curve.ranked_accuracy, curve.random_accuracy))
 assert max(a - r for a, r in zip(curve.ranked_accuracy, curve.random_accuracy)) >= 0.5'''),
     ("md", """## The same code on another model

@@ -12,7 +12,6 @@ from workbench.analysis.temporal import (
     ar_predictability,
     classify_profile,
     lag_similarity,
-    layer_budgets,
     q_similarity,
     transfer_function,
     vertical_share,
@@ -91,12 +90,6 @@ def test_transfer_function_of_a_delay_is_flat_with_linear_phase():
     omega, mag, phase = transfer_function(h)
     np.testing.assert_allclose(mag, 0.0, atol=1e-9)
     np.testing.assert_allclose(phase, -omega, atol=1e-9)
-
-
-def test_layer_budgets_sum_and_order():
-    b = layer_budgets(np.array([0.9, 0.5, 0.2, 0.6]), total=200, min_budget=10, max_budget=120)
-    assert abs(b.sum() - 200) <= 2 and (b >= 10).all() and (b <= 120).all()
-    assert b[2] > b[1] > b[0]  # lower q-similarity -> larger budget
 
 
 def test_analyze_temporal_runs_on_a_model(tiny_model_dir):

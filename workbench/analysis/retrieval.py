@@ -325,6 +325,12 @@ def kv_budget_curve(
 
     geo = model.geometry
     all_kv = [(layer, kv) for layer in range(geo.n_layers) for kv in range(geo.n_kv_heads)]
+    bad = [lk for lk in kv_ranking if tuple(lk) not in set(all_kv)]
+    if bad or isinstance(next(iter(kv_ranking), None), Head):
+        raise InputDataError(
+            f"kv_ranking must list (layer, KV head) pairs of this model (KV heads 0..{geo.n_kv_heads - 1}), got {bad[:3] or 'query heads'}",
+            "rank KV heads with workbench.interventions.kv_budget.kv_head_ranking or kv_ranking_from_heads",
+        )
     total = len(all_kv)
     full = needle_accuracy(model, trials)
     ranked_acc, random_acc, shares = [], [], []

@@ -357,29 +357,65 @@ def period_channel(report: TemporalReport, head: tuple[int, int]) -> tuple[int, 
     return i, float(periods[i]), float(report.rope_shares[head[0], head[1], i])
 
 
-# -- the decision: per-layer KV budgets from q-similarity --------------------------------------------
+# -- the decision: TAPPA's per-layer KV budgets from q-similarity vs uniform ---------------------------
 
 
-def layer_budgets(q_sim: np.ndarray, total: int, min_budget: int, max_budget: int) -> np.ndarray:
-    """TAPPA's allocation: budget_l proportional to (1 - q_sim_l), summing to ``total``,
-    clipped to [min_budget, max_budget] with the excess spread over unclipped layers."""
-    pref = np.clip(1.0 - np.asarray(q_sim, dtype=np.float64), 1e-6, None)
-    budgets = pref / pref.sum() * total
-    for _ in range(len(budgets)):
-        clipped = np.clip(budgets, min_budget, max_budget)
-        excess = budgets.sum() - clipped.sum()
-        free = (clipped > min_budget) & (clipped < max_budget)
-        if abs(excess) < 1e-9 or not free.any():
-            budgets = clipped
-            break
-        budgets = clipped + excess * free * pref / max((pref * free).sum(), 1e-12)
-    return np.round(budgets).astype(int)
+@dataclass
+class BudgetDecision:
+    """TAPPA's q-similarity budgets vs uniform budgets at the same total, same eviction (CAKE's), per
+    average prefix budget: accuracy of each, and the paired per-trial difference with a 95% interval
+    (normal approximation over trials; with n trials the interval is +-1.96 sd / sqrt(n))."""
+
+    averages: list[int]  # prefix keys kept per layer on average
+    tappa_accuracy: list[float]
+    uniform_accuracy: list[float]
+    diff_mean: list[float]  # tappa - uniform, per trial, averaged
+    diff_low: list[float]
+    diff_high: list[float]
+    full_accuracy: float
+    n_trials: int
+    context_tokens: int
+    mean_q_sim: list[float]  # per layer, over trials
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__, method="TAPPA (CAKE eviction, 1 - post-RoPE q-sim layer budgets) vs uniform layer budgets")
 
 
-def budget_windows(model: Any, budgets: Sequence[int], sink: int = 4) -> dict:
-    """Streaming windows (sink, recent) for every head of each layer from per-layer budgets."""
+@torch.no_grad()
+def tappa_decision(model: Any, trials: Sequence[Any], averages: Sequence[int], tappa: Any = None) -> BudgetDecision:
+    """Does TAPPA's per-layer budget beat a uniform one on this model's needle task?
+
+    For each trial: a full prefill, then the answer decoded against the keys each policy keeps
+    (`workbench.interventions.kv_eviction`), teacher-forced (the first answer token comes from the
+    prefill itself, as in a real cache). Both policies keep the same total number of prefix keys.
+    """
+    from workbench.analysis.retrieval import answer_accuracy
+    from workbench.interventions.kv_eviction import (
+        TappaConfig, evicted_cache, kept_keys, prefill_view, tappa_budgets, uniform_budgets,
+    )
+
+    cfg = tappa or TappaConfig()
     geo = model.geometry
-    return {h: (sink, max(1, int(budgets[h.layer]) - sink)) for h in geo.all_heads()}
+    right = {"tappa": np.zeros((len(averages), len(trials))), "uniform": np.zeros((len(averages), len(trials)))}
+    q_sims = []
+    for t, trial in enumerate(trials):
+        view = prefill_view(model, trial.prompt, cfg.window)
+        for a, avg in enumerate(averages):
+            total = int(avg) * geo.n_layers
+            budgets, q_sim = tappa_budgets(view, total, cfg)
+            for name, b in (("tappa", budgets), ("uniform", uniform_budgets(geo.n_layers, total, view, cfg))):
+                with evicted_cache(model, kept_keys(view, b, geo.group_size, cfg), view.n_tokens):
+                    right[name][a, t] = answer_accuracy(model, [trial])
+        q_sims.append(q_sim)
+    diff = right["tappa"] - right["uniform"]
+    n = len(trials)
+    half = 1.96 * diff.std(1, ddof=1) / np.sqrt(n) if n > 1 else np.full(len(averages), np.nan)
+    return BudgetDecision(
+        [int(a) for a in averages], right["tappa"].mean(1).tolist(), right["uniform"].mean(1).tolist(),
+        diff.mean(1).tolist(), (diff.mean(1) - half).tolist(), (diff.mean(1) + half).tolist(),
+        answer_accuracy(model, list(trials)), n, int(np.mean([t.context_len for t in trials])),
+        np.mean(q_sims, 0).tolist(),
+    )
 
 
 def fmt_period(p: float) -> str:

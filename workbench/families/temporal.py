@@ -27,10 +27,9 @@ class TemporalFamilyConfig:
     n_repeated: int = 4  # random-token sequences shown twice: induction heads draw a diagonal at lag repeat-1
     repeat_len: int = 40  # must stay below max_offset so the induction lag is in the profile
     periodic_tokens: int = 128
-    #: average per-layer caches (tokens) at which the q-sim and uniform budgets are compared
-    budget_averages: tuple[int, ...] = (24, 32, 48, 64, 96)
-    budget_min: int = 8
-    sink: int = 4
+    #: average prefix keys kept per layer at which TAPPA's and uniform budgets are compared (the last
+    #: 32 keys are always kept on top)
+    budget_averages: tuple[int, ...] = (4, 8, 16, 32, 64)
     n_trials: int = 16
 
 
@@ -77,9 +76,8 @@ class TemporalFamily(Family):
 
     def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
         from workbench.analysis.temporal import (
-            TemporalConfig, analyze_temporal, budget_windows, layer_budgets, period_channel, period_copy_share,
+            TemporalConfig, analyze_temporal, period_channel, period_copy_share,
         )
-        from workbench.interventions.kv_budget import streaming_heads
 
         cfg = self.config
         geo = model.geometry
@@ -141,29 +139,15 @@ class TemporalFamily(Family):
                 if r["input"] == "repeated" and r["label"] == "sequential" and r["offset"] == rep_len - 1
             ]
         if is_organism(model):
-            from workbench.analysis.retrieval import needle_accuracy
+            from workbench.analysis.temporal import tappa_decision
             from workbench.families.retrieval import RetrievalFamilyConfig, needle_trials
 
             trials, _ = needle_trials(model, ctx, RetrievalFamilyConfig(n_trials=cfg.n_trials))
-            n_tok = int(np.mean([t.context_len for t in trials]))
-            curve: dict[str, list] = {"budget_average": [], "adaptive_budgets": [], "adaptive_accuracy": [], "uniform_accuracy": []}
-            for average in cfg.budget_averages:
-                adaptive = layer_budgets(report.layer_q_sim, average * geo.n_layers, cfg.budget_min, n_tok)
-                uniform = np.full(geo.n_layers, average)
-                with streaming_heads(model, budget_windows(model, adaptive, cfg.sink)):
-                    curve["adaptive_accuracy"].append(needle_accuracy(model, trials))
-                with streaming_heads(model, budget_windows(model, uniform, cfg.sink)):
-                    curve["uniform_accuracy"].append(needle_accuracy(model, trials))
-                curve["budget_average"].append(int(average))
-                curve["adaptive_budgets"].append(adaptive.tolist())
-            gain = np.array(curve["adaptive_accuracy"]) - np.array(curve["uniform_accuracy"])
-            artefacts["budget_decision"] = {
-                "layer_q_sim": report.layer_q_sim.tolist(), **curve,
-                "full_accuracy": needle_accuracy(model, trials), "context_tokens": n_tok, "sink": cfg.sink,
-                "n_trials": len(trials),
-            }
-            summary["budget_adaptive_wins"] = int((gain > 0).sum())
-            summary["budget_uniform_wins"] = int((gain < 0).sum())
-            summary["budget_ties"] = int((gain == 0).sum())
-            summary["budget_mean_gain"] = float(gain.mean())
+            decision = tappa_decision(model, trials, cfg.budget_averages)
+            artefacts["budget_decision"] = decision.to_dict()
+            diff = np.array(decision.diff_mean)
+            summary["budget_tappa_wins"] = int((np.array(decision.diff_low) > 0).sum())
+            summary["budget_uniform_wins"] = int((np.array(decision.diff_high) < 0).sum())
+            summary["budget_undecided"] = int(len(diff) - summary["budget_tappa_wins"] - summary["budget_uniform_wins"])
+            summary["budget_mean_gain"] = float(diff.mean())
         return PartResult(scores, artefacts, summary)

@@ -105,7 +105,18 @@ def kv_head_ranking(scores: Any, geo: Any, reduce: str = "max") -> list[KvHead]:
     return order
 
 
+def kv_ranking_from_heads(ranking: Iterable[HeadLike], geo: Any) -> list[KvHead]:
+    """KV heads in the order of their best-ranked query head (the max reduction of a head ranking)."""
+    out: list[KvHead] = []
+    for spec in ranking:
+        h = parse_head(spec, geo.n_layers, geo.n_heads)
+        kv = (h.layer, geo.kv_head(h.head))
+        if kv not in out:
+            out.append(kv)
+    return out
+
+
 __all__ = [
-    "Head", "KvHead", "cache_fraction", "kv_budget", "kv_budget_by_kv_heads", "kv_head_ranking", "kv_heads_of",
+    "Head", "KvHead", "cache_fraction", "kv_budget", "kv_budget_by_kv_heads", "kv_head_ranking", "kv_heads_of", "kv_ranking_from_heads",
     "streaming_heads", "streaming_mask",
 ]

@@ -140,6 +140,8 @@ class AttentionRecorder:
     ) -> torch.Tensor:
         cfg = self.config
         wanted = self._wanted(layer)
+        if q.dtype != v.dtype or k.dtype != v.dtype:  # a norm that upcasts q/k (OLMo 2 in half precision)
+            q, k = q.to(v.dtype), k.to(v.dtype)
         if not torch.isfinite(q).all() or not torch.isfinite(k).all():
             raise WorkbenchError(
                 f"layer {layer}: queries or keys contain NaN/inf before attention",

@@ -9,8 +9,9 @@ and does not compound. Any layer beyond tolerance raises `CoreMismatchError`; a 
 
 Tolerance, relative to the largest |output| of the layer: 1e-4 in float32/float64 (the core sums the
 softmax in another order than the bridge's dense matmuls: observed ~1e-6 on the test matrix; a missing
-RoPE or mask is O(0.1-1)); 5e-2 in float16/bfloat16 (the bridge rounds the scores to the model dtype
-before its softmax, 2**-8 relative in bfloat16, which moves peaked rows by a few percent).
+RoPE or mask is O(0.1-1)); 1e-2 in float16 and 5e-2 in bfloat16 (the bridge rounds the scores to the
+model dtype before its softmax, 2**-11 / 2**-8 relative, which moves peaked rows; observed worst on the
+test matrix 1.8e-3 and 1.2e-2).
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ class CoreCheck:
 
 
 def tolerance_for(dtype: torch.dtype) -> float:
-    return 1e-4 if dtype in (torch.float32, torch.float64) else 5e-2
+    """Observed worst on the 17-model matrix: 3e-7 (fp32), 1.8e-3 (fp16), 1.2e-2 (bf16)."""
+    if dtype in (torch.float32, torch.float64):
+        return 1e-4
+    return 1e-2 if dtype == torch.float16 else 5e-2
 
 
 def probe_length(specs: list[LayerAttention]) -> tuple[int, bool]:
@@ -107,8 +111,15 @@ def run_self_check(model: Any, backend: str, install: Any) -> CoreCheck:
 
     points = [(a.hook_in, keep(inputs, i)) for i, a in enumerate(attns)]
     points += [(a.hook_out, keep(plain, i)) for i, a in enumerate(attns)]
-    with temporary_hooks(points):
-        model.bridge(tokens)
+    try:
+        with temporary_hooks(points):
+            model.bridge(tokens)
+    except RuntimeError as exc:
+        raise CoreMismatchError(
+            f"the self-check could not run the model's own attention on a {n}-token probe "
+            f"({type(exc).__name__}: {exc}), so the instrumented core cannot be checked",
+            "try --dtype float32 (some bridges fail in half precision), or self_check=False at your own risk",
+        ) from exc
     points = [(a.hook_in, keep(inputs, i, replace=True)) for i, a in enumerate(attns)]
     points += [(a.hook_out, keep(mine, i)) for i, a in enumerate(attns)]
     with install(), temporary_hooks(points):

@@ -80,7 +80,7 @@ def test_atlas_writes_a_complete_run(reference, capsys, plugin):
     assert set(scores) == {"sinks", "countdown"}
     assert set(scores["sinks"].metrics) >= {"first_token_mass", "sink_head", "removal_loss_delta"}
     assert len(rows) == sum(len(s.metrics) for s in scores.values()) * 2 * 4
-    assert fams["sinks"]["summary"]["prompt_source"] == "random-tokens"
+    assert fams["sinks"]["summary"]["prompt_source"].startswith("random-tokens")  # the tiny vocabulary cannot read the prose
     assert fams["sinks"]["summary"]["prompt_tokens"] == [24, 24]
     assert main(["runs", "--results", str(results), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)

@@ -117,7 +117,7 @@ def test_sinks_family_scores_and_evidence(sinks_result, tiny_llama):
     assert res.artefacts["sink_rate_per_layer"].shape == (2,)
     check = res.artefacts["removal_check"]
     assert check["top_delta"] == check["top_loss"] - check["base_loss"] and len(check["top_heads"]) == 2
-    assert res.summary["prompt_source"] == "random-tokens" and res.summary["prompt_tokens"] == [32, 32]
+    assert res.summary["prompt_source"].startswith("random-tokens (shipped:prose is") and res.summary["prompt_tokens"] == [32, 32]
     merged = fam.merge({"all": res})
     assert merged.members == [tuple(h) for h in zip(*np.nonzero(scores["sink_head"] > 0.5))]
 

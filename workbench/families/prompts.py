@@ -1,4 +1,4 @@
-"""Prompts for families that need plain text: the user's file, organism filler, or random tokens.
+"""Prompts for families that need plain text: the user's file, organism filler, or the shipped prose.
 
 Every family that reads "some text" goes through `family_prompts`, so the same run options give
 the same token ids in every family and on resume.
@@ -103,8 +103,24 @@ def organism_prompts(model: Any, rng: np.random.Generator, n: int, length: int) 
     return out
 
 
+def text_windows(model: Any, texts: list[str] | tuple[str, ...], rng: np.random.Generator, n: int, length: int) -> list[torch.Tensor]:
+    """``n`` windows of ``length`` tokens cut at random offsets from the texts (joined; repeated when
+    shorter), BOS first when the tokenizer prepends one."""
+    ids = model.tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise InputDataError("the text set tokenises to nothing", "give a text set with some content")
+    bos = model.geometry.bos
+    lead = [bos.token_id] if bos.prepends and bos.token_id is not None else []
+    body = max(1, length - len(lead))
+    if len(ids) < body:
+        ids = ids * (body // len(ids) + 1)
+    starts = rng.integers(0, len(ids) - body + 1, size=n)
+    return [torch.tensor(lead + ids[s : s + body], dtype=torch.long).view(1, -1) for s in starts]
+
+
 def family_prompts(model: Any, ctx: RunContext, family: str, default_n: int = DEFAULT_N_PROMPTS) -> tuple[list[torch.Tensor], str]:
-    """Token-id prompts [1, N] for a family and where they came from ("file", "organism-filler", "random-tokens")."""
+    """Token-id prompts [1, N] for a family and where they came from ("file", "organism-filler",
+    or the registered text set, "shipped:prose" by default)."""
     length = prompt_length(model, ctx)
     if ctx.prompts is not None:
         texts = ctx.prompts if ctx.n_prompts is None else ctx.prompts[: ctx.n_prompts]
@@ -119,4 +135,27 @@ def family_prompts(model: Any, ctx: RunContext, family: str, default_n: int = DE
     rng = ctx.rng(family, "prompts")
     if is_organism(model):
         return organism_prompts(model, rng, n, length), "organism-filler"
-    return random_token_prompts(model, rng, n, length), "random-tokens"
+    text, why = usable_text(model)
+    if text is None:
+        return random_token_prompts(model, rng, n, length), f"random-tokens ({why})"
+    return text_windows(model, text.items, rng, n, length), text.source
+
+
+#: a text set whose tokens are more than this share "unknown" for the model's tokenizer is not used
+MAX_UNKNOWN_SHARE = 0.5
+
+
+def usable_text(model: Any) -> tuple[Any, str]:
+    """(the registered text set, "") when the model's tokenizer can read it; (None, reason) when it
+    is mostly unknown tokens (a tiny test vocabulary), so callers fall back to random tokens and say so."""
+    from workbench.data.registry import default_dataset
+
+    text = default_dataset("text")
+    unk = getattr(model.tokenizer, "unk_token_id", None)
+    if unk is None:
+        return text, ""
+    ids = model.tokenizer(text.items[0][:5000], add_special_tokens=False)["input_ids"]
+    share = sum(i == unk for i in ids) / max(len(ids), 1)
+    if share > MAX_UNKNOWN_SHARE:
+        return None, f"{text.source} is {share:.0%} unknown tokens for this tokenizer"
+    return text, ""

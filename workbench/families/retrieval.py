@@ -16,7 +16,7 @@ import numpy as np
 
 from workbench.families.base import Family, PartResult
 from workbench.families.context import RunContext
-from workbench.families.prompts import is_organism, prompt_length
+from workbench.families.prompts import usable_text, is_organism, prompt_length
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,12 @@ def needle_trials(model: Any, ctx: RunContext, cfg: RetrievalFamilyConfig):
         rng = ctx.rng("retrieval", "needles")
         return from_organism_probes(tasks.needle_probe(rng, context, 3) for _ in range(n)), "organism-needles"
     rng = ctx.rng("retrieval", "needles")
+    text, _ = usable_text(model)
     if ctx.prompts:
         haystack = " ".join(ctx.prompts)
-    else:
+    elif text is not None:
+        haystack = "\n\n".join(text.items)
+    else:  # the shipped prose is unknown tokens for this tokenizer: words of its own vocabulary
         words = [model.tokenizer.decode([int(i)]) for i in rng.integers(4, model.geometry.vocab_size, 400)]
         haystack = " ".join(w.strip() for w in words if w.strip()) + " ."
     code = str(int(rng.integers(1000, 9999)))
@@ -60,7 +63,8 @@ def needle_trials(model: Any, ctx: RunContext, cfg: RetrievalFamilyConfig):
     trials = text_needle_trials(
         model.tokenizer, haystack, f"The secret code is {code} .", "What is the secret code ?", code, [context], depths
     )
-    return trials, "text-needle"
+    where = "prompt file" if ctx.prompts else (text.source if text is not None else "random vocabulary words")
+    return trials, f"text-needle ({where})"
 
 
 def ranked_heads(scores: Any, metric: str) -> list:

@@ -58,10 +58,16 @@ def safety_prompts(model: Any, ctx: RunContext, cfg: SafetyFamilyConfig) -> tupl
             return [torch.from_numpy(np.asarray(probes[i].prompt, dtype=np.int64)) for i in sorted(idx)]
 
         return pick("refusal-harmful-test"), pick("refusal-benign-test"), "organism-refusal-test"
-    raise InputDataError(
-        "the safety family needs harmful prompts for this model",
-        "pass --option safety.harmful_file=FILE (JSONL/CSV/TXT), or leave safety out of --families",
-    )
+    from workbench.data.prompts import encode_prompts
+    from workbench.data.registry import default_dataset
+
+    def sample(kind: str) -> tuple[list[torch.Tensor], str]:
+        data = default_dataset(kind)
+        idx = ctx.rng("safety", "prompts", data.name).permutation(len(data.items))[:n]
+        return encode_prompts([data.items[i] for i in sorted(idx)], model, cfg.template), data.source
+
+    (harmful, source), (benign, _) = sample("harmful"), sample("harmless")
+    return harmful, benign, source
 
 
 def generation_settings(model: Any, cfg: SafetyFamilyConfig) -> tuple[int, int]:

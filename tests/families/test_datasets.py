@@ -1,0 +1,100 @@
+"""The dataset registry and the shipped real-model sets: a real model gets real language, no flags."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from workbench.data.registry import Dataset, dataset_names, default_dataset, get_dataset, load_file, register_dataset
+from workbench.errors import InputDataError
+from workbench.families import RunContext
+
+
+def test_the_shipped_sets_are_registered_by_kind():
+    prose, harmful, harmless = default_dataset("text"), default_dataset("harmful"), default_dataset("harmless")
+    assert prose.source == "shipped:prose" and len(" ".join(prose.items).split()) > 2000
+    assert len(harmful.items) == len(harmless.items) == 100 and len(set(harmful.items)) == 100
+    assert not set(harmful.items) & set(harmless.items)
+    assert dataset_names("harmful") == ["harmful-requests"]
+
+
+def test_files_load_through_the_same_reader(tmp_path):
+    jsonl = tmp_path / "reqs.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"query": q}) for q in ["a b", "c d"]) + "\n")
+    data = get_dataset(str(jsonl), "harmful", field="query")
+    assert data.items == ("a b", "c d") and data.kind == "harmful"
+    text = tmp_path / "story.txt"
+    text.write_text("one line\nanother line\n")
+    assert load_file(text, "text").items == ("one line\nanother line",)  # a text set is one passage
+
+
+def test_bad_dataset_specs_are_refused(tmp_path):
+    with pytest.raises(InputDataError, match="neither a registered set nor an existing file"):
+        get_dataset("no-such-set")
+    with pytest.raises(InputDataError, match="holds harmful items, but text items are needed"):
+        get_dataset("harmful-requests", "text")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n")
+    with pytest.raises(InputDataError, match="empty"):
+        load_file(empty, "text")
+    with pytest.raises(InputDataError, match="kind"):
+        register_dataset("x", "poems", lambda: Dataset("x", "poems", ("a",), "here"))
+
+
+@pytest.fixture(scope="module")
+def prose_model_dirs(tmp_path_factory):
+    """Tiny random Llama and GPT-2 whose word tokenizer knows every word of the shipped sets, standing
+    in for a real model's tokenizer (the usual tiny vocabulary w0..w59 reads the prose as unknown)."""
+    from workbench.models.tiny import build_tiny_model
+    from workbench.models.word_tokenizer import build_word_tokenizer
+
+    texts = [*default_dataset("text").items, *default_dataset("harmful").items, *default_dataset("harmless").items]
+    extra = "Based on the content of the book, Question: What is the secret code ? Answer: The is".split()
+    words = sorted({w for t in texts for w in t.split()} | set(extra) | {str(i) for i in range(1000, 10000)})
+    out = {}
+    for arch in ("llama", "gpt2"):
+        folder = build_tiny_model(tmp_path_factory.mktemp(f"prose-{arch}"), arch, vocab_size=len(words) + 4)
+        build_word_tokenizer(words).save_pretrained(str(folder))
+        out[arch] = folder
+    return out
+
+
+def test_real_models_get_prose_windows_and_shipped_requests(prose_model_dirs, tiny_llama):
+    from workbench.families.prompts import family_prompts
+    from workbench.families.safety import SafetyFamilyConfig, safety_prompts
+    from workbench.models import load_model
+
+    model = load_model(prose_model_dirs["llama"], device="cpu")
+    prompts, source = family_prompts(model, RunContext(max_tokens=40, n_prompts=3), "sinks")
+    assert source == "shipped:prose" and [p.shape[1] for p in prompts] == [40, 40, 40]
+    assert all(int(p[0, 0]) == model.geometry.bos.token_id for p in prompts)
+    assert len({tuple(p[0].tolist()) for p in prompts}) == 3  # three different windows
+    words = model.to_str_tokens(prompts[0][0, 1:])
+    assert " ".join(words) in " ".join(default_dataset("text").items[0].split())
+    harmful, benign, source = safety_prompts(model, RunContext(n_prompts=5), SafetyFamilyConfig())
+    assert source == "shipped:harmful-requests" and len(harmful) == len(benign) == 5
+    # a tokenizer that cannot read the prose says so and falls back to random tokens
+    _, source = family_prompts(tiny_llama, RunContext(max_tokens=40, n_prompts=2), "sinks")
+    assert source.startswith("random-tokens (shipped:prose is") and "unknown tokens" in source
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_atlas_on_a_real_model_runs_every_family_on_the_shipped_sets(arch, prose_model_dirs, tmp_path):
+    """All four families on a plain Hugging Face folder (before: random tokens, then a safety error).
+    Small sizes here for time; the defaults are the same code with more prompts and 128 new tokens."""
+    from workbench.cli.main import main
+    from workbench.store import Store
+
+    args = ["atlas", str(prose_model_dirs[arch]), "--results", str(tmp_path), "--n-prompts", "2", "--max-tokens", "48",
+            "--set", "safety.max_new_tokens=4", "--set", "safety.heads_per_part=8", "--quiet"]
+    assert main(args) == 0
+    with Store.open(tmp_path) as store:
+        (run,) = store.runs()
+        sources = {f.family: f.summary for f in store.families(run.run_id)}
+    assert run.status == "complete" and set(sources) == {"sinks", "retrieval", "safety", "temporal"}
+    assert sources["sinks"]["prompt_source"] == sources["temporal"]["prompt_source"] == "shipped:prose"
+    assert sources["retrieval"]["trial_source"] == "text-needle (shipped:prose)"
+    group = sources["safety"]["parts"]["group"] if "parts" in sources["safety"] else sources["safety"]
+    assert group["prompt_source"] == "shipped:harmful-requests" and np.isfinite(group["base_asr"])

@@ -350,18 +350,21 @@ def _uniform_query_attention(hf_model, scales: dict[int, tuple[torch.Tensor, flo
 
     configs = {id(m.config): m.config for m in hf_model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")}
     originals = {key: cfg._attn_implementation for key, cfg in configs.items()}
-    if any(impl == UNIFORM_IMPL_NAME for impl in originals.values()):
+    if any(str(impl).startswith(UNIFORM_IMPL_NAME) for impl in originals.values()):
         raise WorkbenchError("ablate_heads_hf(mode='uniform') blocks cannot be nested on one model", "combine the heads in one call")
-    masks = {ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(impl) for impl in originals.values()}
-    if len(masks) != 1:
+    if len(set(originals.values())) != 1:
         raise WorkbenchError(f"the model's sub-configs use attention implementations {sorted(set(originals.values()))}",
                              "load the model with one attn_implementation (e.g. sdpa)")
-    AttentionInterface.register(UNIFORM_IMPL_NAME, _scaled_query_attention)
-    AttentionMaskInterface.register(UNIFORM_IMPL_NAME, masks.pop())  # the same masks as the original
+    original = next(iter(originals.values()))
+    # one registered name per original implementation, with that implementation's masks: models with
+    # different implementations ablated at the same time never share (and overwrite) a registration
+    name = f"{UNIFORM_IMPL_NAME}__{original}"
+    AttentionInterface.register(name, _scaled_query_attention)
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(original))
     try:
         for key, cfg in configs.items():
             _ORIGINAL_IMPL[key] = originals[key]
-            cfg._attn_implementation = UNIFORM_IMPL_NAME
+            cfg._attn_implementation = name
         _Q_SCALES.update(scales)
         yield
     finally:

@@ -51,6 +51,8 @@ def q_similarity_window(q: torch.Tensor) -> float:
     """TAPPA's q-sim of one layer: mean all-pairs off-diagonal cosine of the window's queries, over heads."""
     qn = q.double() / q.double().norm(dim=-1, keepdim=True).clamp_min(1e-8)  # [H, w, D]
     w = qn.shape[1]
+    if w < 2:
+        return 0.0  # one query: no pairs to compare
     total = qn.sum(1)
     return float((((total * total).sum(-1) - w) / (w * (w - 1))).mean())
 
@@ -141,7 +143,7 @@ def evicted_cache(model: Any, kept: Sequence[torch.Tensor], n_prompt: int) -> It
                 return scores
             out = scores.clone()
             drop = ~mask_q.to(scores.device)  # [H, n_prompt]
-            q0 = n_prompt - (nk - nq)  # first decode query's row
+            q0 = max(0, n_prompt - (nk - nq))  # first row at an absolute position >= n_prompt
             rows = out[:, :, q0:, :n_prompt]
             out[:, :, q0:, :n_prompt] = rows.masked_fill(drop[None, :, None, :], torch.finfo(scores.dtype).min)
             return out

@@ -42,6 +42,7 @@ ATTN_IMPL_NAME = "workbench_recorder"
 
 #: id(Hugging Face attention module) -> route into the core, for delegating bridges
 _ROUTES: dict[int, Callable[..., torch.Tensor]] = {}
+_MISSING = object()
 
 
 class _StopAfterRotary(Exception):
@@ -67,13 +68,23 @@ def _check_features(attn: Any, layer: int, hf_config: Any) -> None:
         )
 
 
+_CACHE_ERROR = (
+    "the recorder records prefill passes only, but a KV cache with earlier tokens was passed",
+    "run the full sequence (prompt + generated tokens) in one forward pass under the recorder",
+)
+
+
 def _check_no_cache(kwargs: dict) -> None:
-    cache = kwargs.get("past_key_values") or kwargs.get("layer_past") or kwargs.get("past_key_value")
-    if cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0:
-        raise UnsupportedModelError(
-            "the recorder records prefill passes only, but a KV cache with earlier tokens was passed",
-            "run the full sequence (prompt + generated tokens) in one forward pass under the recorder",
-        )
+    """Refuse a forward that carries a filled KV cache, whatever the keyword (``past_key_values``,
+    ``layer_past``, ``past_key_value``, GPT-J's ``cache``)."""
+    for value in kwargs.values():
+        if hasattr(value, "get_seq_length"):
+            try:
+                filled = value.get_seq_length() > 0
+            except Exception:  # a cache object that cannot tell: assume it holds tokens
+                filled = True
+            if filled:
+                raise UnsupportedModelError(*_CACHE_ERROR)
 
 
 def _rotary_forward(attn: Any, layer: int, core: Core, spec: LayerAttention) -> Callable[..., Any]:
@@ -151,6 +162,8 @@ def _joint_qkv_reconstruct(attn: Any, layer: int, core: Core, spec: LayerAttenti
 
 def _delegated_route(layer: int, core: Core, spec: LayerAttention) -> Callable[..., torch.Tensor]:
     def route(query, key, value, scaling, sliding_window, softcap) -> torch.Tensor:
+        if key.shape[-2] != query.shape[-2]:  # keys from a cache the module did not show us
+            raise UnsupportedModelError(*_CACHE_ERROR)
         window = sliding_window if sliding_window else spec.sliding_window
         cap = softcap if softcap else spec.softcap
         scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
@@ -216,41 +229,63 @@ def check_instrumentable(bridge: Any, layers: list[int] | None = None) -> list[L
     return specs
 
 
+def _plain_core(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, spec: LayerAttention) -> torch.Tensor:
+    from workbench.kernels import attention_with_stats
+
+    out, _ = attention_with_stats(q, k, v, scale=scale, causal=True, columns=False, backend="auto",
+                                  sliding_window=spec.sliding_window, softcap=spec.softcap)
+    return out
+
+
 @contextlib.contextmanager
 def instrumented_attention(bridge: Any, core: Core, layers: list[int] | None = None) -> Iterator[None]:
-    """Within the block, every attention layer's core is ``core``; restored on exit, also on errors."""
+    """Within the block, the attention core of the chosen layers (all by default) is ``core``; restored
+    on exit, also on errors, to whatever was there before (so an inner block leaves an outer one intact).
+
+    Every layer is instrumented: Hugging Face builds no mask while any layer is (see
+    `_no_mask_attention`), so the other layers run a plain instrumented core that applies their
+    windows itself.
+    """
     blocks = list(bridge.blocks)
-    chosen = list(range(len(blocks))) if layers is None else list(layers)
-    specs = check_instrumentable(bridge, chosen)
-    patched: list[tuple[Any, str]] = []
-    routed: list[int] = []
+    chosen = set(range(len(blocks))) if layers is None else set(layers)
+    specs = check_instrumentable(bridge, None)
+    patched: list[tuple[Any, str, Any]] = []
+    routed: list[tuple[int, Any]] = []
     hf_model = bridge.original_model
     pad_handle = None
     try:
-        for layer in chosen:
+        for layer in range(len(blocks)):
             attn = blocks[layer].attn
             kind = bridge_kind(attn)
+            layer_core = core if layer in chosen else _plain_core
             # object.__setattr__: the bridge's own __setattr__ would forward the
             # assignment to the wrapped HF module instead of this instance.
             if kind == "rotary":
-                object.__setattr__(attn, "forward", _rotary_forward(attn, layer, core, specs[layer]))
-                patched.append((attn, "forward"))
+                name, fn = "forward", _rotary_forward(attn, layer, layer_core, specs[layer])
             elif kind in ("joint_qkv", "joint_qkv_rotary"):
-                fn = _joint_qkv_reconstruct(attn, layer, core, specs[layer], rotary=kind == "joint_qkv_rotary")
-                object.__setattr__(attn, "_reconstruct_attention", fn)
-                patched.append((attn, "_reconstruct_attention"))
+                name = "_reconstruct_attention"
+                fn = _joint_qkv_reconstruct(attn, layer, layer_core, specs[layer], rotary=kind == "joint_qkv_rotary")
             else:
                 key = id(attn.original_component)
-                _ROUTES[key] = _delegated_route(layer, core, specs[layer])
-                routed.append(key)
+                routed.append((key, _ROUTES.get(key)))
+                _ROUTES[key] = _delegated_route(layer, layer_core, specs[layer])
+                continue
+            patched.append((attn, name, attn.__dict__.get(name, _MISSING)))
+            object.__setattr__(attn, name, fn)
         pad_handle = _reject_padding(bridge)
         with _no_mask_attention(hf_model):
             yield
     finally:
         if pad_handle is not None:
             pad_handle.remove()
-        for key in routed:
-            _ROUTES.pop(key, None)
-        for attn, name in patched:
+        for key, previous in reversed(routed):
+            if previous is None:
+                _ROUTES.pop(key, None)
+            else:
+                _ROUTES[key] = previous
+        for attn, name, previous in reversed(patched):
             # The override lives in the instance __dict__; deleting it restores the class method.
-            attn.__dict__.pop(name, None)
+            if previous is _MISSING:
+                attn.__dict__.pop(name, None)
+            else:
+                attn.__dict__[name] = previous

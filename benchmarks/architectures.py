@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# E402 below: the offline switch must be set before transformers is imported, which reads it at import time.
 
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402

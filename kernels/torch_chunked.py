@@ -56,7 +56,7 @@ def torch_attention_with_stats(
     q_offset = int(q_offset)
     sw = None if sliding_window is None else int(sliding_window)
     cap = None if softcap is None else float(softcap)
-    b, hq, hkv, g = sh.batch, sh.n_q_heads, sh.n_kv_heads, sh.group
+    b, hkv, g = sh.batch, sh.n_kv_heads, sh.group
     nq, nk, d = sh.n_queries, sh.n_keys, sh.head_dim
     dev = q.device
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32

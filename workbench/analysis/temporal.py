@@ -400,9 +400,11 @@ def tappa_decision(model: Any, trials: Sequence[Any], averages: Sequence[int], t
     q_sims = []
     for t, trial in enumerate(trials):
         view = prefill_view(model, trial.prompt, cfg.window)
+        # TAPPA's preference: post-RoPE q-similarity of the prompt's last window, averaged over heads
+        q_sim = np.array([float(q_similarity(q.transpose(0, 1), q.shape[1], q.shape[1]).mean()) for q in view.window_queries])
         for a, avg in enumerate(averages):
             total = int(avg) * geo.n_layers
-            budgets, q_sim = tappa_budgets(view, total, cfg)
+            budgets = tappa_budgets(view, q_sim, total, cfg)
             for name, b in (("tappa", budgets), ("uniform", uniform_budgets(geo.n_layers, total, view, cfg))):
                 with evicted_cache(model, kept_keys(view, b, geo.group_size, cfg), view.n_tokens):
                     right[name][a, t] = answer_accuracy(model, [trial])

@@ -9,6 +9,7 @@ datasets in the local Hugging Face cache (``hf:NAME[:SPLIT[:FIELD]]``) load thro
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,7 @@ def _hf_dataset(spec: str, kind: str, field: str | None) -> Dataset:
 
 
 def _shipped(filename: str, name: str, kind: str) -> Callable[[], Dataset]:
+    @functools.cache  # the shipped files never change: read once per process, not once per family part
     def load() -> Dataset:
         data = load_file(SHIPPED / filename, kind, "prompt" if filename.endswith(".jsonl") else None)
         return Dataset(name, kind, data.items, f"shipped:{name}")

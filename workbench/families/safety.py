@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.errors import InputDataError
 from workbench.families.base import Family, PartResult
 from workbench.families.context import RunContext
 from workbench.families.prompts import is_organism
@@ -40,10 +39,17 @@ class SafetyFamilyConfig:
     heads_per_part: int = 16
 
 
+def _sample(ctx: RunContext, name: str, size: int, n: int) -> list[int]:
+    """The run's seed picks the sample (the same for every part of the run), in the set's order."""
+    return sorted(int(i) for i in ctx.rng("safety", "prompts", name).permutation(size)[:n])
+
+
 def safety_prompts(model: Any, ctx: RunContext, cfg: SafetyFamilyConfig) -> tuple[list[torch.Tensor], list[torch.Tensor], str]:
     n = ctx.n_prompts or cfg.n_prompts
+    from workbench.data.prompts import encode_prompts
+
     if cfg.harmful_file:
-        from workbench.data.prompts import encode_prompts, load_prompts
+        from workbench.data.prompts import load_prompts
 
         harmful = encode_prompts(load_prompts(cfg.harmful_file)[:n], model, cfg.template)
         benign = encode_prompts(load_prompts(cfg.benign_file)[:n], model, cfg.template) if cfg.benign_file else []
@@ -53,18 +59,15 @@ def safety_prompts(model: Any, ctx: RunContext, cfg: SafetyFamilyConfig) -> tupl
 
         def pick(name: str) -> list[torch.Tensor]:
             probes = load_probes(name)
-            # the run's seed picks the sample (the same for every part of the run)
-            idx = ctx.rng("safety", "prompts", name).permutation(len(probes))[:n]
-            return [torch.from_numpy(np.asarray(probes[i].prompt, dtype=np.int64)) for i in sorted(idx)]
+            return [torch.from_numpy(np.asarray(probes[i].prompt, dtype=np.int64)) for i in _sample(ctx, name, len(probes), n)]
 
         return pick("refusal-harmful-test"), pick("refusal-benign-test"), "organism-refusal-test"
-    from workbench.data.prompts import encode_prompts
     from workbench.data.registry import default_dataset
 
     def sample(kind: str) -> tuple[list[torch.Tensor], str]:
         data = default_dataset(kind)
-        idx = ctx.rng("safety", "prompts", data.name).permutation(len(data.items))[:n]
-        return encode_prompts([data.items[i] for i in sorted(idx)], model, cfg.template), data.source
+        texts = [data.items[i] for i in _sample(ctx, data.name, len(data.items), n)]
+        return encode_prompts(texts, model, cfg.template), data.source
 
     (harmful, source), (benign, _) = sample("harmful"), sample("harmless")
     return harmful, benign, source

@@ -47,16 +47,6 @@ class PrefillView:
     n_tokens: int
 
 
-def q_similarity_window(q: torch.Tensor) -> float:
-    """TAPPA's q-sim of one layer: mean all-pairs off-diagonal cosine of the window's queries, over heads."""
-    qn = q.double() / q.double().norm(dim=-1, keepdim=True).clamp_min(1e-8)  # [H, w, D]
-    w = qn.shape[1]
-    if w < 2:
-        return 0.0  # one query: no pairs to compare
-    total = qn.sum(1)
-    return float((((total * total).sum(-1) - w) / (w * (w - 1))).mean())
-
-
 @torch.no_grad()
 def prefill_view(model: Any, prompt: torch.Tensor, window: int) -> PrefillView:
     """Run the prompt once (full attention) and keep the last ``window`` rows of every layer."""
@@ -153,11 +143,11 @@ def evicted_cache(model: Any, kept: Sequence[torch.Tensor], n_prompt: int) -> It
         yield
 
 
-def tappa_budgets(view: PrefillView, total: int, cfg: TappaConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(budgets, q_sim) of TAPPA for this prompt: preference 1 - q_sim_l, CAKE's split."""
-    q_sim = np.array([q_similarity_window(q) for q in view.window_queries])
+def tappa_budgets(view: PrefillView, q_sim: Sequence[float], total: int, cfg: TappaConfig) -> np.ndarray:
+    """TAPPA's layer budgets for this prompt: preference 1 - q_sim_l (the layer's post-RoPE q-similarity
+    over the window, computed by the caller), CAKE's split."""
     cap = max(view.n_tokens - cfg.window, 0)
-    return allocate(1.0 - q_sim, total, cap), q_sim
+    return allocate(1.0 - np.asarray(q_sim, dtype=np.float64), total, cap)
 
 
 def uniform_budgets(n_layers: int, total: int, view: PrefillView, cfg: TappaConfig) -> np.ndarray:
@@ -167,5 +157,5 @@ def uniform_budgets(n_layers: int, total: int, view: PrefillView, cfg: TappaConf
 
 __all__ = [
     "PrefillView", "TappaConfig", "allocate", "evicted_cache", "key_scores", "kept_keys", "prefill_view",
-    "q_similarity_window", "tappa_budgets", "uniform_budgets",
+    "tappa_budgets", "uniform_budgets",
 ]

@@ -219,22 +219,26 @@ def _reject_padding(bridge: Any):
     return bridge.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
 
-def check_instrumentable(bridge: Any, layers: list[int] | None = None) -> list[LayerAttention]:
+def check_instrumentable(bridge: Any) -> list[LayerAttention]:
     """Raise `UnsupportedModelError` naming what the core cannot do; return every layer's spec."""
     blocks = list(bridge.blocks)
     hf_config = bridge.original_model.config
     specs = layer_specs(bridge)
-    for layer in range(len(blocks)) if layers is None else layers:
-        _check_features(blocks[layer].attn, layer, hf_config)
+    for layer, block in enumerate(blocks):
+        _check_features(block.attn, layer, hf_config)
     return specs
 
 
-def _plain_core(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, spec: LayerAttention) -> torch.Tensor:
+def plain_core(backend: str = "auto", chunk: int = 256) -> Core:
+    """A core that only computes attention (no statistics kept): unrecorded layers, the self-check."""
     from workbench.kernels import attention_with_stats
 
-    out, _ = attention_with_stats(q, k, v, scale=scale, causal=True, columns=False, backend="auto",
-                                  sliding_window=spec.sliding_window, softcap=spec.softcap)
-    return out
+    def core(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, spec: LayerAttention) -> torch.Tensor:
+        out, _ = attention_with_stats(q, k, v, scale=scale, causal=True, columns=False, backend=backend, chunk=chunk,
+                                      sliding_window=spec.sliding_window, softcap=spec.softcap)
+        return out
+
+    return core
 
 
 @contextlib.contextmanager
@@ -248,7 +252,8 @@ def instrumented_attention(bridge: Any, core: Core, layers: list[int] | None = N
     """
     blocks = list(bridge.blocks)
     chosen = set(range(len(blocks))) if layers is None else set(layers)
-    specs = check_instrumentable(bridge, None)
+    specs = check_instrumentable(bridge)
+    other = plain_core()
     patched: list[tuple[Any, str, Any]] = []
     routed: list[tuple[int, Any]] = []
     hf_model = bridge.original_model
@@ -257,7 +262,7 @@ def instrumented_attention(bridge: Any, core: Core, layers: list[int] | None = N
         for layer in range(len(blocks)):
             attn = blocks[layer].attn
             kind = bridge_kind(attn)
-            layer_core = core if layer in chosen else _plain_core
+            layer_core = core if layer in chosen else other
             # object.__setattr__: the bridge's own __setattr__ would forward the
             # assignment to the wrapped HF module instead of this instance.
             if kind == "rotary":

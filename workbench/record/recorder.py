@@ -22,7 +22,7 @@ from workbench.models.attention_spec import LayerAttention
 from workbench.models.hooks import temporary_hooks
 from workbench.record.config import RecorderConfig
 from workbench.record.eager import stats_from_pattern
-from workbench.record.patch import instrumented_attention, layer_specs
+from workbench.record.patch import instrumented_attention, layer_specs, plain_core
 from workbench.record.self_check import ensure_checked
 from workbench.record.record import AttentionRecord
 
@@ -123,17 +123,9 @@ class AttentionRecorder:
 
     def _self_check(self) -> None:
         """Refuse to record if the instrumented core disagrees with the model's own attention."""
-        cfg = self.config
         backend = "torch" if self.backend == "torch" else "triton"
-
-        def plain_core(layer, q, k, v, scale, spec):
-            out, _ = attention_with_stats(
-                q, k, v, scale=scale, causal=True, columns=False, backend=backend, chunk=cfg.chunk,
-                sliding_window=spec.sliding_window, softcap=spec.softcap,
-            )
-            return out
-
-        ensure_checked(self.model, backend, lambda: instrumented_attention(self.model.bridge, plain_core))
+        core = plain_core(backend, self.config.chunk)
+        ensure_checked(self.model, backend, lambda: instrumented_attention(self.model.bridge, core))
 
     def _core(
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, spec: LayerAttention

@@ -294,6 +294,7 @@ def test_a_rebuilt_tokenizer_is_replaced_by_the_folders_own(tiny_model_dir):
     qwen2 = Path(tiny_model_dir("qwen2", peaked=True))
     forced = AutoTokenizer.from_pretrained(str(qwen2))  # what transformers 5 does on its own
     assert type(forced).__name__ == "Qwen2Tokenizer" and len(forced("w1 w2 w3")["input_ids"]) < 3
-    kept = faithful_tokenizer(qwen2)
+    kept = faithful_tokenizer(qwen2, forced)
     assert kept is not None and kept("w1 w2 w3", add_special_tokens=False)["input_ids"] == [5, 6, 7]
-    assert faithful_tokenizer(Path(tiny_model_dir("llama", peaked=True))) is None  # kept as saved: nothing to fix
+    llama = Path(tiny_model_dir("llama", peaked=True))
+    assert faithful_tokenizer(llama, AutoTokenizer.from_pretrained(str(llama))) is None  # kept as saved: nothing to fix

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -140,27 +140,26 @@ def read_config(folder: Path) -> dict:
 _TOKENIZER_PROBE = "The quick brown fox, 12 w1 w2 w3 -- naive cafe\nsecond line  two spaces"
 
 
-def faithful_tokenizer(folder: Path):
-    """A tokenizer that encodes like the folder's own tokenizer.json, or None if transformers' does.
+def faithful_tokenizer(folder: Path, tokenizer: Any):
+    """A tokenizer that encodes like the folder's own tokenizer.json, or None if ``tokenizer`` does.
 
     Transformers 5 forces its own tokenizer class on some model types (Qwen2: ``Qwen2Tokenizer``) and
     rebuilds the pre-tokenizer from scratch, whatever tokenizer.json says; a folder whose tokenizer.json
     was written differently (the tiny models' word-level tokenizer: "w1 w2 w3" became one token) would
-    be tokenised wrongly without a word of warning. When the rebuilt tokenizer disagrees with the file on
-    a probe text, the file's own pipeline is used (``TokenizersBackend`` keeps it as saved).
+    be tokenised wrongly without a word of warning. When the loaded ``tokenizer`` disagrees with the file
+    on a probe text, the file's own pipeline is used (``TokenizersBackend`` keeps it as saved).
     """
     path = folder / "tokenizer.json"
-    if not path.is_file():
+    if tokenizer is None or not path.is_file():
         return None
     from tokenizers import Tokenizer
-    from transformers import AutoTokenizer, TokenizersBackend
+    from transformers import TokenizersBackend
 
     try:
         expected = Tokenizer.from_file(str(path)).encode(_TOKENIZER_PROBE, add_special_tokens=False).ids
-        auto = AutoTokenizer.from_pretrained(str(folder))
-    except Exception:  # an unreadable tokenizer is reported by the normal loading path
+    except Exception:  # a tokenizer.json the tokenizers library cannot read: keep what transformers loaded
         return None
-    if auto(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] == expected:
+    if tokenizer(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] == expected:
         return None
     kept = TokenizersBackend.from_pretrained(str(folder))
     if kept(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"] != expected:

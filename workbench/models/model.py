@@ -73,7 +73,7 @@ def _keep_folder_tokenizer(bridge: Any, folder: Path) -> None:
     Done after booting: TransformerLens reloads a tokenizer through AutoTokenizer to switch BOS on,
     which would bring the rebuilt class back.
     """
-    kept = faithful_tokenizer(folder)
+    kept = faithful_tokenizer(folder, bridge.tokenizer)
     if kept is None:
         return
     # Not through the bridge's tokenizer setter: it re-runs TransformerLens' tokenizer setup, which

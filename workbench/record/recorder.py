@@ -49,6 +49,7 @@ class AttentionRecorder:
         self._stack: contextlib.ExitStack | None = None
         self._eager_scores: dict[int, torch.Tensor] = {}
         self._eager_patterns: dict[int, torch.Tensor] = {}
+        self._eager_specs: list[LayerAttention] = []
         self._tokens_seen: torch.Tensor | None = None
 
     # -- context manager ---------------------------------------------------------------
@@ -162,7 +163,10 @@ class AttentionRecorder:
         try:
             specs = layer_specs(self.model.bridge)
         except WorkbenchError:
-            specs = [LayerAttention()] * self.model.geometry.n_layers  # unknown layer types: no window info
+            # Layer types the core does not know (e.g. chunked attention): the statistics still come from
+            # the bridge's exact pattern; only col_count/col_mean, which need the mask, count every earlier key.
+            specs = [LayerAttention()] * self.model.geometry.n_layers
+        self._eager_specs = specs
         scores_box = self._eager_scores
         pattern_box = self._eager_patterns
         points = []
@@ -199,7 +203,7 @@ class AttentionRecorder:
     def _flush_eager(self) -> None:
         """Patterns whose bridge never fired hook_attn_scores: statistics without an LSE."""
         for layer in list(self._eager_patterns):
-            self._eager_stats(layer, None, self._eager_patterns.pop(layer), LayerAttention())
+            self._eager_stats(layer, None, self._eager_patterns.pop(layer), self._eager_specs[layer])
         self._eager_scores.clear()
 
 

@@ -52,7 +52,6 @@ def _bench(fn, warmup=3, reps=10):
 def correctness_check(dtype, n=4096, d=128, h=8, hkv=2, device="cuda") -> dict:
     """Triton backend vs torch backend on the GPU (same inputs); returns max abs differences."""
     import torch
-
     from workbench.kernels import attention_with_stats
 
     g = torch.Generator(device=device).manual_seed(0)
@@ -87,7 +86,6 @@ def run(args) -> dict:
     import torch
     import triton
     from torch.nn.attention import SDPBackend, sdpa_kernel
-
     from workbench.kernels import attention_with_stats
     from workbench.kernels.triton_attention import pass_a, pass_b
 
@@ -107,13 +105,58 @@ def run(args) -> dict:
     diffs = correctness_check(dtype)
     info["correctness_vs_torch_backend"] = diffs
     ok = _check_passes(diffs, dtype)
-    print("correctness (triton vs torch backend, N=4096, D=128, GQA 8/2):",
-          " ".join(f"{k}={v:.2e}" for k, v in diffs.items()), "->", "OK" if ok else "FAILED", flush=True)
+    print(
+        "correctness (triton vs torch backend, N=4096, D=128, GQA 8/2):",
+        " ".join(f"{k}={v:.2e}" for k, v in diffs.items()),
+        "->",
+        "OK" if ok else "FAILED",
+        flush=True,
+    )
     if not ok:
         info["error"] = "triton and torch backends disagree"
         return info
 
     causal = not args.non_causal
+
+    def make_benches(q, k, v, scale):
+        """The timed callables of one size; built per size so each closes over its own tensors."""
+
+        def sdpa():
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+
+        def a_only():
+            return pass_a(q, k, v, scale=scale, causal=causal, q_offset=0, first_k=4, window=64)
+
+        def a_and_b():
+            res = pass_a(q, k, v, scale=scale, causal=causal, q_offset=0, first_k=4, window=64)
+            return pass_b(q, k, res[1], scale=scale, causal=causal, q_offset=0, pool=args.pool)
+
+        def api():
+            return attention_with_stats(
+                q, k, v, scale=scale, causal=causal, first_k=4, window=64, pool=args.pool, backend="triton"
+            )
+
+        def api_windowed():  # a sliding-window layer (Mistral/Gemma local): cost O(N x W)
+            return attention_with_stats(
+                q,
+                k,
+                v,
+                scale=scale,
+                causal=True,
+                first_k=4,
+                window=64,
+                pool=args.pool,
+                backend="triton",
+                sliding_window=args.sliding_window,
+                softcap=50.0,
+            )
+
+        benches = [("sdpa", sdpa), ("A", a_only), ("A+B", a_and_b), ("api", api)]
+        if causal and args.sliding_window:
+            benches.append(("api_window", api_windowed))
+        return benches
+
     rows = []
     for d in args.head_dims:
         for n in args.lengths:
@@ -126,29 +169,7 @@ def run(args) -> dict:
             fl = _flops(args.batch, h, n, d, causal)
             row = {"N": n, "D": d, "B": args.batch, "H": h}
 
-            def sdpa():
-                with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
-
-            def a_only():
-                return pass_a(q, k, v, scale=scale, causal=causal, q_offset=0, first_k=4, window=64)
-
-            def a_and_b():
-                res = pass_a(q, k, v, scale=scale, causal=causal, q_offset=0, first_k=4, window=64)
-                return pass_b(q, k, res[1], scale=scale, causal=causal, q_offset=0, pool=args.pool)
-
-            def api():
-                return attention_with_stats(q, k, v, scale=scale, causal=causal, first_k=4, window=64,
-                                            pool=args.pool, backend="triton")
-
-            def api_windowed():  # a sliding-window layer (Mistral/Gemma local): cost O(N x W)
-                return attention_with_stats(q, k, v, scale=scale, causal=True, first_k=4, window=64,
-                                            pool=args.pool, backend="triton", sliding_window=args.sliding_window,
-                                            softcap=50.0)
-
-            benches = [("sdpa", sdpa), ("A", a_only), ("A+B", a_and_b), ("api", api)]
-            if causal and args.sliding_window:
-                benches.append(("api_window", api_windowed))
+            benches = make_benches(q, k, v, scale)
             for name, fn in benches:
                 try:
                     t = _bench(fn, warmup=args.warmup, reps=args.reps)
@@ -163,7 +184,7 @@ def run(args) -> dict:
                     row[f"{name}_over_sdpa"] = round(row[f"{name}_ms"] / row["sdpa_ms"], 2)
             rows.append(row)
             print(_fmt_row(row), flush=True)
-            del q, k, v
+            del q, k, v, benches, fn
             torch.cuda.empty_cache()
     info["rows"] = rows
     if args.sweep:
@@ -174,7 +195,6 @@ def run(args) -> dict:
 def sweep(dtype, causal, args) -> list:
     """Time a few block configurations of each pass at one size (for choosing the defaults)."""
     import torch
-
     from workbench.kernels.triton_attention import pass_a, pass_b
 
     n, d, h = args.sweep_n, args.sweep_d, args.heads
@@ -184,22 +204,47 @@ def sweep(dtype, causal, args) -> list:
     fl = _flops(1, h, n, d, causal)
     res = []
     lse2 = pass_a(q, k, v, scale=d**-0.5, causal=causal, q_offset=0, first_k=4, window=64)[1]
-    for bm, bn, w, s in [(128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 128, 8, 2), (128, 32, 4, 4),
-                         (64, 32, 4, 4)]:
+    for bm, bn, w, s in [(128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (128, 128, 8, 2), (128, 32, 4, 4), (64, 32, 4, 4)]:
         try:
-            t = _bench(lambda: pass_a(q, k, v, scale=d**-0.5, causal=causal, q_offset=0, first_k=4, window=64,
-                                      block_m=bm, block_n=bn, num_warps=w, num_stages=s))
+            t = _bench(
+                lambda bm=bm, bn=bn, w=w, s=s: pass_a(
+                    q,
+                    k,
+                    v,
+                    scale=d**-0.5,
+                    causal=causal,
+                    q_offset=0,
+                    first_k=4,
+                    window=64,
+                    block_m=bm,
+                    block_n=bn,
+                    num_warps=w,
+                    num_stages=s,
+                )
+            )
             res.append({"pass": "A", "cfg": [bm, bn, w, s], "ms": round(t * 1e3, 3), "tflops": round(fl / t / 1e12, 1)})
         except Exception as exc:
             res.append({"pass": "A", "cfg": [bm, bn, w, s], "error": f"{type(exc).__name__}: {str(exc)[:120]}"})
         print(res[-1], flush=True)
-    for bm, bn, w, s in [(64, 64, 4, 3), (64, 64, 8, 2), (128, 64, 8, 3), (64, 128, 8, 2), (32, 64, 4, 3),
-                         (128, 128, 8, 2)]:
+    for bm, bn, w, s in [(64, 64, 4, 3), (64, 64, 8, 2), (128, 64, 8, 3), (64, 128, 8, 2), (32, 64, 4, 3), (128, 128, 8, 2)]:
         if args.pool % bm or args.pool % bn:
             continue
         try:
-            t = _bench(lambda: pass_b(q, k, lse2, scale=d**-0.5, causal=causal, q_offset=0, pool=args.pool,
-                                      block_m=bm, block_n=bn, num_warps=w, num_stages=s))
+            t = _bench(
+                lambda bm=bm, bn=bn, w=w, s=s: pass_b(
+                    q,
+                    k,
+                    lse2,
+                    scale=d**-0.5,
+                    causal=causal,
+                    q_offset=0,
+                    pool=args.pool,
+                    block_m=bm,
+                    block_n=bn,
+                    num_warps=w,
+                    num_stages=s,
+                )
+            )
             res.append({"pass": "B", "cfg": [bm, bn, w, s], "ms": round(t * 1e3, 3), "tflops": round(fl / t / 1e12, 1)})
         except Exception as exc:
             res.append({"pass": "B", "cfg": [bm, bn, w, s], "error": f"{type(exc).__name__}: {str(exc)[:120]}"})
@@ -207,8 +252,22 @@ def sweep(dtype, causal, args) -> list:
     return res
 
 
-_COLS = ["N", "D", "sdpa_ms", "sdpa_tflops", "A_ms", "A_tflops", "A+B_ms", "A+B_tflops", "api_ms",
-         "A_over_sdpa", "A+B_over_sdpa", "api_over_sdpa", "api_window_ms", "api_window_over_sdpa"]
+_COLS = [
+    "N",
+    "D",
+    "sdpa_ms",
+    "sdpa_tflops",
+    "A_ms",
+    "A_tflops",
+    "A+B_ms",
+    "A+B_tflops",
+    "api_ms",
+    "A_over_sdpa",
+    "A+B_over_sdpa",
+    "api_over_sdpa",
+    "api_window_ms",
+    "api_window_over_sdpa",
+]
 
 
 def _fmt_row(row) -> str:
@@ -216,19 +275,24 @@ def _fmt_row(row) -> str:
 
 
 def markdown(info) -> str:
-    lines = [f"# Instrumented attention vs SDPA flash: {info['device']}", "",
-             f"torch {info['torch']}, triton {info['triton']}, {info['dtype']}, causal={info['causal']}, "
-             f"flops = {info['flops_formula']}; measured {info['time']} by `python benchmarks/kernels_gpu.py`.", ""]
+    lines = [
+        f"# Instrumented attention vs SDPA flash: {info['device']}",
+        "",
+        f"torch {info['torch']}, triton {info['triton']}, {info['dtype']}, causal={info['causal']}, "
+        f"flops = {info['flops_formula']}; measured {info['time']} by `python benchmarks/kernels_gpu.py`.",
+        "",
+    ]
     if "rows" in info:
         lines += ["| " + " | ".join(_COLS) + " |", "|---" * len(_COLS) + "|"]
         lines += [_fmt_row(r) for r in info["rows"]]
     corr = info.get("correctness_vs_torch_backend", {})
-    lines += ["", "Triton vs torch backend on this GPU (N=4096, D=128): "
-              + ", ".join(f"{k} {v:.1e}" for k, v in corr.items())]
+    lines += ["", "Triton vs torch backend on this GPU (N=4096, D=128): " + ", ".join(f"{k} {v:.1e}" for k, v in corr.items())]
     if info.get("sweep"):
         lines += ["", "Block sweep (BLOCK_M, BLOCK_N, warps, stages):", ""]
-        lines += [f"- pass {r['pass']} {r['cfg']}: " + (f"{r['ms']} ms, {r['tflops']} TFLOP/s" if "ms" in r else r["error"])
-                  for r in info["sweep"]]
+        lines += [
+            f"- pass {r['pass']} {r['cfg']}: " + (f"{r['ms']} ms, {r['tflops']} TFLOP/s" if "ms" in r else r["error"])
+            for r in info["sweep"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -240,8 +304,12 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     ap.add_argument("--pool", type=int, default=64)
-    ap.add_argument("--sliding-window", type=int, default=4096,
-                    help="also time the API on a windowed, soft-capped (cap 50) layer with this window (0: skip)")
+    ap.add_argument(
+        "--sliding-window",
+        type=int,
+        default=4096,
+        help="also time the API on a windowed, soft-capped (cap 50) layer with this window (0: skip)",
+    )
     ap.add_argument("--non-causal", action="store_true")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--reps", type=int, default=10)

@@ -22,6 +22,7 @@ chunks with :func:`merge_stats` / :class:`StatsAccumulator` (chunk lengths multi
 from __future__ import annotations
 
 import importlib.util
+from typing import Any
 
 import torch
 
@@ -58,12 +59,7 @@ def resolve_backend(backend: str, q: torch.Tensor, *, pool: int = 64) -> str:
         raise ValueError(f"q must be a torch.Tensor, got {type(q).__name__}")
     if backend != "auto":
         return backend
-    if (
-        q.is_cuda
-        and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
-        and pool % 16 == 0
-        and triton_available()
-    ):
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16, torch.float32) and pool % 16 == 0 and triton_available():
         return "triton"
     return "torch"
 
@@ -113,9 +109,16 @@ def attention_with_stats(
             an unknown backend, or a backend that cannot run these inputs.
     """
     name = resolve_backend(backend, q, pool=pool)
-    kwargs = dict(
-        scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window,
-        columns=columns, pool=pool, sliding_window=sliding_window, softcap=softcap,
+    kwargs: dict[str, Any] = dict(
+        scale=scale,
+        causal=causal,
+        q_offset=q_offset,
+        first_k=first_k,
+        window=window,
+        columns=columns,
+        pool=pool,
+        sliding_window=sliding_window,
+        softcap=softcap,
     )
     if name == "torch":
         return torch_attention_with_stats(q, k, v, chunk=chunk, **kwargs)

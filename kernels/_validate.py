@@ -40,9 +40,7 @@ def check_inputs(
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
-            raise ValueError(
-                f"{name} must be 4-D [batch, heads, tokens, head_dim], got shape {tuple(t.shape)}"
-            )
+            raise ValueError(f"{name} must be 4-D [batch, heads, tokens, head_dim], got shape {tuple(t.shape)}")
         if t.dtype not in _FLOAT_DTYPES:
             raise ValueError(f"{name} must be float16/bfloat16/float32/float64, got {t.dtype}")
     if not (q.dtype == k.dtype == v.dtype):
@@ -58,9 +56,7 @@ def check_inputs(
     if dk != d:
         raise ValueError(f"head dim differs: q has D={d}, k/v have D={dk}")
     if hkv < 1 or hq % hkv != 0:
-        raise ValueError(
-            f"number of query heads ({hq}) must be a multiple of the number of key/value heads ({hkv})"
-        )
+        raise ValueError(f"number of query heads ({hq}) must be a multiple of the number of key/value heads ({hkv})")
     if nq < 1 or nk < 1:
         raise ValueError(f"empty sequence: {nq} queries and {nk} keys; both must be >= 1")
     if d < 1:
@@ -81,8 +77,7 @@ def check_inputs(
         raise ValueError(f"pool must be >= 1, got {pool}")
     if sliding_window is not None and (int(sliding_window) != sliding_window or sliding_window < 1):
         raise ValueError(
-            f"sliding_window must be a positive integer (query i sees keys i - W < j <= i) or None, "
-            f"got {sliding_window!r}"
+            f"sliding_window must be a positive integer (query i sees keys i - W < j <= i) or None, got {sliding_window!r}"
         )
     if sliding_window is not None and not causal:
         raise ValueError("sliding_window needs causal=True (the window is defined relative to the query)")

@@ -25,7 +25,15 @@ COLUMN_NAMES = ("col_sum", "col_max", "pooled")
 
 
 def make_case(
-    b: int, hq: int, hkv: int, nq: int, nk: int, d: int, *, dtype=torch.float32, seed: int = 0,
+    b: int,
+    hq: int,
+    hkv: int,
+    nq: int,
+    nk: int,
+    d: int,
+    *,
+    dtype=torch.float32,
+    seed: int = 0,
     special: bool = True,
 ):
     """Random q, k, v (``[B, Hq, Nq, D]``, ``[B, Hkv, Nk, D]``) rounded to ``dtype``.
@@ -112,15 +120,27 @@ def run_grid(backends=("torch", "triton"), dtypes=("float32", "float16", "bfloat
                     q.double(), k.double(), v.double(), return_probs=True, stats_dtype=torch.float64, **kw
                 )
                 err = max_errors(out, st, ref_out, ref_st, ref_p)
-                rows.append(dict(backend=backend, dtype=dt_name, causal=causal, nq=nq, nk=nk, q_offset=qo,
-                                 d=d, hq=hq, hkv=hkv, seconds=round(dt_s, 3), **err))
+                rows.append(
+                    dict(
+                        backend=backend,
+                        dtype=dt_name,
+                        causal=causal,
+                        nq=nq,
+                        nk=nk,
+                        q_offset=qo,
+                        d=d,
+                        hq=hq,
+                        hkv=hkv,
+                        seconds=round(dt_s, 3),
+                        **err,
+                    )
+                )
     return rows
 
 
 def _table(rows) -> str:
     cols = ["out", "lse", "lse_rel", *STAT_NAMES[1:], *COLUMN_NAMES]
-    lines = ["| backend | dtype | " + " | ".join(cols) + " | argmax mismatches (non-tie / all) |",
-             "|---" * (len(cols) + 3) + "|"]
+    lines = ["| backend | dtype | " + " | ".join(cols) + " | argmax mismatches (non-tie / all) |", "|---" * (len(cols) + 3) + "|"]
     keys = sorted({(r["backend"], r["dtype"]) for r in rows}, key=lambda x: (x[0], x[1]))
     for be, dt in keys:
         sel = [r for r in rows if r["backend"] == be and r["dtype"] == dt]
@@ -141,10 +161,14 @@ def main(argv=None) -> int:
     if "triton" in args.backends and not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
     rows = run_grid(args.backends, args.dtypes, args.quick, special=not args.plain)
-    print("max abs error against the float64 reference (same rounded inputs), over", len(_grid(args.quick)),
-          "cases per row", "(plain random inputs)" if args.plain else "(with sink key, flat and x30-peaked rows)",
-          "; out is compared with the float64 output, so it includes the final rounding to the input dtype;",
-          "lse_rel = max |err| / max(1, |lse|)")
+    print(
+        "max abs error against the float64 reference (same rounded inputs), over",
+        len(_grid(args.quick)),
+        "cases per row",
+        "(plain random inputs)" if args.plain else "(with sink key, flat and x30-peaked rows)",
+        "; out is compared with the float64 output, so it includes the final rounding to the input dtype;",
+        "lse_rel = max |err| / max(1, |lse|)",
+    )
     print(_table(rows))
     if args.json:
         with open(args.json, "w") as f:

@@ -43,8 +43,15 @@ def default_config(which: str, d: int, dtype: torch.dtype, pool: int = 64, windo
 
 
 def compile_pass(
-    which: str, dtype: torch.dtype, d: int, *, causal: bool = True, config=None, arch: int = 90,
-    windowed: bool = False, softcap: bool = False,
+    which: str,
+    dtype: torch.dtype,
+    d: int,
+    *,
+    causal: bool = True,
+    config=None,
+    arch: int = 90,
+    windowed: bool = False,
+    softcap: bool = False,
 ):
     """Compile pass ``"A"`` or ``"B"`` for ``cuda:sm_{arch}``; returns the compiled kernel.
 
@@ -62,8 +69,16 @@ def compile_pass(
     fn = ta._pass_a_kernel if which == "A" else ta._pass_b_kernel
     bm, bn, warps, stages = config or default_config(which, d, dtype)
     dt = _DTYPE_NAMES[dtype]
-    consts = dict(HEAD_DIM=d, D_PAD=ta._d_pad(d), BLOCK_M=bm, BLOCK_N=bn, CAUSAL=causal,
-                  DOT_FP32=(dtype == torch.float32), WINDOWED=windowed, SOFTCAP=softcap)
+    consts = dict(
+        HEAD_DIM=d,
+        D_PAD=ta._d_pad(d),
+        BLOCK_M=bm,
+        BLOCK_N=bn,
+        CAUSAL=causal,
+        DOT_FP32=(dtype == torch.float32),
+        WINDOWED=windowed,
+        SOFTCAP=softcap,
+    )
     for name in fn.arg_names:
         if name.startswith("stride_") and name.endswith("d"):
             consts[name] = 1
@@ -85,8 +100,7 @@ def compile_pass(
         if sig[name].startswith("*") or (name.startswith("stride_") and name[-1] in "bhn"):
             attrs[(i,)] = [["tt.divisibility", 16]]
     src = ASTSource(fn, sig, constexprs=consts, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                          options={"num_warps": warps, "num_stages": stages})
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps, "num_stages": stages})
 
 
 def resource_usage(kernel) -> dict:
@@ -98,21 +112,22 @@ def resource_usage(kernel) -> dict:
         path = os.path.join(tmp, "k.cubin")
         with open(path, "wb") as f:
             f.write(kernel.asm["cubin"])
-        text = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run([tool, "--dump-resource-usage", path], capture_output=True, text=True, check=True).stdout
     m = re.search(r"REG:(\d+) STACK:(\d+)", text)
     if m is None:
         raise RuntimeError(f"could not parse cuobjdump output: {text[:300]}")
-    return {"registers": int(m.group(1)), "stack_bytes": int(m.group(2)),
-            "shared_bytes": int(kernel.metadata.shared)}
+    return {"registers": int(m.group(1)), "stack_bytes": int(m.group(2)), "shared_bytes": int(kernel.metadata.shared)}
 
 
 # (pass, dtype, D, causal, windowed, softcap)
 QUICK_CASES = [
-    ("A", torch.bfloat16, 128, True, False, False), ("B", torch.bfloat16, 128, True, False, False),
-    ("A", torch.float16, 64, False, False, False), ("A", torch.float32, 64, True, False, False),
+    ("A", torch.bfloat16, 128, True, False, False),
+    ("B", torch.bfloat16, 128, True, False, False),
+    ("A", torch.float16, 64, False, False, False),
+    ("A", torch.float32, 64, True, False, False),
     ("B", torch.float32, 128, False, False, False),
-    ("A", torch.bfloat16, 128, True, True, True), ("B", torch.bfloat16, 128, True, True, True),
+    ("A", torch.bfloat16, 128, True, True, True),
+    ("B", torch.bfloat16, 128, True, True, True),
 ]
 
 
@@ -125,25 +140,44 @@ def main(argv=None) -> int:
     if args.quick:
         cases = QUICK_CASES
     else:
-        cases = [(w, dt, d, c, False, False) for w in ("A", "B")
-                 for dt in (torch.bfloat16, torch.float16, torch.float32) for d in (64, 128) for c in (True, False)]
-        cases += [(w, dt, d, True, True, cap) for w in ("A", "B") for dt in (torch.bfloat16, torch.float16)
-                  for d in (64, 128) for cap in (False, True)]
+        cases = [
+            (w, dt, d, c, False, False)
+            for w in ("A", "B")
+            for dt in (torch.bfloat16, torch.float16, torch.float32)
+            for d in (64, 128)
+            for c in (True, False)
+        ]
+        cases += [
+            (w, dt, d, True, True, cap)
+            for w in ("A", "B")
+            for dt in (torch.bfloat16, torch.float16)
+            for d in (64, 128)
+            for cap in (False, True)
+        ]
     rows = []
     if not args.json:
-        print("| pass | dtype | D | causal | window | softcap | BLOCK_M x BLOCK_N, warps, stages | registers "
-              "| spill (stack) B | shared B |")
+        print(
+            "| pass | dtype | D | causal | window | softcap | BLOCK_M x BLOCK_N, warps, stages | registers "
+            "| spill (stack) B | shared B |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|")
     for which, dtype, d, causal, windowed, cap in cases:
         cfg = default_config(which, d, dtype, windowed=windowed)
-        u = resource_usage(compile_pass(which, dtype, d, causal=causal, config=cfg, arch=args.arch,
-                                        windowed=windowed, softcap=cap))
-        rows.append(dict(which=which, dtype=_DTYPE_NAMES[dtype], d=d, causal=causal, windowed=windowed,
-                         softcap=cap, config=list(cfg), **u))
+        u = resource_usage(
+            compile_pass(which, dtype, d, causal=causal, config=cfg, arch=args.arch, windowed=windowed, softcap=cap)
+        )
+        rows.append(
+            dict(
+                which=which, dtype=_DTYPE_NAMES[dtype], d=d, causal=causal, windowed=windowed, softcap=cap, config=list(cfg), **u
+            )
+        )
         if not args.json:
-            print(f"| {which} | {_DTYPE_NAMES[dtype]} | {d} | {causal} | {windowed} | {cap} | "
-                  f"{cfg[0]}x{cfg[1]}, {cfg[2]}, {cfg[3]} | "
-                  f"{u['registers']} | {u['stack_bytes']} | {u['shared_bytes']} |", flush=True)
+            print(
+                f"| {which} | {_DTYPE_NAMES[dtype]} | {d} | {causal} | {windowed} | {cap} | "
+                f"{cfg[0]}x{cfg[1]}, {cfg[2]}, {cfg[3]} | "
+                f"{u['registers']} | {u['stack_bytes']} | {u['shared_bytes']} |",
+                flush=True,
+            )
     if args.json:
         print(json.dumps(rows))
     return 0

@@ -18,7 +18,14 @@ REFERENCE_MAX_ELEMENTS = 1 << 28
 
 
 def _key_masks(
-    nq: int, nk: int, *, causal: bool, q_offset: int, first_k: int, window: int, device,
+    nq: int,
+    nk: int,
+    *,
+    causal: bool,
+    q_offset: int,
+    first_k: int,
+    window: int,
+    device,
     sliding_window: int | None = None,
 ):
     qpos = torch.arange(nq, device=device)[:, None] + q_offset  # [Nq, 1]
@@ -57,8 +64,17 @@ def reference_attention_with_stats(
     ``stats_dtype=torch.float64`` keeps the statistics in float64 (tests compare against those).
     """
     sh = check_inputs(
-        q, k, v, scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window, pool=pool,
-        sliding_window=sliding_window, softcap=softcap,
+        q,
+        k,
+        v,
+        scale=scale,
+        causal=causal,
+        q_offset=q_offset,
+        first_k=first_k,
+        window=window,
+        pool=pool,
+        sliding_window=sliding_window,
+        softcap=softcap,
     )
     if sh.batch * sh.n_q_heads * sh.n_queries * sh.n_keys > REFERENCE_MAX_ELEMENTS:
         raise ValueError(
@@ -76,8 +92,14 @@ def reference_attention_with_stats(
     if softcap is not None:
         scores = float(softcap) * torch.tanh(scores / float(softcap))
     visible, sink, local = _key_masks(
-        sh.n_queries, sh.n_keys, causal=causal, q_offset=q_offset, first_k=first_k, window=window,
-        device=q.device, sliding_window=sliding_window,
+        sh.n_queries,
+        sh.n_keys,
+        causal=causal,
+        q_offset=q_offset,
+        first_k=first_k,
+        window=window,
+        device=q.device,
+        sliding_window=sliding_window,
     )
     scores = scores.masked_fill(~visible, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)
@@ -100,7 +122,8 @@ def reference_attention_with_stats(
         padded[..., : sh.n_queries, : sh.n_keys] = p
         pooled = padded.view(sh.batch, sh.n_q_heads, nqb, pool, nkb, pool).sum(dim=(3, 5))
 
-    f32 = lambda t: None if t is None else t.to(stats_dtype)  # noqa: E731
+    f32 = lambda t: t.to(stats_dtype)
+    f32_or_none = lambda t: None if t is None else f32(t)
     stats = AttentionStats(
         lse=f32(lse),
         entropy=f32(entropy),
@@ -108,9 +131,9 @@ def reference_attention_with_stats(
         pmax=f32(pmax),
         first_k_mass=f32(first_k_mass),
         window_mass=f32(window_mass),
-        col_sum=f32(col_sum),
-        col_max=f32(col_max),
-        pooled=f32(pooled),
+        col_sum=f32_or_none(col_sum),
+        col_max=f32_or_none(col_max),
+        pooled=f32_or_none(pooled),
         n_keys=sh.n_keys,
         q_offset=int(q_offset),
         causal=bool(causal),

@@ -13,8 +13,8 @@ up with global ones).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 
@@ -22,7 +22,12 @@ __all__ = ["AttentionStats", "StatsAccumulator", "merge_stats", "column_count"]
 
 
 def column_count(
-    n_queries: int, n_keys: int, *, causal: bool, q_offset: int = 0, device=None,
+    n_queries: int,
+    n_keys: int,
+    *,
+    causal: bool,
+    q_offset: int = 0,
+    device=None,
     sliding_window: int | None = None,
 ) -> torch.Tensor:
     """Number of queries (positions ``q_offset .. q_offset + n_queries - 1``) that can see each key.
@@ -76,7 +81,11 @@ class AttentionStats:
     def col_count(self) -> torch.Tensor:
         """int64 ``[Nk]``: how many of the covered queries can see each key (the divisor of the mean)."""
         return column_count(
-            self.n_queries, self.n_keys, causal=self.causal, q_offset=self.q_offset, device=self.lse.device,
+            self.n_queries,
+            self.n_keys,
+            causal=self.causal,
+            q_offset=self.q_offset,
+            device=self.lse.device,
             sliding_window=self.sliding_window,
         )
 
@@ -88,7 +97,7 @@ class AttentionStats:
         count = self.col_count.to(self.col_sum.dtype)
         return torch.where(count > 0, self.col_sum / count.clamp(min=1), torch.zeros_like(self.col_sum))
 
-    def _map(self, fn) -> "AttentionStats":
+    def _map(self, fn) -> AttentionStats:
         changes = {}
         for f in dataclasses.fields(self):
             val = getattr(self, f.name)
@@ -96,10 +105,10 @@ class AttentionStats:
                 changes[f.name] = fn(val)
         return dataclasses.replace(self, **changes)
 
-    def to(self, device) -> "AttentionStats":
+    def to(self, device) -> AttentionStats:
         return self._map(lambda t: t.to(device))
 
-    def cpu(self) -> "AttentionStats":
+    def cpu(self) -> AttentionStats:
         return self.to("cpu")
 
 
@@ -137,9 +146,7 @@ class StatsAccumulator:
                 )
             for name in ("causal", "first_k", "window", "pool", "sliding_window", "softcap"):
                 if getattr(stats, name) != getattr(first, name):
-                    raise ValueError(
-                        f"chunks disagree on {name}: {getattr(first, name)!r} vs {getattr(stats, name)!r}"
-                    )
+                    raise ValueError(f"chunks disagree on {name}: {getattr(first, name)!r} vs {getattr(stats, name)!r}")
             if (stats.col_sum is None) != (first.col_sum is None):
                 raise ValueError("chunks disagree on columns=True/False")
             if stats.pooled is not None and (stats.q_offset - first.q_offset) % stats.pool != 0:
@@ -160,10 +167,10 @@ class StatsAccumulator:
         first = parts[0]
         if len(parts) == 1:
             return first
-        cat = {
-            name: torch.cat([getattr(p, name) for p in parts], dim=-1)
-            for name in ("lse", "entropy", "argmax", "pmax", "first_k_mass", "window_mass")
-        }
+
+        def cat(name: str) -> torch.Tensor:
+            return torch.cat([getattr(p, name) for p in parts], dim=-1)
+
         n_keys = max(p.n_keys for p in parts)
         col_sum = col_max = pooled = None
         if first.col_sum is not None:
@@ -173,10 +180,10 @@ class StatsAccumulator:
             col_max = torch.zeros(b, h, n_keys, dtype=torch.float32, device=dev)
             n_q = sum(p.n_queries for p in parts)
             pool = first.pool
-            pooled = torch.zeros(
-                b, h, -(-n_q // pool), -(-n_keys // pool), dtype=torch.float32, device=dev
-            )
+            pooled = torch.zeros(b, h, -(-n_q // pool), -(-n_keys // pool), dtype=torch.float32, device=dev)
             for p in parts:
+                # add() saw columns=True on every chunk, which fills all three column fields
+                assert p.col_sum is not None and p.col_max is not None and p.pooled is not None
                 nk = p.col_sum.shape[-1]
                 col_sum[..., :nk] += p.col_sum
                 col_max[..., :nk] = torch.maximum(col_max[..., :nk], p.col_max)
@@ -184,7 +191,17 @@ class StatsAccumulator:
                 nr, nc = p.pooled.shape[-2:]
                 pooled[..., r0 : r0 + nr, :nc] += p.pooled
         return dataclasses.replace(
-            first, **cat, col_sum=col_sum, col_max=col_max, pooled=pooled, n_keys=n_keys
+            first,
+            lse=cat("lse"),
+            entropy=cat("entropy"),
+            argmax=cat("argmax"),
+            pmax=cat("pmax"),
+            first_k_mass=cat("first_k_mass"),
+            window_mass=cat("window_mass"),
+            col_sum=col_sum,
+            col_max=col_max,
+            pooled=pooled,
+            n_keys=n_keys,
         )
 
 

@@ -47,8 +47,18 @@ def torch_attention_with_stats(
     (``p0`` its first position), so a windowed layer costs O(N x (chunk + W)), not O(N^2).
     """
     sh = check_inputs(
-        q, k, v, scale=scale, causal=causal, q_offset=q_offset, first_k=first_k, window=window,
-        pool=pool, check_finite=check, sliding_window=sliding_window, softcap=softcap,
+        q,
+        k,
+        v,
+        scale=scale,
+        causal=causal,
+        q_offset=q_offset,
+        first_k=first_k,
+        window=window,
+        pool=pool,
+        check_finite=check,
+        sliding_window=sliding_window,
+        softcap=softcap,
     )
     if int(chunk) != chunk or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
@@ -99,8 +109,8 @@ def torch_attention_with_stats(
                 # only keys j in (p0, khi) can lie after some query of the chunk; key p0 + 1 + jj is
                 # after query p0 + ii exactly when jj >= ii: the same upper-triangular mask every chunk
                 if upper is None:
-                    r = torch.arange(chunk, device=dev)
-                    upper = r[None, :] >= r[:, None]
+                    ar = torch.arange(chunk, device=dev)
+                    upper = ar[None, :] >= ar[:, None]
                 s[..., p0 + 1 - klo :].masked_fill_(upper[:c, : khi - p0 - 1], _NEG)
             if sw is not None and klo < p1 - sw:
                 # keys j <= p0 + ii - W fell out of query p0 + ii's window

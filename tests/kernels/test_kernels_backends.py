@@ -21,7 +21,6 @@ import zlib
 
 import pytest
 import torch
-
 from workbench.kernels import AttentionStats, attention_with_stats, merge_stats
 from workbench.kernels.accuracy import COLUMN_NAMES, STAT_NAMES, make_case, max_errors
 from workbench.kernels.reference import reference_attention_with_stats
@@ -43,9 +42,7 @@ def _run(backend, q, k, v, device, **kw):
 
 
 def _reference(q, k, v, **kw):
-    return reference_attention_with_stats(
-        q.double(), k.double(), v.double(), return_probs=True, stats_dtype=torch.float64, **kw
-    )
+    return reference_attention_with_stats(q.double(), k.double(), v.double(), return_probs=True, stats_dtype=torch.float64, **kw)
 
 
 def _check(out, st, ref_out, ref_st, ref_p, dtype):

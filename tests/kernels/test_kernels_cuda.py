@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from workbench.kernels import attention_with_stats
 from workbench.kernels.accuracy import COLUMN_NAMES, STAT_NAMES, make_case, max_errors
 from workbench.kernels.reference import reference_attention_with_stats
@@ -19,8 +18,7 @@ def test_triton_gpu_matches_reference(dtype, causal):
     q, k, v = make_case(1, 4, 2, 333, 333, 64, dtype=dtype, seed=11)
     kw = dict(scale=0.125, causal=causal, first_k=3, window=16, pool=64)
     out, st = attention_with_stats(q.cuda(), k.cuda(), v.cuda(), backend="triton", **kw)
-    ref = reference_attention_with_stats(q.double(), k.double(), v.double(), return_probs=True,
-                                         stats_dtype=torch.float64, **kw)
+    ref = reference_attention_with_stats(q.double(), k.double(), v.double(), return_probs=True, stats_dtype=torch.float64, **kw)
     err = max_errors(out.cpu(), st.cpu(), *ref)
     # statistics are fp32 from fp32 scores (fp32 inputs use ieee dots): same bounds as the CPU tests
     for name in STAT_NAMES:

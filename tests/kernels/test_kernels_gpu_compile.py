@@ -21,7 +21,10 @@ def test_compiles_for_sm90_without_spills():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
         [sys.executable, "-m", "workbench.kernels.compile_check", "--quick", "--json"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     if proc.returncode != 0 and ("ptxas" in proc.stderr or "No module named 'triton.backends.nvidia'" in proc.stderr):
         pytest.skip(f"this triton build cannot compile for sm_90: {proc.stderr[-300:]}")

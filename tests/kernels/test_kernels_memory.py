@@ -8,7 +8,6 @@ measurement does catch an N x N allocation.
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-
 from workbench.kernels import attention_with_stats
 
 

@@ -14,29 +14,49 @@ from workbench.data.needles import NeedleTrial, newline_ids, text_needle_trials
 
 def _newline_tokenizer():
     """Words split at spaces, newlines kept as their own token (as in real BPE vocabularies)."""
-    words = ["<unk>", "<bos>", "\n", ".", "Based", "on", "the", "content", "of", "book,", "Question:", "Answer:",
-             "What", "is", "code", "?", "The", "secret", "1234", "hay", "stack"]
+    words = [
+        "<unk>",
+        "<bos>",
+        "\n",
+        ".",
+        "Based",
+        "on",
+        "the",
+        "content",
+        "of",
+        "book,",
+        "Question:",
+        "Answer:",
+        "What",
+        "is",
+        "code",
+        "?",
+        "The",
+        "secret",
+        "1234",
+        "hay",
+        "stack",
+    ]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Split(" ", "removed")]
-    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Split(" ", "removed")])
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<bos>")
 
 
 def test_text_needle_prompts_end_with_the_answer_cue_and_ask_for_50_tokens_to_a_newline():
     tok = _newline_tokenizer()
-    (trial,) = text_needle_trials(tok, "hay stack . " * 20, "The secret code is 1234 .", "What is the secret code ?",
-                                  "1234", [60], [0.5])
+    (trial,) = text_needle_trials(
+        tok, "hay stack . " * 20, "The secret code is 1234 .", "What is the secret code ?", "1234", [60], [0.5]
+    )
     text = tok.convert_ids_to_tokens(trial.prompt.tolist())
     assert text[-3:] == ["?", "\n", "Answer:"] and "Question:" in text
     assert trial.meta["max_new_tokens"] == 50 and trial.meta["stop_ids"] == newline_ids(tok) == [2]
-    assert tok.convert_ids_to_tokens(trial.prompt[trial.answer_span[0]:trial.answer_span[1]].tolist()) == ["1234"]
+    assert tok.convert_ids_to_tokens(trial.prompt[trial.answer_span[0] : trial.answer_span[1]].tolist()) == ["1234"]
 
 
 def test_decoding_runs_to_the_newline_and_scores_what_came_before(tiny_llama, monkeypatch):
     calls = []
 
-    def fake_generate(model, prompt, n_new, stop_ids=(), instrumented=False):
+    def fake_generate(model, prompt, n_new, stop_ids=()):
         calls.append((n_new, list(stop_ids)))
         return torch.tensor([[11, 12, 7, 9, 9]])  # the answer, a newline (7), then anything
 

@@ -6,7 +6,7 @@ from workbench.interventions.kv_budget import cache_fraction, kv_budget, streami
 from workbench.models import load_model
 from workbench.models.generate import greedy_generate
 from workbench.models.heads import Head
-from workbench.record import record_attention
+from workbench.record import AttentionRecorder, record_attention
 
 
 def test_streaming_mask_shape():
@@ -48,7 +48,9 @@ def test_greedy_generate_matches_argmax_loop(tiny_model_dir):
 def test_instrumented_greedy_generation_matches_eager(tiny_model_dir):
     model = load_model(tiny_model_dir("llama"), device="cpu")
     prompt = torch.randint(4, 60, (2, 30), generator=torch.Generator().manual_seed(2))
-    assert torch.equal(greedy_generate(model, prompt, 5, instrumented=True), greedy_generate(model, prompt, 5))
+    with AttentionRecorder(model, layers=(), columns=False):
+        instrumented = greedy_generate(model, prompt, 5)
+    assert torch.equal(instrumented, greedy_generate(model, prompt, 5))
 
 
 def test_a_full_query_head_keeps_its_whole_kv_head(tiny_model_dir):

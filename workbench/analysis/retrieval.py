@@ -23,7 +23,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,7 +33,11 @@ from workbench.data.needles import NeedleTrial
 from workbench.errors import InputDataError
 from workbench.models.generate import greedy_generate
 from workbench.models.heads import Head
+from workbench.models.model import Model
 from workbench.record import AttentionRecord, AttentionRecorder, RecorderConfig
+
+if TYPE_CHECKING:  # imported where used, like ablate_heads itself
+    from workbench.interventions.ablation import AblationMode
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,11 @@ def rouge1_recall(reference: Sequence[int], response: Sequence[int]) -> float:
 
 
 def retrieval_scores(
-    model: Any, trials: Sequence[NeedleTrial], cfg: RetrievalConfig = RetrievalConfig(),
-    recorder: RecorderConfig | None = None, progress: Callable[[int, int], None] | None = None,
+    model: Model,
+    trials: Sequence[NeedleTrial],
+    cfg: RetrievalConfig = RetrievalConfig(),
+    recorder: RecorderConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RetrievalReport:
     if not trials:
         raise InputDataError("no needle trials given", "generate trials with workbench.data.needles")
@@ -98,7 +105,9 @@ def retrieval_scores(
         prompt = trial.prompt.view(1, -1).to(model.device)
         n_new = cfg.max_new_tokens or trial.meta.get("max_new_tokens") or len(trial.answer)
         stops = [int(i) for i in trial.meta.get("stop_ids", ())]
-        generated = greedy_generate(model, prompt, n_new, stop_ids=stops, instrumented=True)[0].cpu()
+        # decoded through the recorder's O(N)-memory attention (long prompts), recording nothing
+        with AttentionRecorder(model, layers=(), columns=False):
+            generated = greedy_generate(model, prompt, n_new, stop_ids=stops)[0].cpu()
         cut = next((i for i, tok in enumerate(generated.tolist()) if tok in stops), None)
         if cut is not None:
             generated = generated[:cut]  # the reference stops at the newline and scores what came before
@@ -137,8 +146,11 @@ def retrieval_scores(
     mean = np.mean(per_trial, 0) if per_trial else np.full((geo.n_layers, geo.n_heads), np.nan)
     scores.add("retrieval_score", mean, f"Wu et al. retrieval score over {len(per_trial)} recalled trials")
     scores.add("copy_rate", copies / len(trials), "copies of needle tokens per trial, all trials")
-    scores.add("copy_attention", np.mean(weighted, 0) if weighted else np.full((geo.n_layers, geo.n_heads), np.nan),
-               "retrieval score with each copy weighted by its attention probability (breaks ties at 1.0)")
+    scores.add(
+        "copy_attention",
+        np.mean(weighted, 0) if weighted else np.full((geo.n_layers, geo.n_heads), np.nan),
+        "retrieval score with each copy weighted by its attention probability (breaks ties at 1.0)",
+    )
     accuracy = float(np.mean([r.exact for r in results]))
     return RetrievalReport(scores, results, accuracy, len(per_trial), cfg)
 
@@ -158,11 +170,11 @@ def repeated_random_tokens(vocab_ids: Sequence[int], segment: int, repeats: int,
 def _mean_pair_attention(record: AttentionRecord, layer: int, qi: torch.Tensor, kj: torch.Tensor, rows: int) -> np.ndarray:
     """Sum of A[qi, kj] over the pairs, divided by ``rows``: [H] for batch item 0."""
     if len(qi) == 0:
-        return np.zeros(record.layers[layer].lse.shape[1])
+        return np.zeros(record.layer(layer).lse.shape[1])
     return (record.attention_at(layer, qi, kj)[0].double().sum(-1) / rows).numpy()
 
 
-def echo_induction_scores(model: Any, tokens: torch.Tensor, segment: int, offset: int = 1) -> HeadScores:
+def echo_induction_scores(model: Model, tokens: torch.Tensor, segment: int, offset: int = 1) -> HeadScores:
     """Echo and induction scores per query head on a repeated-segment probe.
 
     ``offset`` is where the first segment starts (1 after a BOS). For query i in segment k >= 1
@@ -188,7 +200,9 @@ def echo_induction_scores(model: Any, tokens: torch.Tensor, segment: int, offset
     return scores
 
 
-def razor_selection(scores: HeadScores, n_kv_heads: int, cfg: RetrievalConfig = RetrievalConfig()) -> dict[str, list[tuple[int, int]]]:
+def razor_selection(
+    scores: HeadScores, n_kv_heads: int, cfg: RetrievalConfig = RetrievalConfig()
+) -> dict[str, list[tuple[int, int]]]:
     """RazorAttention's global selection over (layer, KV head): a KV head scores the max of its
     query heads; keep the top ``induction_ratio`` by induction and ``echo_ratio`` by echo."""
     group = scores.n_heads // n_kv_heads
@@ -232,7 +246,7 @@ def detection_pairs(tokens: Sequence[int], kind: str) -> tuple[torch.Tensor, tor
 DETECTORS = ("previous_token", "duplicate_token", "induction")
 
 
-def detector_scores(model: Any, tokens: torch.Tensor, kinds: Sequence[str] = DETECTORS) -> HeadScores:
+def detector_scores(model: Model, tokens: torch.Tensor, kinds: Sequence[str] = DETECTORS) -> HeadScores:
     """TransformerLens head_detector scores ("mul", no exclusions) from one recorded forward:
     the attention mass on the pattern's 1-entries, summed and divided by the number of rows."""
     geo = model.geometry
@@ -253,7 +267,7 @@ def detector_scores(model: Any, tokens: torch.Tensor, kinds: Sequence[str] = DET
 
 
 @torch.no_grad()
-def needle_accuracy(model: Any, trials: Sequence[NeedleTrial]) -> float:
+def needle_accuracy(model: Model, trials: Sequence[NeedleTrial]) -> float:
     """Exact-match accuracy of greedy answers (hooks active in the caller's context apply)."""
     correct = 0
     for trial in trials:
@@ -278,8 +292,13 @@ class AblationComparison:
 
 
 def top_vs_random_ablation(
-    model: Any, trials: Sequence[NeedleTrial], ranking: Sequence[Head], k: int, n_random: int = 3,
-    mode: str = "uniform", seed: int = 0,
+    model: Model,
+    trials: Sequence[NeedleTrial],
+    ranking: Sequence[Head],
+    k: int,
+    n_random: int = 3,
+    mode: AblationMode = "uniform",
+    seed: int = 0,
 ) -> AblationComparison:
     """Needle accuracy with the top-k ranked heads ablated vs k random heads (not in the top k)."""
     from workbench.interventions.ablation import ablate_heads
@@ -315,8 +334,14 @@ class BudgetCurve:
 
 
 def kv_budget_curve(
-    model: Any, trials: Sequence[NeedleTrial], kv_ranking: Sequence[tuple[int, int]], fractions: Sequence[float],
-    sink: int = 4, recent: int = 64, seed: int = 0, n_random: int = 2,
+    model: Model,
+    trials: Sequence[NeedleTrial],
+    kv_ranking: Sequence[tuple[int, int]],
+    fractions: Sequence[float],
+    sink: int = 4,
+    recent: int = 64,
+    seed: int = 0,
+    n_random: int = 2,
 ) -> BudgetCurve:
     """Needle accuracy when the top fraction of ranked *KV heads* keeps the full cache (with every
     query head they serve) and the other KV heads keep sink + recent only, against the same number
@@ -351,7 +376,7 @@ def kv_budget_curve(
 
 
 @torch.no_grad()
-def answer_accuracy(model: Any, trials: Sequence[NeedleTrial]) -> float:
+def answer_accuracy(model: Model, trials: Sequence[NeedleTrial]) -> float:
     """Teacher-forced accuracy: every answer token is the argmax given the prompt and the
     answer so far (one forward per trial; hooks active in the caller's context apply)."""
     correct = 0
@@ -365,7 +390,7 @@ def answer_accuracy(model: Any, trials: Sequence[NeedleTrial]) -> float:
 
 
 @torch.no_grad()
-def answer_logprob(model: Any, trials: Sequence[NeedleTrial]) -> float:
+def answer_logprob(model: Model, trials: Sequence[NeedleTrial]) -> float:
     """Mean teacher-forced log-probability of the answer tokens (a continuous needle metric)."""
     total, count = 0.0, 0
     for trial in trials:

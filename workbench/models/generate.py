@@ -8,29 +8,24 @@ the number of generated tokens, which is fine for the short answers the analyses
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 
+from workbench.models.model import Model
+
 
 @torch.no_grad()
-def greedy_generate(
-    model: Any, tokens: torch.Tensor, max_new_tokens: int, stop_ids: Iterable[int] = (), instrumented: bool = False
-) -> torch.Tensor:
+def greedy_generate(model: Model, tokens: torch.Tensor, max_new_tokens: int, stop_ids: Iterable[int] = ()) -> torch.Tensor:
     """Generated ids [B, <= max_new_tokens] (rows stop at a stop id, padded with the stop id).
 
-    ``instrumented=True`` runs the steps through the recorder's O(N)-memory attention (for long
-    prompts); hooks on queries (uniform ablation) still apply, pattern-level edits do not.
+    For long prompts, run it inside ``AttentionRecorder(model, layers=(), columns=False)``
+    (workbench.record): the steps then use the recorder's O(N)-memory attention; hooks on queries
+    (uniform ablation) still apply, pattern-level edits do not.
     """
-    if instrumented:
-        from workbench.record import AttentionRecorder
-
-        with AttentionRecorder(model, layers=(), columns=False):
-            return greedy_generate(model, tokens, max_new_tokens, stop_ids, instrumented=False)
     seq = tokens.view(tokens.shape[0] if tokens.dim() > 1 else 1, -1).to(model.device)
     stops = torch.tensor(sorted(set(stop_ids)), device=seq.device, dtype=seq.dtype)
     done = torch.zeros(seq.shape[0], dtype=torch.bool, device=seq.device)
-    out = []
+    out: list[torch.Tensor] = []
     for _ in range(max_new_tokens):
         nxt = model.logits(seq)[:, -1].argmax(-1)
         if out and stops.numel():

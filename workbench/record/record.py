@@ -31,6 +31,13 @@ class AttentionRecord:
     def recorded_layers(self) -> list[int]:
         return [i for i, s in enumerate(self.layers) if s is not None]
 
+    def layer(self, layer: int) -> AttentionStats:
+        """The statistics of one recorded layer (ValueError when ``layer`` was not recorded)."""
+        stats = self.layers[layer]
+        if stats is None:
+            raise ValueError(f"layer {layer} was not recorded")
+        return stats
+
     def stack(self, name: str) -> torch.Tensor:
         """One statistic for every recorded layer: ``[L_recorded, B, H, ...]``."""
         values = [getattr(s, name) for s in self.layers if s is not None]

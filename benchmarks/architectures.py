@@ -21,18 +21,18 @@ import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# E402 below: the offline switch must be set before transformers is imported, which reads it at import time.
+# Set before transformers is imported, which reads it at import time (ruff allows os.environ edits above imports).
 
-import torch  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
+import torch
+from transformers import AutoModelForCausalLM
 
-from workbench.errors import WorkbenchError  # noqa: E402
-from workbench.interventions import ablate_heads, ablate_heads_hf, ablated_logits, head_means  # noqa: E402
-from workbench.interventions.ablation import _hf_attention_modules, _out_proj  # noqa: E402
-from workbench.models import load_model  # noqa: E402
-from workbench.models.attention_spec import layer_attention  # noqa: E402
-from workbench.models.tiny import TINY_ARCHS, build_tiny_model  # noqa: E402
-from workbench.record import record_attention  # noqa: E402
+from workbench.errors import WorkbenchError
+from workbench.interventions import ablate_heads, ablate_heads_hf, ablated_logits, head_means
+from workbench.interventions.ablation import _hf_attention_modules, _out_proj
+from workbench.models import load_model
+from workbench.models.attention_spec import layer_attention
+from workbench.models.tiny import TINY_ARCHS, build_tiny_model
+from workbench.record import record_attention
 
 N = 48
 
@@ -111,8 +111,11 @@ def measure(arch: str, folder: Path) -> dict:
     reference = _tokens(geo.vocab_size, geo.bos.token_id, 4)
     zero = float((ablated_logits(model, tokens, "L1H2", "zero") - _direct_edit_logits(hf, tokens, None, geo.d_head)).abs().max())
     means = head_means(model, reference)
-    mean = float((ablated_logits(model, tokens, "L1H2", "mean", means=means)
-                  - _direct_edit_logits(hf, tokens, means[1][2], geo.d_head)).abs().max())
+    mean = float(
+        (ablated_logits(model, tokens, "L1H2", "mean", means=means) - _direct_edit_logits(hf, tokens, means[1][2], geo.d_head))
+        .abs()
+        .max()
+    )
     pos = geo.positional
     features = [f"{type(model.bridge.blocks[0].attn).__name__}"]
     if any(s.describe() != "full causal" for s in specs):
@@ -123,9 +126,19 @@ def measure(arch: str, folder: Path) -> dict:
     else:
         features.append(pos.describe())
     features.append(f"{geo.n_heads}q/{geo.n_kv_heads}kv heads")
-    return dict(arch=arch, hf=type(hf).__name__, features="; ".join(features), load=load,
-                rec=float((logits - out.logits).abs().max()), stats=stat_err, check=check.worst[1],
-                uniform=f"{uni:.1e} / {other:.1e}", hf_path=hf_path, zero=zero, mean=mean)
+    return dict(
+        arch=arch,
+        hf=type(hf).__name__,
+        features="; ".join(features),
+        load=load,
+        rec=float((logits - out.logits).abs().max()),
+        stats=stat_err,
+        check=check.worst[1],
+        uniform=f"{uni:.1e} / {other:.1e}",
+        hf_path=hf_path,
+        zero=zero,
+        mean=mean,
+    )
 
 
 def main(argv=None) -> int:
@@ -142,14 +155,18 @@ def main(argv=None) -> int:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['arch']} | {r['hf']} | {r['features']} | {r['load']:.1e} | {r['rec']:.1e} | {r['stats']:.1e} | "
-                     f"{r['check']:.1e} | {r['uniform']} | {r['hf_path']} | {r['zero']:.1e} | {r['mean']:.1e} |")
+        lines.append(
+            f"| {r['arch']} | {r['hf']} | {r['features']} | {r['load']:.1e} | {r['rec']:.1e} | {r['stats']:.1e} | "
+            f"{r['check']:.1e} | {r['uniform']} | {r['hf_path']} | {r['zero']:.1e} | {r['mean']:.1e} |"
+        )
     table = "\n".join(lines)
     print(table)
     if args.out is not None:
-        args.out.write_text("# Supported architectures: measured on tiny random models\n\n"
-                            "`python benchmarks/architectures.py --out benchmarks/results/architectures.md` "
-                            "(float32, CPU, 2 layers, 48 tokens, batch 2).\n\n" + table + "\n")
+        args.out.write_text(
+            "# Supported architectures: measured on tiny random models\n\n"
+            "`python benchmarks/architectures.py --out benchmarks/results/architectures.md` "
+            "(float32, CPU, 2 layers, 48 tokens, batch 2).\n\n" + table + "\n"
+        )
     return 0
 
 

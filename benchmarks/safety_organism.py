@@ -41,10 +41,10 @@ from workbench.analysis import safety as S
 from workbench.analysis.refusal import RefusalJudge
 from workbench.models import load_model
 from workbench.models.heads import Head
+from workbench.models.registry import shipped_models
 from workbench.organisms import tasks
 from workbench.organisms import vocab as V
 from workbench.organisms.evaluate import load_suite
-from workbench.models.registry import shipped_models
 
 
 def with_context(probes, n_tokens: int, seed: int) -> list[torch.Tensor]:
@@ -110,7 +110,15 @@ def run(contexts: list[int], n: int, seed: int, organism: str) -> list[dict]:
         counts: dict[str, int] = {}
         for h in top:
             counts[str(h)] = counts.get(str(h), 0) + 1
-        row = {"organism": organism, "context": c, "n": len(harmful), "top_heads": counts, "asr": {}, "complied": {}, "benign_ok": {}}
+        row = {
+            "organism": organism,
+            "context": c,
+            "n": len(harmful),
+            "top_heads": counts,
+            "asr": {},
+            "complied": {},
+            "benign_ok": {},
+        }
         for label, heads in settings.items():
             res = S.asr(model, harmful, heads, cfg)
             row["asr"][label] = res.asr
@@ -139,7 +147,9 @@ def to_markdown(rows: list[dict]) -> str:
     ]
     for r in rows:
         for label in r["asr"]:
-            lines.append(f"| {r['context']} | {label} | {r['asr'][label]:.3f} | {r['complied'][label]:.3f} | {r['benign_ok'][label]:.3f} |")
+            lines.append(
+                f"| {r['context']} | {label} | {r['asr'][label]:.3f} | {r['complied'][label]:.3f} | {r['benign_ok'][label]:.3f} |"
+            )
     lines.append("")
     for r in rows:
         top = ", ".join(f"{h} x{k}" for h, k in sorted(r["top_heads"].items(), key=lambda kv: -kv[1]))

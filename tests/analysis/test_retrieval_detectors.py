@@ -43,7 +43,10 @@ def test_detection_pairs_match_transformer_lens_patterns():
     from transformer_lens.head_detector import get_duplicate_token_head_detection_pattern, get_induction_head_detection_pattern
 
     toks = torch.tensor([[1, 5, 6, 5, 7, 6, 5, 8]])
-    for kind, fn in (("duplicate_token", get_duplicate_token_head_detection_pattern), ("induction", get_induction_head_detection_pattern)):
+    for kind, fn in (
+        ("duplicate_token", get_duplicate_token_head_detection_pattern),
+        ("induction", get_induction_head_detection_pattern),
+    ):
         dense = fn(toks)
         qi, kj = detection_pairs(toks[0].tolist(), kind)
         ours = torch.zeros_like(dense)

@@ -248,4 +248,7 @@ def test_act_searches_the_layers_acts_code_calibrates():
     model = load_model("organism-4l", device="cpu")
     result = act_head_search(model, lambda: 0.0, lambda: 0.0)
     assert {h.layer for h in result.candidates} == {2}
-    assert act_head_search(model, lambda: 0.0, lambda: 0.0, skip_first_layers=0, skip_last_layers=0).candidates == model.geometry.all_heads()
+    assert (
+        act_head_search(model, lambda: 0.0, lambda: 0.0, skip_first_layers=0, skip_last_layers=0).candidates
+        == model.geometry.all_heads()
+    )

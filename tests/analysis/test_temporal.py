@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from workbench.kernels import attention_with_stats, offset_profile
 
 from workbench.analysis.temporal import (
     TemporalConfig,
@@ -16,7 +17,6 @@ from workbench.analysis.temporal import (
     transfer_function,
     vertical_share,
 )
-from workbench.kernels import attention_with_stats, offset_profile
 from workbench.models import load_model
 
 N, D = 96, 128
@@ -51,9 +51,7 @@ def test_synthetic_heads_get_the_right_label_period_and_offset():
     cfg = TemporalConfig()
     _, stats = attention_with_stats(q, k, v, scale=1.0, backend="torch")
     profile = offset_profile(q, k, stats.lse, scale=1.0, max_offset=cfg.max_offset)[0].double().numpy()
-    labels = [
-        classify_profile(profile[h], vertical_share(stats.col_sum[0, h].numpy(), N, cfg.top_keys), cfg) for h in range(4)
-    ]
+    labels = [classify_profile(profile[h], vertical_share(stats.col_sum[0, h].numpy(), N, cfg.top_keys), cfg) for h in range(4)]
     assert (labels[0].label, labels[0].offset) == ("sequential", 1)
     assert labels[1].label == "re-access"
     assert (labels[2].label, labels[2].period) == ("seasonal", PERIOD)
@@ -74,7 +72,9 @@ def test_q_similarity_equals_the_tappa_formula():
         want.append(((sim.sum((-1, -2)) - 16) / (16 * 15)).numpy())
     np.testing.assert_allclose(got, np.mean(want, 0), atol=1e-12)
     lag = lag_similarity(q)
-    np.testing.assert_allclose(lag[0], torch.nn.functional.cosine_similarity(q[1:, 0], q[:-1, 0], dim=-1).mean().item(), atol=1e-6)
+    np.testing.assert_allclose(
+        lag[0], torch.nn.functional.cosine_similarity(q[1:, 0], q[:-1, 0], dim=-1).mean().item(), atol=1e-6
+    )
 
 
 def test_ar_predictor_beats_persistence_on_a_rotating_query():
@@ -152,7 +152,8 @@ def test_a_single_rope_pair_head_is_matched_to_that_pair():
     lab = classify_profile(profile, vertical=0.0)
     assert (lab.label, lab.period) == ("seasonal", 8)
     shares = rope_channel_shares(q[0], k[0], 2 * half, 4096, 0)
-    report = TemporalReport(HeadScores("temporal", 1, 1), {(0, 0): lab}, profile[None, None], shares[None],
-                            np.array([periods]), np.zeros(1))
+    report = TemporalReport(
+        HeadScores("temporal", 1, 1), {(0, 0): lab}, profile[None, None], shares[None], np.array([periods]), np.zeros(1)
+    )
     pair, pair_period, share = period_channel(report, (0, 0))
     assert (pair, pair_period) == (1, 8.0) and share > 0.99

@@ -132,9 +132,9 @@ def test_whole_layer_and_bad_inputs(model, tokens):
 
 @pytest.mark.parametrize("mode", ["zero", "mean", "uniform"])
 def test_hf_path_matches_the_bridge(model, tokens, mode):
-    from workbench.interventions import ablate_heads_hf, head_means_hf
-
     from transformers import AutoModelForCausalLM
+
+    from workbench.interventions import ablate_heads_hf, head_means_hf
 
     # an independent copy: the bridge's own hf_model runs the bridge's attention, not Hugging Face's
     hf = AutoModelForCausalLM.from_pretrained(str(model.source.path), attn_implementation="sdpa").eval()

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from workbench.interventions.kv_eviction import (
-    TappaConfig, allocate, evicted_cache, key_scores, kept_keys, prefill_view, tappa_budgets,
+    TappaConfig,
+    allocate,
+    evicted_cache,
+    kept_keys,
+    key_scores,
+    prefill_view,
+    tappa_budgets,
 )
 from workbench.record import record_attention
 

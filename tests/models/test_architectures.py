@@ -211,8 +211,19 @@ def test_a_small_atlas_run_completes(arch, tiny_model_dir, tmp_path):
     from workbench.store import Store
 
     folder = tiny_model_dir(arch, peaked=True)
-    args = ["atlas", str(folder), "--results", str(tmp_path), "--families", "sinks,retrieval,temporal",
-            "--max-tokens", str(N), "--n-prompts", "2", "--quiet"]
+    args = [
+        "atlas",
+        str(folder),
+        "--results",
+        str(tmp_path),
+        "--families",
+        "sinks,retrieval,temporal",
+        "--max-tokens",
+        str(N),
+        "--n-prompts",
+        "2",
+        "--quiet",
+    ]
     assert main(args) == 0
     with Store.open(tmp_path) as store:
         (run,) = store.runs()
@@ -264,11 +275,16 @@ def test_llama3_scaling_matches_the_published_rule(arch_models):
     for i in range(d // 2):
         f = rp["rope_theta"] ** (-2 * i / d)
         wavelen = 2 * math.pi / f
-        lo, hi = rp["original_max_position_embeddings"] / rp["low_freq_factor"], rp["original_max_position_embeddings"] / rp["high_freq_factor"]
+        lo, hi = (
+            rp["original_max_position_embeddings"] / rp["low_freq_factor"],
+            rp["original_max_position_embeddings"] / rp["high_freq_factor"],
+        )
         if wavelen > lo:
             f = f / rp["factor"]
         elif wavelen >= hi:
-            smooth = (rp["original_max_position_embeddings"] / wavelen - rp["low_freq_factor"]) / (rp["high_freq_factor"] - rp["low_freq_factor"])
+            smooth = (rp["original_max_position_embeddings"] / wavelen - rp["low_freq_factor"]) / (
+                rp["high_freq_factor"] - rp["low_freq_factor"]
+            )
             f = (1 - smooth) * f / rp["factor"] + smooth * f
         want.append(f)
     got = model.geometry.positional.layer_inv_freq[0]

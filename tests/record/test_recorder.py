@@ -126,7 +126,10 @@ def test_padding_is_refused(tiny_model_dir):
 
 def test_eager_refuses_long_inputs(tiny_model_dir):
     model = load_model(tiny_model_dir("llama"), device="cpu")
-    with AttentionRecorder(model, backend="eager", eager_max_tokens=16), pytest.raises(WorkbenchError, match="limited to 16 tokens"):
+    with (
+        AttentionRecorder(model, backend="eager", eager_max_tokens=16),
+        pytest.raises(WorkbenchError, match="limited to 16 tokens"),
+    ):
         model.logits(_tokens(model, 40))
 
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from workbench.models.model import Model
+
 
 @torch.no_grad()
-def lm_loss(model: Any, prompts: Sequence[torch.Tensor]) -> float:
+def lm_loss(model: Model, prompts: Sequence[torch.Tensor]) -> float:
     """Mean next-token cross-entropy (nats per token) over the prompts."""
     total, count = 0.0, 0
     for prompt in prompts:

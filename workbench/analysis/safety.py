@@ -29,6 +29,7 @@ from workbench.interventions.ablation import ablate_heads
 from workbench.models.generate import greedy_generate
 from workbench.models.heads import Head
 from workbench.models.hooks import temporary_hooks
+from workbench.models.model import Model
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def _check_prompts(prompts: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def last_token_logprobs(model: Any, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+def last_token_logprobs(model: Model, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
     """[Q, V] log-probabilities of the next token after each prompt (batched by length)."""
     prompts = _check_prompts(prompts)
     out: list[torch.Tensor | None] = [None] * len(prompts)
@@ -77,8 +78,11 @@ def kl_divergence(logp_base: torch.Tensor, logp_other: torch.Tensor, eps: float 
 
 
 def ships_scores(
-    model: Any, prompts: Sequence[torch.Tensor], cfg: SafetyConfig = SafetyConfig(),
-    heads: Sequence[Head] | None = None, progress: Callable[[int, int], None] | None = None,
+    model: Model,
+    prompts: Sequence[torch.Tensor],
+    cfg: SafetyConfig = SafetyConfig(),
+    heads: Sequence[Head] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """[Q, L, H] Ships of every (query, head); NaN for heads not asked for."""
     geo = model.geometry
@@ -96,17 +100,18 @@ def ships_scores(
 
 
 @torch.no_grad()
-def final_representations(model: Any, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
+def final_representations(model: Model, prompts: Sequence[torch.Tensor]) -> torch.Tensor:
     """[Q, d_model] final-norm output (with its gain) at the last prompt token."""
     prompts = _check_prompts(prompts)
     out: list[torch.Tensor | None] = [None] * len(prompts)
+    box: dict[str, torch.Tensor] = {}
+
+    def grab(t: torch.Tensor, hook: Any) -> None:
+        box["h"] = t.detach()[:, -1].double().cpu()
+
     for _, idx in _by_length(prompts).items():
         batch = torch.stack([prompts[i] for i in idx]).to(model.device)
-        box: dict[str, torch.Tensor] = {}
-
-        def grab(t: torch.Tensor, hook: Any) -> None:
-            box["h"] = t.detach()[:, -1].double().cpu()
-
+        box.clear()
         with temporary_hooks([(model.bridge.ln_final.hook_out, grab)]):
             model.logits(batch)
         for row, i in enumerate(idx):
@@ -129,7 +134,9 @@ class SaharaResult:
 
 
 def sahara_search(
-    model: Any, prompts: Sequence[torch.Tensor], cfg: SafetyConfig = SafetyConfig(),
+    model: Model,
+    prompts: Sequence[torch.Tensor],
+    cfg: SafetyConfig = SafetyConfig(),
     progress: Callable[[int, int], None] | None = None,
 ) -> SaharaResult:
     """Greedy head-group search maximising the subspace angle against the unablated base."""
@@ -160,7 +167,7 @@ def sahara_search(
 
 
 @torch.no_grad()
-def generate_responses(model: Any, prompts: Sequence[torch.Tensor], max_new_tokens: int) -> list[str]:
+def generate_responses(model: Model, prompts: Sequence[torch.Tensor], max_new_tokens: int) -> list[str]:
     prompts = _check_prompts(prompts)
     out: list[str] = [""] * len(prompts)
     for _, idx in _by_length(prompts).items():
@@ -180,8 +187,12 @@ class AsrResult:
 
 
 def asr(
-    model: Any, prompts: Sequence[torch.Tensor], heads: Sequence[Head] | Sequence[Sequence[Head]] = (),
-    cfg: SafetyConfig = SafetyConfig(), mode: str = "uniform", means: Any = None,
+    model: Model,
+    prompts: Sequence[torch.Tensor],
+    heads: Sequence[Head] | Sequence[Sequence[Head]] = (),
+    cfg: SafetyConfig = SafetyConfig(),
+    mode: str = "uniform",
+    means: Any = None,
 ) -> AsrResult:
     """ASR with ``heads`` ablated (uniform attention, as in Ships; or ``mode`` "mean"/"zero" with
     ``means`` from `head_means`, to tell a head that carries the decision from one whose uniform
@@ -219,7 +230,10 @@ class SafetyReport:
 
 
 def analyze_safety(
-    model: Any, harmful: Sequence[torch.Tensor], cfg: SafetyConfig = SafetyConfig(), run_sahara: bool = True,
+    model: Model,
+    harmful: Sequence[torch.Tensor],
+    cfg: SafetyConfig = SafetyConfig(),
+    run_sahara: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> SafetyReport:
     geo = model.geometry
@@ -245,7 +259,12 @@ def top_head_overlap(a: HeadScores, b: HeadScores, metric: str = "ships_mean", k
             "compare two models of the same architecture",
         )
     ta, tb = set(a.top(metric, k)), set(b.top(metric, k))
-    return {"shared": sorted(ta & tb), "only_a": sorted(ta - tb), "only_b": sorted(tb - ta), "jaccard": len(ta & tb) / len(ta | tb)}
+    return {
+        "shared": sorted(ta & tb),
+        "only_a": sorted(ta - tb),
+        "only_b": sorted(tb - ta),
+        "jaccard": len(ta & tb) / len(ta | tb),
+    }
 
 
 def random_heads(geo: Any, n: int, exclude: Sequence[Head] = (), seed: int = 0) -> list[Head]:
@@ -255,6 +274,17 @@ def random_heads(geo: Any, n: int, exclude: Sequence[Head] = (), seed: int = 0) 
 
 
 __all__ = [
-    "AsrResult", "SafetyConfig", "SafetyReport", "analyze_safety", "asr", "final_representations", "kl_divergence",
-    "last_token_logprobs", "random_heads", "sahara_search", "ships_scores", "subspace_angle", "top_head_overlap",
+    "AsrResult",
+    "SafetyConfig",
+    "SafetyReport",
+    "analyze_safety",
+    "asr",
+    "final_representations",
+    "kl_divergence",
+    "last_token_logprobs",
+    "random_heads",
+    "sahara_search",
+    "ships_scores",
+    "subspace_angle",
+    "top_head_overlap",
 ]

@@ -33,6 +33,7 @@ from workbench.analysis.scores import HeadScores
 from workbench.errors import InputDataError
 from workbench.models.heads import Head
 from workbench.models.hooks import temporary_hooks
+from workbench.models.model import Model
 from workbench.record import AttentionRecord, AttentionRecorder, RecorderConfig
 
 
@@ -106,14 +107,17 @@ def act_sink_positions(col_mean: np.ndarray, cfg: SinkConfig) -> np.ndarray:
     detected sink (``indices[1:]`` in the reference code: usually, not always, key 0)."""
     sinks = col_mean > cfg.tau
     first = np.argmax(sinks, axis=-1)
-    has = sinks.any(axis=-1)
+    has = np.asarray(sinks.any(axis=-1))
     spared = np.zeros_like(sinks)
     np.put_along_axis(spared, first[..., None], has[..., None], axis=-1)
     return sinks & ~spared
 
 
 def analyze_sink_records(
-    records: Sequence[AttentionRecord], token_texts: Sequence[Sequence[str]], n_layers: int, n_heads: int,
+    records: Sequence[AttentionRecord],
+    token_texts: Sequence[Sequence[str]],
+    n_layers: int,
+    n_heads: int,
     cfg: SinkConfig = SinkConfig(),
 ) -> SinkReport:
     """Pure: sink scores from recorder records (one record per prompt, batch of 1 each)."""
@@ -126,12 +130,12 @@ def analyze_sink_records(
     for p, (record, texts) in enumerate(zip(records, token_texts, strict=True)):
         if record.recorded_layers != list(range(n_layers)):
             raise ValueError("sink analysis needs every layer recorded")
-        if record.layers[0].first_k != cfg.first_k:
-            raise ValueError(f"record has first_k={record.layers[0].first_k}, config wants {cfg.first_k}")
+        if record.layer(0).first_k != cfg.first_k:
+            raise ValueError(f"record has first_k={record.layer(0).first_k}, config wants {cfg.first_k}")
         n = record.n_tokens
         fm = first_token_mass(record)[0]  # [L, H]
         cm = mean_received(record)[0]  # [L, H, N]
-        seen_by = np.stack([record.layers[l].col_count.numpy() for l in range(n_layers)])[:, None, :]  # [L, 1, N]
+        seen_by = np.stack([record.layer(l).col_count.numpy() for l in range(n_layers)])[:, None, :]  # [L, 1, N]
         sinks = sink_positions(cm, seen_by, n, cfg)
         hidden = sinks.copy()
         hidden[..., : cfg.first_k] = False
@@ -140,14 +144,16 @@ def analyze_sink_records(
         is_sink_head.append(fm > cfg.eps)
         hidden_count.append(hidden.sum(-1))
         hidden_mass.append(np.where(hidden, cm, 0.0).sum(-1))
-        col_sum = torch.stack([record.layers[l].col_sum[0] for l in range(n_layers)]).double().numpy()  # [L, H, N]
+        col_sum = record.stack("col_sum")[:, 0].double().numpy()  # [L, H, N] (every layer recorded)
         share.append(np.where(sinks, col_sum, 0.0).sum(-1) / n)
         for layer, h, j in zip(*np.nonzero(sinks)):
             tokens_out.append(
-                SinkToken(p, int(layer), int(h), int(j), texts[j], float(cm[layer, h, j]), "first" if j < cfg.first_k else "hidden")
+                SinkToken(
+                    p, int(layer), int(h), int(j), texts[j], float(cm[layer, h, j]), "first" if j < cfg.first_k else "hidden"
+                )
             )
         eligible = seen_by.min(axis=(0, 1)) >= cfg.min_query_share * n
-        any_head = sinks.any(axis=(0, 1))
+        any_head = np.asarray(sinks.any(axis=(0, 1)))
         for j in range(n):
             if eligible[j]:
                 seen[texts[j]] += 1
@@ -156,19 +162,32 @@ def analyze_sink_records(
     scores = HeadScores("sinks", n_layers, n_heads)
     scores.add("first_token_mass", np.mean(first_mass, 0), "mean attention on the first token(s) over queries (alpha_1)")
     scores.add("sink_head", np.mean(is_sink_head, 0), f"share of prompts where alpha_1 > eps ({cfg.eps})")
-    scores.add("hidden_sink_count", np.mean(hidden_count, 0),
-               f"keys after the first with mean received attention > tau ({cfg.tau}), seen by >= {cfg.min_query_share:g} of the queries")
-    scores.add("act_hidden_sink_count", np.mean(act_count, 0),
-               f"ACT's own count (Yu et al. code): keys with mean received attention > tau ({cfg.tau}) minus the first detected, no visibility share")
+    scores.add(
+        "hidden_sink_count",
+        np.mean(hidden_count, 0),
+        f"keys after the first with mean received attention > tau ({cfg.tau}), seen by >= {cfg.min_query_share:g} of the queries",
+    )
+    scores.add(
+        "act_hidden_sink_count",
+        np.mean(act_count, 0),
+        f"ACT's own count (Yu et al. code): keys with mean received attention > tau ({cfg.tau}) minus the first detected, no visibility share",
+    )
     scores.add("hidden_sink_mass", np.mean(hidden_mass, 0), "summed mean received attention of the hidden sinks")
-    scores.add("sink_attention_share", np.mean(share, 0), "share of all the head's attention that lands on its sink tokens (first + hidden)")
+    scores.add(
+        "sink_attention_share",
+        np.mean(share, 0),
+        "share of all the head's attention that lands on its sink tokens (first + hidden)",
+    )
     rate_per_layer = 100.0 * np.mean(is_sink_head, axis=(0, 2))
     freq = {tok: (sunk[tok], seen[tok]) for tok in seen}
     return SinkReport(scores, rate_per_layer, float(np.mean(rate_per_layer)), tokens_out, freq, cfg)
 
 
 def analyze_sinks(
-    model: Any, prompts: Sequence[torch.Tensor], cfg: SinkConfig = SinkConfig(), recorder: RecorderConfig | None = None,
+    model: Model,
+    prompts: Sequence[torch.Tensor],
+    cfg: SinkConfig = SinkConfig(),
+    recorder: RecorderConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SinkReport:
     """Record each prompt (token ids [1, N] or [N]) and score sinks. Runs at long context."""
@@ -211,7 +230,7 @@ class MassiveActivationReport:
         return {m.position for m in self.massive}
 
 
-def massive_activations(model: Any, tokens: torch.Tensor, cfg: SinkConfig = SinkConfig()) -> MassiveActivationReport:
+def massive_activations(model: Model, tokens: torch.Tensor, cfg: SinkConfig = SinkConfig()) -> MassiveActivationReport:
     """Top residual magnitudes per layer against the median (Sun et al. 2024), one prompt."""
     tokens = tokens.view(1, -1)
     resid: dict[int, torch.Tensor] = {}
@@ -276,7 +295,7 @@ SinkRemovalCheck = RemovalCheck
 
 
 def first_token_removal_check(
-    model: Any, report: SinkReport, prompts: Sequence[torch.Tensor], k: int = 3
+    model: Model, report: SinkReport, prompts: Sequence[torch.Tensor], k: int = 3
 ) -> FirstTokenRemovalCheck:
     """Causal check of the sink ranking: remove the first token's key for the k strongest
     and the k weakest first-token heads (mass renormalised), and compare the loss change."""
@@ -302,7 +321,7 @@ def _sink_keys(report: SinkReport, prompt: int) -> dict[tuple[int, int], list[in
 
 
 @torch.no_grad()
-def loss_without_sinks(model: Any, report: SinkReport, prompts: Sequence[torch.Tensor], heads: Sequence[Head]) -> float:
+def loss_without_sinks(model: Model, report: SinkReport, prompts: Sequence[torch.Tensor], heads: Sequence[Head]) -> float:
     """Mean next-token loss when each chosen head cannot attend to its own sink tokens
     (first and hidden, as found for that prompt); the removed mass is renormalised."""
     import torch.nn.functional as F
@@ -332,7 +351,7 @@ def loss_without_sinks(model: Any, report: SinkReport, prompts: Sequence[torch.T
     return total / max(count, 1)
 
 
-def sink_removal_check(model: Any, report: SinkReport, prompts: Sequence[torch.Tensor], k: int = 3) -> SinkRemovalCheck:
+def sink_removal_check(model: Model, report: SinkReport, prompts: Sequence[torch.Tensor], k: int = 3) -> SinkRemovalCheck:
     from workbench.analysis.metrics import lm_loss
 
     ranked = [h for h, _ in report.scores.ranked("sink_attention_share")]
@@ -359,7 +378,7 @@ class ActResult:
 
 
 def act_head_search(
-    model: Any,
+    model: Model,
     calibration_metric: Callable[[], float],
     evaluation_metric: Callable[[], float],
     candidates: Sequence[Head] | None = None,
@@ -378,7 +397,8 @@ def act_head_search(
     layers nor the last; `act_layers`)."""
     from functools import partial
 
-    from workbench.interventions.attention_edits import act_calibrated as _act, act_layers
+    from workbench.interventions.attention_edits import act_calibrated as _act
+    from workbench.interventions.attention_edits import act_layers
 
     act_calibrated = partial(_act, min_query_share=min_query_share)
     geo = model.geometry

@@ -21,7 +21,7 @@ kind of pattern it draws.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from workbench.analysis.scores import HeadScores
 from workbench.errors import InputDataError
 from workbench.kernels import offset_profile
 from workbench.models.hooks import temporary_hooks
+from workbench.models.model import Model
 from workbench.record import AttentionRecorder
 
 CLASSES = ("re-access", "sequential", "seasonal", "unpredictable")
@@ -139,7 +140,7 @@ def classify_profile(profile: np.ndarray, vertical: float, cfg: TemporalConfig =
         seasonal = candidates[period]
     # h[d] averages over the queries that reach offset d, so sums over d can exceed 1: clip.
     shares = {"re-access": min(vertical, 1.0), "sequential": min(sequential, 1.0), "seasonal": min(seasonal, 1.0)}
-    best = max(shares, key=shares.get)
+    best = max(shares, key=shares.__getitem__)
     if shares[best] < cfg.min_share:
         return PatternLabel("unpredictable", 1.0 - shares[best], shares=shares)
     if best == "seasonal" and sequential >= seasonal:
@@ -263,38 +264,39 @@ class TemporalReport:
         return sorted(h for h, lab in self.labels.items() if lab.label == label)
 
 
-def analyze_temporal(model: Any, prompts: Sequence[torch.Tensor], cfg: TemporalConfig = TemporalConfig()) -> TemporalReport:
+def analyze_temporal(model: Model, prompts: Sequence[torch.Tensor], cfg: TemporalConfig = TemporalConfig()) -> TemporalReport:
     """Record each prompt once and compute every temporal statistic per head."""
     if not prompts:
         raise InputDataError("no prompts to analyse", "give at least one prompt")
     geo = model.geometry
     L, H = geo.n_layers, geo.n_heads
     rope = geo.positional.kind == "rope"
+    rope_dims = geo.positional.rope_dims
     acc: dict[str, list[np.ndarray]] = {k: [] for k in ("q_pre", "q_post", "lag1", "ar", "persist")}
     profiles, col_sums, n_tok, rope_sh = [], [], [], []
+    captured: dict[tuple[str, int], torch.Tensor] = {}
+
+    def grab(name: str, layer: int) -> Callable[[torch.Tensor, Any], None]:
+        def fn(t: torch.Tensor, hook: Any) -> None:
+            captured[(name, layer)] = t.detach()[0].float().cpu()  # [N, H, D]
+
+        return fn
+
+    points = [(model.bridge.blocks[l].attn.hook_q, grab("q", l)) for l in range(L)]
     for prompt in prompts:
         tokens = prompt.view(1, -1)
-        captured: dict[tuple[str, int], torch.Tensor] = {}
-
-        def grab(name: str, layer: int):
-            def fn(t: torch.Tensor, hook: Any) -> None:
-                captured[(name, layer)] = t.detach()[0].float().cpu()  # [N, H, D]
-
-            return fn
-
-        points = [(model.bridge.blocks[l].attn.hook_q, grab("q", l)) for l in range(L)]
+        captured.clear()
         with temporary_hooks(points), AttentionRecorder(model, capture_qk=True) as rec, torch.no_grad():
             model.logits(tokens.to(model.device))
         record = rec.last
         prof = np.zeros((L, H, cfg.max_offset))
-        cols = np.zeros((L, H, tokens.shape[1]))
         shares = []
+        cols = record.stack("col_sum")[:, 0].double().numpy()  # [L, H, N] (every layer recorded)
         for l in range(L):
             q_pre = captured[("q", l)]
             q_rot, k_rot, scale = record.qk[l]
-            stats = record.layers[l]
-            prof[l] = offset_profile(q_rot, k_rot, stats.lse, scale=scale, max_offset=cfg.max_offset)[0].double().numpy()
-            cols[l] = stats.col_sum[0].double().numpy()
+            lse = record.layer(l).lse
+            prof[l] = offset_profile(q_rot, k_rot, lse, scale=scale, max_offset=cfg.max_offset)[0].double().numpy()
             acc["q_pre"].append(q_similarity(q_pre, cfg.window, cfg.stride))
             acc["q_post"].append(q_similarity(q_rot[0].transpose(0, 1), cfg.window, cfg.stride))
             acc["lag1"].append(lag_similarity(q_pre))
@@ -302,10 +304,12 @@ def analyze_temporal(model: Any, prompts: Sequence[torch.Tensor], cfg: TemporalC
             acc["ar"].append(ar)
             acc["persist"].append(persist)
             if rope:
+                assert rope_dims is not None  # a RoPE scheme always says how many dims it rotates
                 group = q_rot.shape[1] // k_rot.shape[1]
                 k_exp = k_rot[0].repeat_interleave(group, dim=0)
-                shares.append(rope_channel_shares(q_rot[0], k_exp, geo.positional.rope_dims, cfg.rope_pairs_sampled,
-                                                  cfg.seed, geo.positional.pair_layout))
+                shares.append(
+                    rope_channel_shares(q_rot[0], k_exp, rope_dims, cfg.rope_pairs_sampled, cfg.seed, geo.positional.pair_layout)
+                )
         profiles.append(prof)
         col_sums.append(cols)
         n_tok.append(tokens.shape[1])
@@ -338,8 +342,11 @@ def analyze_temporal(model: Any, prompts: Sequence[torch.Tensor], cfg: TemporalC
     for c, m in share_maps.items():
         scores.add(f"{c}_share", m, f"share of attention explained as {c}")
     scores.add("label_confidence", conf, "confidence of the pattern label")
-    scores.add("label_code", np.array([[CLASSES.index(labels[(l, h)].label) for h in range(H)] for l in range(L)]),
-               "pattern label: 0 re-access, 1 sequential, 2 seasonal, 3 unpredictable")
+    scores.add(
+        "label_code",
+        np.array([[CLASSES.index(labels[(l, h)].label) for h in range(H)] for l in range(L)]),
+        "pattern label: 0 re-access, 1 sequential, 2 seasonal, 3 unpredictable",
+    )
     rope_shares = np.mean(rope_sh, 0) if rope else None
     periods = rope_periods_per_layer(geo.positional) if rope and geo.positional.layer_inv_freq else None
     return TemporalReport(scores, labels, mean_profile, rope_shares, periods, scores["q_sim_pre"].mean(1), cfg)
@@ -382,7 +389,7 @@ class BudgetDecision:
 
 
 @torch.no_grad()
-def tappa_decision(model: Any, trials: Sequence[Any], averages: Sequence[int], tappa: Any = None) -> BudgetDecision:
+def tappa_decision(model: Model, trials: Sequence[Any], averages: Sequence[int], tappa: Any = None) -> BudgetDecision:
     """Does TAPPA's per-layer budget beat a uniform one on this model's needle task?
 
     For each trial: a full prefill, then the answer decoded against the keys each policy keeps
@@ -391,7 +398,12 @@ def tappa_decision(model: Any, trials: Sequence[Any], averages: Sequence[int], t
     """
     from workbench.analysis.retrieval import answer_accuracy
     from workbench.interventions.kv_eviction import (
-        TappaConfig, evicted_cache, kept_keys, prefill_view, tappa_budgets, uniform_budgets,
+        TappaConfig,
+        evicted_cache,
+        kept_keys,
+        prefill_view,
+        tappa_budgets,
+        uniform_budgets,
     )
 
     cfg = tappa or TappaConfig()
@@ -413,9 +425,15 @@ def tappa_decision(model: Any, trials: Sequence[Any], averages: Sequence[int], t
     n = len(trials)
     half = 1.96 * diff.std(1, ddof=1) / np.sqrt(n) if n > 1 else np.full(len(averages), np.nan)
     return BudgetDecision(
-        [int(a) for a in averages], right["tappa"].mean(1).tolist(), right["uniform"].mean(1).tolist(),
-        diff.mean(1).tolist(), (diff.mean(1) - half).tolist(), (diff.mean(1) + half).tolist(),
-        answer_accuracy(model, list(trials)), n, int(np.mean([t.context_len for t in trials])),
+        [int(a) for a in averages],
+        right["tappa"].mean(1).tolist(),
+        right["uniform"].mean(1).tolist(),
+        diff.mean(1).tolist(),
+        (diff.mean(1) - half).tolist(),
+        (diff.mean(1) + half).tolist(),
+        answer_accuracy(model, list(trials)),
+        n,
+        int(np.mean([t.context_len for t in trials])),
         np.mean(q_sims, 0).tolist(),
     )
 

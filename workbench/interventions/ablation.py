@@ -27,14 +27,15 @@ exits, also when it raises.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Literal, cast
 
 import torch
 
 from workbench.errors import UnsupportedModelError, WorkbenchError
 from workbench.models.attention_spec import bridge_kind
 from workbench.models.heads import Head, HeadLike, parse_heads
+from workbench.models.model import Model
 
 AblationMode = Literal["zero", "mean", "uniform"]
 ABLATION_MODES: tuple[str, ...] = ("zero", "mean", "uniform")
@@ -48,7 +49,7 @@ def _z_hook(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
 
-def _q_hook(model, layer: int) -> str:
+def _q_hook(model: Model, layer: int) -> str:
     """The hook on the query exactly as the scores use it (after q norms and RoPE)."""
     attn = model.bridge.blocks[layer].attn
     kind = bridge_kind(attn)
@@ -72,7 +73,7 @@ def _heads_by_layer(heads: Iterable[Head]) -> dict[int, list[int]]:
     return out
 
 
-def resolve_heads(model, heads: str | Iterable[HeadLike]) -> list[Head]:
+def resolve_heads(model: Model, heads: str | Iterable[HeadLike]) -> list[Head]:
     """Parse and range-check heads against the model's geometry."""
     geo = model.geometry
     return parse_heads(heads, geo.n_layers, geo.n_heads)
@@ -86,7 +87,7 @@ def _as_batches(reference) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def head_means(
-    model,
+    model: Model,
     reference: torch.Tensor | Sequence[torch.Tensor],
     layers: Iterable[int] | None = None,
     mask: torch.Tensor | Sequence[torch.Tensor] | None = None,
@@ -101,9 +102,7 @@ def head_means(
     batches = _as_batches(reference)
     masks = [None] * len(batches) if mask is None else _as_batches(mask)
     if len(masks) != len(batches):
-        raise WorkbenchError(
-            f"head_means got {len(batches)} reference batches but {len(masks)} masks", "give one mask per batch"
-        )
+        raise WorkbenchError(f"head_means got {len(batches)} reference batches but {len(masks)} masks", "give one mask per batch")
     sums = {layer: torch.zeros(geo.n_heads, geo.d_head, dtype=torch.float64) for layer in layers}
     count = 0.0
     for ids, m in zip(batches, masks):
@@ -136,7 +135,7 @@ def _check_mode(mode: str, epsilon: float) -> None:
 
 
 def ablation_hooks(
-    model,
+    model: Model,
     heads: str | Iterable[HeadLike],
     mode: AblationMode = "zero",
     *,
@@ -193,7 +192,7 @@ def ablation_hooks(
 
 @contextlib.contextmanager
 def ablate_heads(
-    model,
+    model: Model,
     heads: str | Iterable[HeadLike],
     mode: AblationMode = "zero",
     *,
@@ -212,7 +211,7 @@ def ablate_heads(
 
 
 def ablated_logits(
-    model,
+    model: Model,
     tokens: torch.Tensor,
     heads: str | Iterable[HeadLike],
     mode: AblationMode = "zero",
@@ -263,7 +262,7 @@ def _hf_attention_modules(hf_model) -> list:
             "use ablate_heads(model, ...) on the workbench Model, or load a separate Hugging Face model "
             "with AutoModelForCausalLM.from_pretrained(folder) for this fast path",
         )
-    found = {}
+    found: dict[int, torch.nn.Module] = {}
     for module in hf_model.modules():
         idx = getattr(module, "layer_idx", None)
         if isinstance(idx, int) and type(module).__name__.endswith("Attention") and _out_proj(module, None) is not None:
@@ -338,7 +337,7 @@ def _scaled_query_attention(module, query, key, value, attention_mask, **kwargs)
     else:  # "eager": every modeling file defines its own eager_attention_forward
         import importlib
 
-        fn = getattr(importlib.import_module(type(module).__module__), "eager_attention_forward")
+        fn = importlib.import_module(type(module).__module__).eager_attention_forward
     return fn(module, query, key, value, attention_mask, **kwargs)
 
 
@@ -351,16 +350,25 @@ def _uniform_query_attention(hf_model, scales: dict[int, tuple[torch.Tensor, flo
     configs = {id(m.config): m.config for m in hf_model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")}
     originals = {key: cfg._attn_implementation for key, cfg in configs.items()}
     if any(str(impl).startswith(UNIFORM_IMPL_NAME) for impl in originals.values()):
-        raise WorkbenchError("ablate_heads_hf(mode='uniform') blocks cannot be nested on one model", "combine the heads in one call")
+        raise WorkbenchError(
+            "ablate_heads_hf(mode='uniform') blocks cannot be nested on one model", "combine the heads in one call"
+        )
     if len(set(originals.values())) != 1:
-        raise WorkbenchError(f"the model's sub-configs use attention implementations {sorted(set(originals.values()))}",
-                             "load the model with one attn_implementation (e.g. sdpa)")
+        raise WorkbenchError(
+            f"the model's sub-configs use attention implementations {sorted(set(originals.values()))}",
+            "load the model with one attn_implementation (e.g. sdpa)",
+        )
     original = next(iter(originals.values()))
     # one registered name per original implementation, with that implementation's masks: models with
     # different implementations ablated at the same time never share (and overwrite) a registration
     name = f"{UNIFORM_IMPL_NAME}__{original}"
     AttentionInterface.register(name, _scaled_query_attention)
-    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(original))
+    # cast: mypy joins the mapping's differently-typed functions to builtins.function, which it cannot call
+    mask_fn = cast("Callable[..., Any] | None", ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(original))
+    if mask_fn is not None:
+        # an implementation without a mask function (a custom kernel) gets none under the new name either,
+        # so transformers passes the mask through as it did before; a None entry would be called
+        AttentionMaskInterface.register(name, mask_fn)
     try:
         for key, cfg in configs.items():
             _ORIGINAL_IMPL[key] = originals[key]

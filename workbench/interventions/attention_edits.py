@@ -17,6 +17,7 @@ import torch
 
 from workbench.models.heads import Head, HeadLike, parse_heads
 from workbench.models.hooks import temporary_hooks
+from workbench.models.model import Model
 
 PatternEdit = Callable[[torch.Tensor], torch.Tensor]  # [B, Nq, Nk] -> same, rows summing to 1
 
@@ -50,7 +51,10 @@ def _visible(nq: int, nk: int, device, sliding_window: int | None = None) -> tor
 
 
 def act_calibrate(
-    pattern: torch.Tensor, beta: float = 0.4, tau: float = 0.1, min_query_share: float = 0.25,
+    pattern: torch.Tensor,
+    beta: float = 0.4,
+    tau: float = 0.1,
+    min_query_share: float = 0.25,
     sliding_window: int | None = None,
 ) -> torch.Tensor:
     """ACT calibration of one head's causal pattern [B, Nq, Nk].
@@ -81,9 +85,7 @@ def act_calibrate(
     # uniformly over the visible non-sink keys instead; a row with none keeps its pattern.
     fallback = vis.to(pattern.dtype) * (1 - sink_mask)
     fallback_total = fallback.sum(-1, keepdim=True)
-    share = torch.where(
-        rest_total > 0, rest / rest_total.clamp_min(1e-38), fallback / fallback_total.clamp_min(1.0)
-    )
+    share = torch.where(rest_total > 0, rest / rest_total.clamp_min(1e-38), fallback / fallback_total.clamp_min(1.0))
     edited = pattern * sink_mask * beta + rest + freed * share
     movable = (rest_total > 0) | (fallback_total > 0)
     return torch.where(movable, edited, pattern)
@@ -102,7 +104,7 @@ class HeadPatternEdit:
 
 
 @contextlib.contextmanager
-def edited_patterns(model: Any, heads: Iterable[HeadLike], edit: PatternEdit) -> Iterator[None]:
+def edited_patterns(model: Model, heads: Iterable[HeadLike], edit: PatternEdit) -> Iterator[None]:
     """Apply ``edit`` to the post-softmax pattern of each chosen head while the block runs."""
     geo = model.geometry
     chosen = parse_heads(list(heads), geo.n_layers, geo.n_heads)
@@ -123,14 +125,14 @@ def edited_patterns(model: Any, heads: Iterable[HeadLike], edit: PatternEdit) ->
         yield
 
 
-def removed_first_token(model: Any, heads: Iterable[HeadLike], n_first: int = 1):
+def removed_first_token(model: Model, heads: Iterable[HeadLike], n_first: int = 1):
     """Context: chosen heads cannot attend to the first ``n_first`` tokens (mass renormalised)."""
     return edited_patterns(model, heads, lambda p: remove_keys(p, list(range(n_first))))
 
 
 @contextlib.contextmanager
 def act_calibrated(
-    model: Any, heads: Iterable[HeadLike], beta: float = 0.4, tau: float = 0.1, min_query_share: float = 0.25
+    model: Model, heads: Iterable[HeadLike], beta: float = 0.4, tau: float = 0.1, min_query_share: float = 0.25
 ) -> Iterator[None]:
     """Context: ACT calibration on the hidden sinks of the chosen heads (each layer's window counted)."""
     from workbench.models.attention_spec import layer_windows
@@ -140,6 +142,7 @@ def act_calibrated(
     windows = layer_windows(model.hf_model.config, geo.n_layers)
     with contextlib.ExitStack() as stack:
         for layer in sorted({h.layer for h in chosen}):
+
             def edit(p, _w=windows[layer]):
                 return act_calibrate(p, beta=beta, tau=tau, min_query_share=min_query_share, sliding_window=_w)
 

@@ -23,6 +23,7 @@ import torch
 
 from workbench.models.heads import Head, HeadLike, parse_head
 from workbench.models.hooks import temporary_hooks
+from workbench.models.model import Model
 
 
 def streaming_mask(n_queries: int, n_keys: int, sink: int, recent: int, device=None) -> torch.Tensor:
@@ -33,7 +34,7 @@ def streaming_mask(n_queries: int, n_keys: int, sink: int, recent: int, device=N
 
 
 @contextlib.contextmanager
-def streaming_heads(model: Any, windows: Mapping[HeadLike, tuple[int, int]]) -> Iterator[None]:
+def streaming_heads(model: Model, windows: Mapping[HeadLike, tuple[int, int]]) -> Iterator[None]:
     """Within the block, each head in ``windows`` sees only (sink, recent) keys."""
     geo = model.geometry
     by_layer: dict[int, dict[int, tuple[int, int]]] = {}
@@ -59,26 +60,26 @@ def streaming_heads(model: Any, windows: Mapping[HeadLike, tuple[int, int]]) -> 
 KvHead = tuple[int, int]  # (layer, KV head)
 
 
-def kv_heads_of(model: Any, heads: Iterable[HeadLike]) -> set[KvHead]:
+def kv_heads_of(model: Model, heads: Iterable[HeadLike]) -> set[KvHead]:
     """The KV heads that serve these query heads."""
     geo = model.geometry
     parsed = [parse_head(h, geo.n_layers, geo.n_heads) for h in heads]
     return {(h.layer, geo.kv_head(h.head)) for h in parsed}
 
 
-def kv_budget(
-    model: Any, full_heads: Iterable[HeadLike], sink: int = 4, recent: int = 64
-):
+def kv_budget(model: Model, full_heads: Iterable[HeadLike], sink: int = 4, recent: int = 64):
     """Context: the KV heads serving ``full_heads`` keep the full cache (with every query head they
     serve); every other KV head streams, with all of its query heads."""
     return kv_budget_by_kv_heads(model, kv_heads_of(model, full_heads), sink, recent)
 
 
-def kv_budget_by_kv_heads(model: Any, full_kv_heads: Iterable[KvHead], sink: int = 4, recent: int = 64):
+def kv_budget_by_kv_heads(model: Model, full_kv_heads: Iterable[KvHead], sink: int = 4, recent: int = 64):
     """Context: the given (layer, KV head) pairs keep the full cache; every other KV head streams."""
     geo = model.geometry
     keep = {(int(layer), int(kv)) for layer, kv in full_kv_heads}
-    windows = {h: (sink, recent) for h in geo.all_heads() if (h.layer, geo.kv_head(h.head)) not in keep}
+    windows: dict[HeadLike, tuple[int, int]] = {
+        h: (sink, recent) for h in geo.all_heads() if (h.layer, geo.kv_head(h.head)) not in keep
+    }
     return streaming_heads(model, windows)
 
 
@@ -117,6 +118,14 @@ def kv_ranking_from_heads(ranking: Iterable[HeadLike], geo: Any) -> list[KvHead]
 
 
 __all__ = [
-    "Head", "KvHead", "cache_fraction", "kv_budget", "kv_budget_by_kv_heads", "kv_head_ranking", "kv_heads_of", "kv_ranking_from_heads",
-    "streaming_heads", "streaming_mask",
+    "Head",
+    "KvHead",
+    "cache_fraction",
+    "kv_budget",
+    "kv_budget_by_kv_heads",
+    "kv_head_ranking",
+    "kv_heads_of",
+    "kv_ranking_from_heads",
+    "streaming_heads",
+    "streaming_mask",
 ]

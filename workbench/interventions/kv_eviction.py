@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from workbench.models.hooks import temporary_hooks
+from workbench.models.model import Model
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class PrefillView:
 
 
 @torch.no_grad()
-def prefill_view(model: Any, prompt: torch.Tensor, window: int) -> PrefillView:
+def prefill_view(model: Model, prompt: torch.Tensor, window: int) -> PrefillView:
     """Run the prompt once (full attention) and keep the last ``window`` rows of every layer."""
     geo = model.geometry
     attn: dict[int, torch.Tensor] = {}
@@ -80,7 +81,7 @@ def key_scores(window_attention: torch.Tensor, group: int, cfg: TappaConfig) -> 
     return score.view(-1, group, score.shape[-1]).mean(1)
 
 
-def allocate(preference: Sequence[float], total: int, cap: int) -> np.ndarray:
+def allocate(preference: Sequence[float] | np.ndarray, total: int, cap: int) -> np.ndarray:
     """CAKE's split: budgets proportional to the preference, each <= cap, the excess spread over the
     unclipped layers, rounded so they sum to ``total`` (or to everything when total > cap * L)."""
     pref = np.clip(np.asarray(preference, dtype=np.float64), 1e-12, None)
@@ -101,14 +102,14 @@ def allocate(preference: Sequence[float], total: int, cap: int) -> np.ndarray:
     return np.minimum(floor, cap)
 
 
-def kept_keys(view: PrefillView, budgets: Sequence[int], group: int, cfg: TappaConfig) -> list[torch.Tensor]:
+def kept_keys(view: PrefillView, budgets: Sequence[int] | np.ndarray, group: int, cfg: TappaConfig) -> list[torch.Tensor]:
     """Per layer, bool [Hkv, N]: the top-B_l prefix keys of each KV head plus the last w keys."""
     out = []
     w = cfg.window
     for layer, attn in enumerate(view.window_attention):
         scores = key_scores(attn, group, cfg)  # [Hkv, N - w]
         keep = torch.zeros(scores.shape[0], view.n_tokens, dtype=torch.bool)
-        keep[:, view.n_tokens - min(w, view.n_tokens):] = True
+        keep[:, view.n_tokens - min(w, view.n_tokens) :] = True
         b = int(min(budgets[layer], scores.shape[-1]))
         if b > 0:
             top = scores.topk(b, dim=-1).indices
@@ -118,7 +119,7 @@ def kept_keys(view: PrefillView, budgets: Sequence[int], group: int, cfg: TappaC
 
 
 @contextlib.contextmanager
-def evicted_cache(model: Any, kept: Sequence[torch.Tensor], n_prompt: int) -> Iterator[None]:
+def evicted_cache(model: Model, kept: Sequence[torch.Tensor], n_prompt: int) -> Iterator[None]:
     """Queries after the first ``n_prompt`` positions see, among the prompt's keys, only the kept
     ones (per KV head, so every query head of a KV head alike); prompt queries are untouched."""
     geo = model.geometry
@@ -143,7 +144,7 @@ def evicted_cache(model: Any, kept: Sequence[torch.Tensor], n_prompt: int) -> It
         yield
 
 
-def tappa_budgets(view: PrefillView, q_sim: Sequence[float], total: int, cfg: TappaConfig) -> np.ndarray:
+def tappa_budgets(view: PrefillView, q_sim: Sequence[float] | np.ndarray, total: int, cfg: TappaConfig) -> np.ndarray:
     """TAPPA's layer budgets for this prompt: preference 1 - q_sim_l (the layer's post-RoPE q-similarity
     over the window, computed by the caller), CAKE's split."""
     cap = max(view.n_tokens - cfg.window, 0)
@@ -156,6 +157,13 @@ def uniform_budgets(n_layers: int, total: int, view: PrefillView, cfg: TappaConf
 
 
 __all__ = [
-    "PrefillView", "TappaConfig", "allocate", "evicted_cache", "key_scores", "kept_keys", "prefill_view",
-    "tappa_budgets", "uniform_budgets",
+    "PrefillView",
+    "TappaConfig",
+    "allocate",
+    "evicted_cache",
+    "key_scores",
+    "kept_keys",
+    "prefill_view",
+    "tappa_budgets",
+    "uniform_budgets",
 ]

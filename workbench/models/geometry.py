@@ -133,12 +133,12 @@ def positional_scheme(
         freqs = rope_frequencies(hf_config, n_layers, base, dims, hf_model=hf_model, bridge_cfg=bridge_cfg)
         dims = 2 * max(len(f) for f in freqs.layer_inv_freq)  # what the model really rotates
         return PositionalScheme("rope", base, dims, freqs.layer_inv_freq, freqs.pair_layout, freqs.source)
-    if bridge_kind in ("standard", "shortformer") or _first(hf_config, "n_positions", "max_position_embeddings"):
-        if getattr(hf_config, "model_type", "") in {"gpt2", "opt", "gpt_bigcode", "gptj"} or bridge_kind in (
-            "standard",
-            "shortformer",
-        ):
-            return PositionalScheme("absolute")
+    # learned absolute positions: a bridge that says so, or a known model type that has a position table
+    if bridge_kind in ("standard", "shortformer") or (
+        getattr(hf_config, "model_type", "") in {"gpt2", "opt", "gpt_bigcode", "gptj"}
+        and _first(hf_config, "n_positions", "max_position_embeddings")
+    ):
+        return PositionalScheme("absolute")
     return PositionalScheme("none")
 
 
@@ -152,9 +152,7 @@ def _kv_heads(hf_config: Any, n_heads: int, bridge_cfg: Any = None) -> int:
     return int(_first(hf_config, "num_key_value_heads", "num_kv_heads", "n_kv_heads", default=n_heads))
 
 
-def geometry_from_config(
-    hf_config: Any, tokenizer: Any = None, bridge_cfg: Any = None, hf_model: Any = None
-) -> HeadGeometry:
+def geometry_from_config(hf_config: Any, tokenizer: Any = None, bridge_cfg: Any = None, hf_model: Any = None) -> HeadGeometry:
     """Build the geometry from a Hugging Face config (plus tokenizer for BOS handling).
 
     With ``hf_model`` the RoPE frequencies are read from its rotary embedding (the truth under rope

@@ -24,10 +24,16 @@ SpecKind = Literal["shipped", "folder", "hub"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float64": torch.float64, "fp64": torch.float64,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float64": torch.float64,
+    "fp64": torch.float64,
 }
 
 
@@ -176,8 +182,7 @@ def check_supported(config: dict, spec: str) -> str:
         if arch in SUPPORTED_ARCHITECTURES:
             return arch
     raise UnsupportedModelError(
-        f"model {spec!r} has architecture {archs or config.get('model_type')!r}, "
-        "which TransformerLens 4 has no adapter for",
+        f"model {spec!r} has architecture {archs or config.get('model_type')!r}, which TransformerLens 4 has no adapter for",
         "use a supported architecture (Llama, Qwen2, Mistral, GPT-2, Gemma, ...); "
         "see transformer_lens.factories.architecture_adapter_factory.SUPPORTED_ARCHITECTURES",
     )

@@ -36,9 +36,16 @@ def tiny_vocab(size: int) -> list[str]:
 
 def _common(vocab_size: int, n_layers: int, n_ctx: int) -> dict[str, Any]:
     return dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=n_layers,
-        num_attention_heads=4, max_position_embeddings=n_ctx, bos_token_id=1, eos_token_id=2,
-        pad_token_id=3, tie_word_embeddings=False,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        max_position_embeddings=n_ctx,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        tie_word_embeddings=False,
     )
 
 
@@ -50,8 +57,9 @@ def _alternating(n_layers: int, first: str = "sliding_attention") -> list[str]:
 def _gpt2(v: int, n: int, ctx: int):
     from transformers import GPT2Config
 
-    return GPT2Config(vocab_size=v, n_embd=64, n_layer=n, n_head=4, n_positions=ctx, bos_token_id=1,
-                      eos_token_id=2, pad_token_id=3)
+    return GPT2Config(
+        vocab_size=v, n_embd=64, n_layer=n, n_head=4, n_positions=ctx, bos_token_id=1, eos_token_id=2, pad_token_id=3
+    )
 
 
 def _gpt_neox(v: int, n: int, ctx: int):
@@ -73,8 +81,14 @@ def _llama31(v: int, n: int, ctx: int):
 
     # original_max_position_embeddings 32 (real: 8192) so the llama3 scaling changes the low
     # frequencies of a 16-dim head: a geometry that reads only rope_theta is visibly wrong.
-    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
+    rope = {
+        "rope_type": "llama3",
+        "rope_theta": 500000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 32,
+    }
     return LlamaConfig(**_common(v, n, ctx), num_key_value_heads=2, rope_parameters=rope)
 
 
@@ -106,8 +120,13 @@ def _gemma2(v: int, n: int, ctx: int):
     from transformers import Gemma2Config
 
     return Gemma2Config(
-        **_common(v, n, ctx), num_key_value_heads=2, head_dim=16, sliding_window=TINY_WINDOW,
-        attn_logit_softcapping=5.0, final_logit_softcapping=30.0, query_pre_attn_scalar=16,
+        **_common(v, n, ctx),
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=TINY_WINDOW,
+        attn_logit_softcapping=5.0,
+        final_logit_softcapping=30.0,
+        query_pre_attn_scalar=16,
         layer_types=_alternating(n),
     )
 
@@ -115,11 +134,18 @@ def _gemma2(v: int, n: int, ctx: int):
 def _gemma3(v: int, n: int, ctx: int):
     from transformers import Gemma3TextConfig
 
-    rope = {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
-            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0}}
+    rope = {
+        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
+    }
     c = Gemma3TextConfig(
-        **_common(v, n, ctx), num_key_value_heads=2, head_dim=16, sliding_window=TINY_WINDOW,
-        query_pre_attn_scalar=16, layer_types=_alternating(n), rope_parameters=rope,
+        **_common(v, n, ctx),
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=TINY_WINDOW,
+        query_pre_attn_scalar=16,
+        layer_types=_alternating(n),
+        rope_parameters=rope,
     )
     c.architectures = ["Gemma3ForCausalLM"]
     return c
@@ -142,8 +168,18 @@ def _phi3(v: int, n: int, ctx: int):
 def _gptj(v: int, n: int, ctx: int):
     from transformers import GPTJConfig
 
-    return GPTJConfig(vocab_size=v, n_embd=64, n_layer=n, n_head=4, n_positions=ctx, rotary_dim=8,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False)
+    return GPTJConfig(
+        vocab_size=v,
+        n_embd=64,
+        n_layer=n,
+        n_head=4,
+        n_positions=ctx,
+        rotary_dim=8,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        tie_word_embeddings=False,
+    )
 
 
 def _falcon(v: int, n: int, ctx: int):
@@ -202,21 +238,19 @@ _QK_NORM = re.compile(r"(^|\.)(q|k)_(norm|layernorm)\.weight$")
 
 
 @torch.no_grad()
-def _sharpen_qk_norms(model) -> None:
+def _sharpen_qk_norms(model: torch.nn.Module) -> None:
     """Triple the gain of q/k norms (Qwen3, Gemma 3, OLMo 2): a norm pins |q| and |k| to the gain, so
     with unit gains those models' attention stayed nearly flat while the others were peaked. Gemma-style
     norms store gain - 1 (zeros at init): they get +2."""
     for name, param in model.named_parameters():
         if _QK_NORM.search(name):
             if bool((param == 0).all()):
-                param += 2.0
+                param.add_(2.0)
             else:
-                param *= 3.0
+                param.mul_(3.0)
 
 
-def build_tiny_model(
-    folder: str | Path, arch: TinyArch = "llama", seed: int = 0, peaked: bool = False, **config_kwargs
-) -> Path:
+def build_tiny_model(folder: str | Path, arch: TinyArch = "llama", seed: int = 0, peaked: bool = False, **config_kwargs) -> Path:
     """Write a randomly initialised model and a word tokenizer to ``folder``; return the folder.
 
     ``peaked`` draws the weights with ``initializer_range`` `TINY_INIT` and triples q/k norm gains, so

@@ -13,8 +13,15 @@ from workbench.kernels import AttentionStats
 
 
 def stats_from_pattern(
-    scores: torch.Tensor | None, pattern: torch.Tensor, *, first_k: int, window: int, columns: bool, pool: int,
-    sliding_window: int | None = None, softcap: float | None = None,
+    scores: torch.Tensor | None,
+    pattern: torch.Tensor,
+    *,
+    first_k: int,
+    window: int,
+    columns: bool,
+    pool: int,
+    sliding_window: int | None = None,
+    softcap: float | None = None,
 ) -> AttentionStats:
     """scores: masked pre-softmax scores [B, H, Nq, Nk] (causal, q_offset 0), or None when the bridge
     exposes only the pattern (then ``lse`` is NaN); pattern: the softmax of the scores."""
@@ -42,8 +49,21 @@ def stats_from_pattern(
         padded[..., :nq, :nk] = p
         pooled = padded.view(b, h, nbq, pool, nbk, pool).sum(dim=(3, 5))
     return AttentionStats(
-        lse=lse, entropy=entropy, argmax=argmax.long(), pmax=pmax, first_k_mass=first_k_mass,
-        window_mass=window_mass, col_sum=col_sum, col_max=col_max, pooled=pooled,
-        n_keys=nk, q_offset=nk - nq, causal=True, first_k=first_k, window=window, pool=pool,
-        sliding_window=sliding_window, softcap=softcap,
+        lse=lse,
+        entropy=entropy,
+        argmax=argmax.long(),
+        pmax=pmax,
+        first_k_mass=first_k_mass,
+        window_mass=window_mass,
+        col_sum=col_sum,
+        col_max=col_max,
+        pooled=pooled,
+        n_keys=nk,
+        q_offset=nk - nq,
+        causal=True,
+        first_k=first_k,
+        window=window,
+        pool=pool,
+        sliding_window=sliding_window,
+        softcap=softcap,
     )

@@ -106,11 +106,8 @@ def _rotary_forward(attn: Any, layer: int, core: Core, spec: LayerAttention) -> 
 
         points = [(attn.hook_v, grab("v")), (attn.hook_rot_q, grab("q")), (attn.hook_rot_k, grab("k", stop=True))]
         # Appended after any user hooks, so we capture what the bridge would really use.
-        with temporary_hooks(points):
-            try:
-                cls_forward(attn, *args, **kwargs)
-            except _StopAfterRotary:
-                pass
+        with temporary_hooks(points), contextlib.suppress(_StopAfterRotary):
+            cls_forward(attn, *args, **kwargs)
         if not {"q", "k", "v"} <= box.keys():
             raise RuntimeError(f"layer {layer}: the bridge did not fire hook_rot_q/hook_rot_k/hook_v")
         q = box["q"].transpose(1, 2)
@@ -196,7 +193,9 @@ def _no_mask_attention(hf_model: Any) -> Iterator[None]:
 
     if AttentionInterface._global_mapping.get(ATTN_IMPL_NAME) is not _workbench_attention:
         AttentionInterface.register(ATTN_IMPL_NAME, _workbench_attention)
-    configs = {id(m.config): m.config for m in hf_model.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")}
+    configs = {
+        id(m.config): m.config for m in hf_model.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")
+    }
     previous = {key: cfg._attn_implementation for key, cfg in configs.items()}
     try:
         for cfg in configs.values():
@@ -234,8 +233,18 @@ def plain_core(backend: str = "auto", chunk: int = 256) -> Core:
     from workbench.kernels import attention_with_stats
 
     def core(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, spec: LayerAttention) -> torch.Tensor:
-        out, _ = attention_with_stats(q, k, v, scale=scale, causal=True, columns=False, backend=backend, chunk=chunk,
-                                      sliding_window=spec.sliding_window, softcap=spec.softcap)
+        out, _ = attention_with_stats(
+            q,
+            k,
+            v,
+            scale=scale,
+            causal=True,
+            columns=False,
+            backend=backend,
+            chunk=chunk,
+            sliding_window=spec.sliding_window,
+            softcap=spec.softcap,
+        )
         return out
 
     return core

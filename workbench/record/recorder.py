@@ -20,15 +20,16 @@ from workbench.errors import WorkbenchError
 from workbench.kernels import AttentionStats, attention_with_stats
 from workbench.models.attention_spec import LayerAttention
 from workbench.models.hooks import temporary_hooks
+from workbench.models.model import Model
 from workbench.record.config import RecorderConfig
 from workbench.record.eager import stats_from_pattern
 from workbench.record.patch import instrumented_attention, layer_specs, plain_core
-from workbench.record.self_check import ensure_checked
 from workbench.record.record import AttentionRecord
+from workbench.record.self_check import ensure_checked
 
 
 class AttentionRecorder:
-    def __init__(self, model: Any, config: RecorderConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, model: Model, config: RecorderConfig | None = None, **overrides: Any) -> None:
         base = config or RecorderConfig()
         if overrides:
             base = RecorderConfig(**{**base.__dict__, **overrides})
@@ -53,7 +54,7 @@ class AttentionRecorder:
         self._tokens_seen: torch.Tensor | None = None
 
     # -- context manager ---------------------------------------------------------------
-    def __enter__(self) -> "AttentionRecorder":
+    def __enter__(self) -> AttentionRecorder:
         stack = contextlib.ExitStack()
         try:
             stack.callback(self._finish_record)
@@ -142,9 +143,19 @@ class AttentionRecorder:
             )
         backend = "torch" if self.backend == "torch" else "triton"
         out, stats = attention_with_stats(
-            q, k, v, scale=scale, causal=True, first_k=cfg.first_k, window=cfg.window,
-            columns=cfg.columns and wanted, pool=cfg.pool, backend=backend, chunk=cfg.chunk,
-            sliding_window=spec.sliding_window, softcap=spec.softcap,
+            q,
+            k,
+            v,
+            scale=scale,
+            causal=True,
+            first_k=cfg.first_k,
+            window=cfg.window,
+            columns=cfg.columns and wanted,
+            pool=cfg.pool,
+            backend=backend,
+            chunk=cfg.chunk,
+            sliding_window=spec.sliding_window,
+            softcap=spec.softcap,
         )
         if wanted:
             self._pending[layer] = stats.cpu() if hasattr(stats, "cpu") else stats
@@ -193,8 +204,14 @@ class AttentionRecorder:
     def _eager_stats(self, layer: int, scores: torch.Tensor | None, pattern: torch.Tensor, spec: LayerAttention) -> None:
         cfg = self.config
         stats = stats_from_pattern(
-            scores, pattern, first_k=cfg.first_k, window=cfg.window, columns=cfg.columns, pool=cfg.pool,
-            sliding_window=spec.sliding_window, softcap=spec.softcap,
+            scores,
+            pattern,
+            first_k=cfg.first_k,
+            window=cfg.window,
+            columns=cfg.columns,
+            pool=cfg.pool,
+            sliding_window=spec.sliding_window,
+            softcap=spec.softcap,
         )
         self._pending[layer] = stats.cpu() if hasattr(stats, "cpu") else stats
         if cfg.keep_patterns:
@@ -207,7 +224,7 @@ class AttentionRecorder:
         self._eager_scores.clear()
 
 
-def record_attention(model: Any, tokens: torch.Tensor, config: RecorderConfig | None = None, **overrides: Any):
+def record_attention(model: Model, tokens: torch.Tensor, config: RecorderConfig | None = None, **overrides: Any):
     """One recorded forward pass: returns (logits, AttentionRecord)."""
     with AttentionRecorder(model, config, **overrides) as rec, torch.no_grad():
         logits = model.logits(tokens)

@@ -24,6 +24,7 @@ import torch
 from workbench.errors import UnsupportedModelError
 from workbench.models.attention_spec import LayerAttention
 from workbench.models.hooks import temporary_hooks
+from workbench.models.model import Model
 
 DEFAULT_PROBE_TOKENS = 48
 MAX_PROBE_TOKENS = 1024
@@ -66,7 +67,7 @@ def probe_length(specs: list[LayerAttention]) -> tuple[int, bool]:
     return min(n, MAX_PROBE_TOKENS), n <= MAX_PROBE_TOKENS
 
 
-def probe_tokens(model: Any, n: int) -> torch.Tensor:
+def probe_tokens(model: Model, n: int) -> torch.Tensor:
     """Seeded random ids avoiding special tokens (after a BOS when the tokenizer prepends one)."""
     special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
     vocab = model.geometry.vocab_size
@@ -79,12 +80,12 @@ def probe_tokens(model: Any, n: int) -> torch.Tensor:
     return ids.to(model.device)
 
 
-def _attn_points(model: Any) -> list[Any]:
+def _attn_points(model: Model) -> list[Any]:
     return [block.attn for block in model.bridge.blocks]
 
 
 @torch.no_grad()
-def run_self_check(model: Any, backend: str, install: Any) -> CoreCheck:
+def run_self_check(model: Model, backend: str, install: Any) -> CoreCheck:
     """Compare every layer of the instrumented core (installed by ``install()``) with the bridge.
 
     ``install`` is a context-manager factory that patches the model's attention (the recorder's
@@ -146,7 +147,7 @@ def run_self_check(model: Any, backend: str, install: Any) -> CoreCheck:
     return check
 
 
-def ensure_checked(model: Any, backend: str, install: Any) -> CoreCheck | None:
+def ensure_checked(model: Model, backend: str, install: Any) -> CoreCheck | None:
     """Run the self-check once per (backend, dtype, device) on ``model``; later calls reuse the pass."""
     cache = getattr(model, "core_checks", None)
     key = (backend, str(model.dtype), str(model.device))
@@ -156,4 +157,3 @@ def ensure_checked(model: Any, backend: str, install: Any) -> CoreCheck | None:
     if isinstance(cache, dict):
         cache[key] = check
     return check
-

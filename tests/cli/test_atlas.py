@@ -153,6 +153,10 @@ def _bad_cases(tmp_path: Path, model: str, results: Path):
     not_utf8.write_bytes(b"\xff\xfe\x00bad")
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
+    foreign = tmp_path / "foreign.txt"
+    foreign.write_text("these words are not in the tiny vocabulary at all\nnor are these ones here\n")
+    table = tmp_path / "table.csv"
+    table.write_text("id,question\n1,w1 w2 w3\n")
     r = ["--results", str(results)]
     return {
         "unknown model": (["atlas", "/definitely/not/a/model", *r], "model path '/definitely/not/a/model' does not exist"),
@@ -164,8 +168,20 @@ def _bad_cases(tmp_path: Path, model: str, results: Path):
         "unknown family": (["atlas", model, "--families", "sinks,nope", *r], "unknown family 'nope'"),
         "missing prompt file": (["atlas", model, "--prompts", str(tmp_path / "missing.txt"), *r], "does not exist"),
         "prompt file is a folder": (["atlas", model, "--prompts", str(tmp_path), *r], "is a folder"),
-        "prompt file not text": (["atlas", model, "--prompts", str(not_utf8), *r], "is not UTF-8 text"),
-        "empty prompt file": (["atlas", model, "--prompts", str(empty), *r], "has no prompts"),
+        "prompt file not text": (["atlas", model, "--prompts", str(not_utf8), *r], "is not UTF-8"),
+        "empty prompt file": (["atlas", model, "--prompts", str(empty), *r], "holds no prompts"),
+        # preflight: every family's inputs are resolved and checked before any work
+        "prompts of unknown tokens": (["atlas", model, "--prompts", str(foreign), "-f", "sinks", *r], "the prompts are 100% unknown tokens"),
+        "csv without a prompt column": (["atlas", model, "--prompts", str(table), *r], "name the field holding the prompt with --prompt-field"),
+        "wrong --prompt-field": (["atlas", model, "--prompts", str(table), "--prompt-field", "nope", *r], "has no field 'nope'"),
+        "context too long": (["atlas", model, "--max-tokens", "100000", "-f", "sinks", *r], "max_tokens 100000 is longer than the model's context of 256"),
+        "missing safety set": (["atlas", model, "-f", "safety", "--set", "safety.harmful_file=/no/such.jsonl", *r],
+                               "'/no/such.jsonl' is neither a registered set nor an existing file"),
+        "safety set unreadable by the tokenizer": (["atlas", model, "-f", "safety", *r],
+                                                   "the harmful requests shipped:harmful-requests are 100% unknown tokens"),
+        "chat template missing": (["atlas", model, "-f", "safety", "--set", f"safety.harmful_file={table}",
+                                   "--set", "safety.prompt_field=question", "--set", "safety.template=chat", *r], "has no chat template"),
+        "every problem at once": (["atlas", model, "--max-tokens", "100000", "-f", "sinks,safety", *r], "3 problems with the run's inputs"),
         "bad dtype": (["atlas", model, "--dtype", "float8", *r], "unknown dtype 'float8'"),
         "bad max tokens": (["atlas", model, "--max-tokens", "1", *r], "must be at least 2"),
         "resume without a run": (["atlas", "no-such-run", "--resume", *r], "no interrupted run of 'no-such-run'"),

@@ -17,7 +17,8 @@ def test_the_shipped_sets_are_registered_by_kind():
     assert prose.source == "shipped:prose" and len(" ".join(prose.items).split()) > 2000
     assert len(harmful.items) == len(harmless.items) == 100 and len(set(harmful.items)) == 100
     assert not set(harmful.items) & set(harmless.items)
-    assert dataset_names("harmful") == ["harmful-requests"]
+    # the organisms register their own request sets through their plugin, for their models only
+    assert dataset_names("harmful") == ["harmful-requests", "refusal-harmful-test"]
 
 
 def test_files_load_through_the_same_reader(tmp_path):

@@ -10,7 +10,8 @@ from workbench.analysis.scores import HeadScores
 from workbench.errors import InputDataError, WorkbenchError
 from workbench.families import RunContext, build_family, family_names, resolve_families
 from workbench.families.base import Family, PartResult, make_config
-from workbench.families.prompts import family_prompts, organism_prompts, read_prompt_file
+from workbench.data.prompts import load_prompts
+from workbench.families.prompts import family_prompts
 from workbench.families.sinks import SinksFamily, SinksFamilyConfig
 
 
@@ -71,31 +72,32 @@ def test_merge_of_one_part_keeps_its_descriptions():
     np.testing.assert_array_equal(out.scores["m"], hs["m"])
 
 
-def test_prompt_files(tmp_path):
+def test_prompt_files_go_through_the_one_reader(tmp_path):
     (tmp_path / "p.txt").write_text("first prompt\n\nsecond prompt\n")
     (tmp_path / "p.jsonl").write_text('{"text": "a b"}\n"c d"\n')
     (tmp_path / "p.json").write_text('["x y", {"text": "z w"}]')
+    (tmp_path / "p.csv").write_text("id,question\n1,what is up\n2,how are you\n")
     (tmp_path / "bad.json").write_text('{"text": 1}')
-    assert read_prompt_file(tmp_path / "p.txt") == ["first prompt", "second prompt"]
-    assert read_prompt_file(tmp_path / "p.jsonl") == ["a b", "c d"]
-    assert read_prompt_file(tmp_path / "p.json") == ["x y", "z w"]
+    assert load_prompts(tmp_path / "p.txt") == ["first prompt", "second prompt"]
+    assert load_prompts(tmp_path / "p.jsonl") == ["a b", "c d"]
+    assert load_prompts(tmp_path / "p.json") == ["x y", "z w"]
+    assert load_prompts(tmp_path / "p.csv", "question") == ["what is up", "how are you"]  # the header is not a prompt
     with pytest.raises(InputDataError, match="must hold a JSON list"):
-        read_prompt_file(tmp_path / "bad.json")
+        load_prompts(tmp_path / "bad.json")
+    with pytest.raises(InputDataError, match="--prompt-field"):
+        load_prompts(tmp_path / "p.csv")  # no usual prompt column: name it
 
 
-def test_organism_prompts_are_filler_text():
-    from workbench.organisms.vocab import VOCAB
+def test_organism_text_is_their_filler_through_the_registry():
+    from workbench.data.registry import GeneratedSet, model_dataset
+    from workbench.models import load_model
 
-    class Geo:
-        vocab_size = len(VOCAB)
-
-    class Organism:
-        geometry = Geo()
-        name = "organism"
-
-    prompts = organism_prompts(Organism(), np.random.default_rng(0), 3, 40)
+    organism = load_model("organism-4l", device="cpu")
+    own = model_dataset("text", organism)
+    assert isinstance(own, GeneratedSet) and own.source == "organism-filler"
+    prompts = own.make(organism, np.random.default_rng(0), 3, 40)
     assert [p.shape for p in prompts] == [(1, 40)] * 3
-    assert all(int(p[0, 0]) == 1 for p in prompts)  # BOS
+    assert all(int(p[0, 0]) == organism.geometry.bos.token_id for p in prompts)  # BOS
     assert len({tuple(p[0].tolist()) for p in prompts}) == 3
 
 

@@ -6,7 +6,8 @@ with that family's options::
     model: organism-4l
     families: [sinks, retrieval]      # or "sinks,retrieval", or "all"
     results: wb-results
-    prompts: prompts.txt              # optional; one prompt per line, .json or .jsonl
+    prompts: prompts.txt              # optional; .txt (one per line), .json list, .jsonl or .csv
+    prompt_field: text                # optional; the field holding the prompt in .jsonl/.json/.csv
     n_prompts: 8
     max_tokens: 256
     seed: 0
@@ -39,7 +40,8 @@ OPTION_KEYS: dict[str, str] = {
     "model": "model spec: shipped name, local folder or cached Hugging Face id",
     "families": "families to run, comma separated or a list (default: all)",
     "results": "results folder (default: ./wb-results, or $WORKBENCH_RESULTS)",
-    "prompts": "prompt file (one prompt per line, .json list or .jsonl); default: each family's own data",
+    "prompts": "prompt file (.txt one per line, .json list, .jsonl or .csv); default: each family's own data",
+    "prompt_field": "field holding the prompt in a .jsonl/.json/.csv prompt file (default: prompt, input, text ...)",
     "n_prompts": "prompts per family (default: the family's default, or the whole prompt file)",
     "max_tokens": "longest prompt in tokens (default 256)",
     "seed": "random seed (default 0)",
@@ -52,7 +54,7 @@ OPTION_KEYS: dict[str, str] = {
 }
 
 DEFAULTS: dict[str, Any] = {
-    "model": None, "families": "all", "results": None, "prompts": None, "n_prompts": None,
+    "model": None, "families": "all", "results": None, "prompts": None, "prompt_field": None, "n_prompts": None,
     "max_tokens": 256, "seed": 0, "device": "auto", "dtype": "float32", "quiet": False,
     "executor": "local", "ray_address": None, "ray_workers": None,
 }
@@ -78,6 +80,7 @@ class AtlasOptions:
     executor: str = "local"
     ray_address: str | None = None
     ray_workers: int | None = None
+    prompt_field: str | None = None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -153,8 +156,12 @@ def _int(value: Any, key: str, minimum: int | None) -> int:
     return out
 
 
-def resolve_options(cli: dict[str, Any], config: str | Path | None = None, set_options: list[str] | None = None) -> AtlasOptions:
-    """Merge command-line values (None = not given), the config file and the defaults; validate."""
+def resolve_options(
+    cli: dict[str, Any], config: str | Path | None = None, set_options: list[str] | None = None,
+    family_options: dict[str, dict[str, Any]] | None = None,
+) -> AtlasOptions:
+    """Merge command-line (or API) values (None = not given), the config file and the defaults; validate.
+    ``family_options`` (``{"sinks": {"eps": 0.2}}``, from the Python API) override the file's sections."""
     from workbench.store.store import default_results
 
     file_opts, sections = ({}, {})
@@ -169,9 +176,15 @@ def resolve_options(cli: dict[str, Any], config: str | Path | None = None, set_o
     merged = {k: (cli[k] if cli.get(k) is not None else file_opts.get(k, DEFAULTS[k])) for k in OPTION_KEYS}
 
     families = resolve_families(merged["families"] if not isinstance(merged["families"], (list, tuple)) else list(merged["families"]))
-    family_options: dict[str, dict[str, Any]] = {}
+    merged_options: dict[str, dict[str, Any]] = {}
     for name, section in sections.items():
-        family_options.setdefault(name, {}).update(section)
+        merged_options.setdefault(name, {}).update(section)
+    for name, section in (family_options or {}).items():
+        if not isinstance(section, dict):
+            raise InputDataError(f"options for family {name!r} must be a mapping of option names to values", f"e.g. {{'{name}': {{...}}}}")
+        family_class(name)
+        merged_options.setdefault(name, {}).update(section)
+    family_options = merged_options
     for name, section in parse_set_options(set_options or []).items():
         family_class(name)  # unknown family -> error listing the known ones
         family_options.setdefault(name, {}).update(section)
@@ -186,7 +199,7 @@ def resolve_options(cli: dict[str, Any], config: str | Path | None = None, set_o
     if merged["executor"] not in EXECUTORS:
         raise InputDataError(f"option 'executor' must be one of {', '.join(EXECUTORS)}, got {merged['executor']!r}",
                              "use --executor local (default) or --executor ray")
-    for key in ("model", "device", "dtype", "ray_address"):
+    for key in ("model", "device", "dtype", "ray_address", "prompt_field"):
         if merged[key] is not None and not isinstance(merged[key], str):
             raise InputDataError(f"option {key!r} must be a string, got {merged[key]!r}")
     return AtlasOptions(
@@ -205,4 +218,5 @@ def resolve_options(cli: dict[str, Any], config: str | Path | None = None, set_o
         executor=merged["executor"],
         ray_address=merged["ray_address"],
         ray_workers=None if merged["ray_workers"] is None else _int(merged["ray_workers"], "ray_workers", 1),
+        prompt_field=merged["prompt_field"],
     )

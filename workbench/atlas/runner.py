@@ -19,7 +19,7 @@ import numpy as np
 from workbench.errors import WorkbenchError
 from workbench.families.base import Family, PartResult, config_to_dict
 from workbench.families.context import RunContext
-from workbench.store.runs import RunWriter, collect_versions, model_fingerprint, new_run_id
+from workbench.store.runs import RunWriter, collect_versions, model_identity, new_run_id
 from workbench.store.store import Store
 
 if TYPE_CHECKING:
@@ -27,21 +27,6 @@ if TYPE_CHECKING:
 
 #: ``on_part(family, part, done, total)`` before each part runs (done: parts of the run finished so far).
 PartHook = Callable[[str, str, int, int], None]
-
-
-def model_identity(model: Any) -> dict[str, Any]:
-    src = model.source
-    path = str(src.path) if getattr(src, "path", None) is not None else None
-    revision = getattr(src, "revision", None)
-    if revision is None and src.kind == "hub" and path:
-        revision = path.rstrip("/").rsplit("/", 1)[-1]  # the snapshot folder is the commit hash
-    geo = model.geometry
-    # A folder is recorded by its absolute path, so the run can be resumed from any folder.
-    spec = path if src.kind == "folder" and path else src.spec
-    return {
-        "spec": spec, "kind": src.kind, "path": path, "revision": revision, "hash": model_fingerprint(path),
-        "n_layers": geo.n_layers, "n_heads": geo.n_heads, "geometry": geo.to_dict() if hasattr(geo, "to_dict") else {},
-    }
 
 
 def _check_parts(name: str, parts: list[str]) -> list[str]:

@@ -21,8 +21,10 @@ DEFAULT_FIELDS = ("prompt", "input", "instruction", "goal", "text", "query", "re
 def _read_text(path: Path) -> str:
     if not path.exists():
         raise InputDataError(f"prompt file {str(path)!r} does not exist", "check the path")
+    if path.is_dir():
+        raise InputDataError(f"prompt file {str(path)!r} is a folder", "give a .txt, .json, .jsonl or .csv file")
     if not path.is_file():
-        raise InputDataError(f"prompt file {str(path)!r} is not a file", "give a .jsonl, .csv or .txt file")
+        raise InputDataError(f"prompt file {str(path)!r} is not a file", "give a .txt, .json, .jsonl or .csv file")
     try:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -56,12 +58,27 @@ def _pick(record: dict[str, Any], field: str | None, where: str, path: Path) -> 
 
 
 def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
-    """Prompts from a .jsonl (one object per line), .csv (with a header) or .txt (one per line) file."""
+    """Prompts from a .jsonl (one object or string per line), .json (a list), .csv (with a header row) or
+    .txt (one per line) file: the one reader for every prompt file (``--prompts``, the safety family's
+    request files, registered file sets). ``field`` names the column or key holding the prompt."""
     path = Path(path)
     text = _read_text(path)
     suffix = path.suffix.lower()
     prompts: list[str] = []
-    if suffix in (".jsonl", ".json"):
+    if suffix == ".json":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputDataError(f"{str(path)!r} is not valid JSON: {exc.msg} (line {exc.lineno})", "fix the JSON") from exc
+        if not isinstance(records, list):
+            raise InputDataError(f"{str(path)!r} must hold a JSON list", 'write ["first prompt", ...] or [{"prompt": ...}, ...]')
+        for number, record in enumerate(records):
+            if isinstance(record, str):
+                record = {"prompt": record}
+            if not isinstance(record, dict):
+                raise InputDataError(f"item {number} of {str(path)!r} is neither a string nor an object", "give strings or objects")
+            prompts.append(_pick(record, field, f"item {number}", path))
+    elif suffix == ".jsonl":
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -83,7 +100,7 @@ def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
     elif suffix in (".txt", ""):
         prompts = [line.strip() for line in text.splitlines() if line.strip()]
     else:
-        raise InputDataError(f"unknown prompt file type {suffix!r} for {str(path)!r}", "use .jsonl, .csv or .txt")
+        raise InputDataError(f"unknown prompt file type {suffix!r} for {str(path)!r}", "use .jsonl, .json, .csv or .txt")
     if not prompts:
         raise InputDataError(f"prompt file {str(path)!r} holds no prompts", "add at least one prompt")
     return prompts

@@ -1,6 +1,6 @@
 """The executor seam: who computes the parts of a run, and where.
 
-The runner (`workbench.families.runner.execute`) owns the store: it plans the run, hands the
+The runner (`workbench.atlas.runner.execute`) owns the store: it plans the run, hands the
 parts that are not done to an executor as `PartJob`s, commits each `PartOutcome` as it comes
 back (in one transaction per part) and merges a family once all its parts are done. An
 executor only computes; it never writes to the store. That keeps one writer per run whatever
@@ -92,7 +92,7 @@ class ModelRef:
 
     @classmethod
     def from_model(cls, model: Any, dtype: str) -> ModelRef:
-        from workbench.families.runner import model_identity
+        from workbench.store.runs import model_identity
 
         ident = model_identity(model)
         revision = ident["revision"] if ident["kind"] == "hub" else None

@@ -78,6 +78,22 @@ class FamilyResult:
 
 
 @dataclass(frozen=True)
+class InputProblem:
+    """A problem with a family's inputs found before any work starts (`Family.check_inputs`).
+
+    ``fatal``: the run cannot give a meaningful number (refused with this message); otherwise a
+    warning recorded with the run and shown in its report (e.g. a fallback to random tokens)."""
+
+    family: str
+    message: str
+    fix: str = ""
+    fatal: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.family}: {self.message}" + (f" (fix: {self.fix})" if self.fix else "")
+
+
+@dataclass(frozen=True)
 class NoConfig:
     """A family without options."""
 
@@ -100,6 +116,11 @@ class Family(ABC):
 
     def parts(self, model: Any, ctx: RunContext) -> list[str]:
         return ["all"]
+
+    def check_inputs(self, model: Any, ctx: RunContext) -> list[InputProblem]:
+        """Resolve and check this family's inputs (sets, files, lengths) without running anything, so
+        an atlas reports every problem of every family before its first part (default: none)."""
+        return []
 
     @abstractmethod
     def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult: ...
@@ -139,9 +160,18 @@ class Family(ABC):
         return [f.name for f in dataclasses.fields(cls.config_class)]
 
 
-def _coerce(value: Any, default: Any, key: str) -> Any:
-    """Bring a config-file or command-line value to the type of the field's default."""
-    if default is None or value is None:
+def _coerce(value: Any, default: Any, key: str, annotation: Any = None) -> Any:
+    """Bring a config-file or command-line value to the type of the field's default (for a ``None``
+    default, to the type its annotation names: ``int | None`` takes an int or "none")."""
+    if value is None:
+        return value
+    if default is None:
+        if isinstance(value, str) and value.strip().lower() in ("none", "null", ""):
+            return None
+        hint = str(annotation or "")
+        for kind in (int, float):
+            if kind.__name__ in hint.replace(" ", "").split("|"):
+                return _coerce(value, kind(0), key)
         return value
     kind = type(default)
     if kind is bool:
@@ -186,7 +216,7 @@ def make_config(config_class: type, options: dict[str, Any], family: str) -> Any
             raise InputDataError(f"unknown option {key!r} for family {family!r}", f"valid {family} options: {valid}")
         f = fields[key]
         default = f.default if f.default is not dataclasses.MISSING else None
-        values[key] = _coerce(value, default, f"{family}.{key}")
+        values[key] = _coerce(value, default, f"{family}.{key}", f.type)
     return config_class(**values)
 
 

@@ -1,4 +1,4 @@
-"""Prompts for families that need plain text: the user's file, organism filler, or the shipped prose.
+"""Prompts for families that need plain text: the user's file, the model's own text set, or the shipped prose.
 
 Every family that reads "some text" goes through `family_prompts`, so the same run options give
 the same token ids in every family and on resume.
@@ -6,62 +6,21 @@ the same token ids in every family and on resume.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from workbench.data.registry import Dataset, GeneratedSet, PromptSet, default_dataset, model_dataset
 from workbench.errors import InputDataError
+from workbench.families.base import InputProblem
 from workbench.families.context import RunContext
 
+if TYPE_CHECKING:
+    from workbench.models.model import Model
+
 DEFAULT_N_PROMPTS = 8
-
-
-def read_prompt_file(path: str | Path) -> list[str]:
-    """Prompts from a file: ``.jsonl`` (objects with "text", or strings), ``.json`` (a list of
-    strings or of objects with "text"), otherwise plain text with one prompt per line."""
-    p = Path(path).expanduser()
-    try:
-        raw = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputDataError(f"prompt file {str(path)!r} does not exist", "check the path given to --prompts") from exc
-    except IsADirectoryError as exc:
-        raise InputDataError(f"prompt file {str(path)!r} is a folder", "give a text, .json or .jsonl file") from exc
-    except PermissionError as exc:
-        raise InputDataError(f"prompt file {str(path)!r} cannot be read (permission denied)", "make it readable") from exc
-    except UnicodeDecodeError as exc:
-        raise InputDataError(f"prompt file {str(path)!r} is not UTF-8 text ({exc.reason})", "save it as UTF-8 text") from exc
-    except OSError as exc:
-        raise InputDataError(f"prompt file {str(path)!r} cannot be read: {exc.strerror}") from exc
-    suffix = p.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            items: list[Any] = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        elif suffix == ".json":
-            items = json.loads(raw)
-            if not isinstance(items, list):
-                raise InputDataError(f"prompt file {str(path)!r} must hold a JSON list", 'write ["first prompt", ...]')
-        else:
-            items = [line for line in raw.splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise InputDataError(f"prompt file {str(path)!r} is not valid JSON: {exc}", "fix the JSON or use plain text") from exc
-    texts = []
-    for i, item in enumerate(items):
-        if isinstance(item, dict) and isinstance(item.get("text"), str):
-            item = item["text"]
-        if not isinstance(item, str):
-            raise InputDataError(f"prompt {i} in {str(path)!r} is not a string", 'give strings or {"text": ...} objects')
-        texts.append(item)
-    if not texts:
-        raise InputDataError(f"prompt file {str(path)!r} has no prompts", "write one prompt per line")
-    return texts
-
-
-def is_organism(model: Any) -> bool:
-    """Shipped models are the project's organisms, trained on the organism vocabulary."""
-    return getattr(getattr(model, "source", None), "kind", None) == "shipped"
 
 
 def prompt_length(model: Any, ctx: RunContext) -> int:
@@ -90,19 +49,6 @@ def random_token_prompts(model: Any, rng: np.random.Generator, n: int, length: i
     return out
 
 
-def organism_prompts(model: Any, rng: np.random.Generator, n: int, length: int) -> list[torch.Tensor]:
-    """Filler documents of the organism grammar (BOS first), ``length`` tokens each."""
-    from workbench.organisms.tasks import filler_doc
-
-    out = []
-    for _ in range(n):
-        ids = np.asarray(filler_doc(rng, length).ids, dtype=np.int64)[:length]
-        if ids.size and int(ids.max()) >= model.geometry.vocab_size:
-            raise InputDataError(f"organism filler ids exceed the vocabulary of {model.name}")
-        out.append(torch.from_numpy(ids).view(1, -1))
-    return out
-
-
 def text_windows(model: Any, texts: list[str] | tuple[str, ...], rng: np.random.Generator, n: int, length: int) -> list[torch.Tensor]:
     """``n`` windows of ``length`` tokens cut at random offsets from the texts (joined; repeated when
     shorter), BOS first when the tokenizer prepends one."""
@@ -119,8 +65,8 @@ def text_windows(model: Any, texts: list[str] | tuple[str, ...], rng: np.random.
 
 
 def family_prompts(model: Any, ctx: RunContext, family: str, default_n: int = DEFAULT_N_PROMPTS) -> tuple[list[torch.Tensor], str]:
-    """Token-id prompts [1, N] for a family and where they came from ("file", "organism-filler",
-    or the registered text set, "shipped:prose" by default)."""
+    """Token-id prompts [1, N] for a family and where they came from ("file", the model's own text set
+    such as "organism-filler", or the default text set, "shipped:prose")."""
     length = prompt_length(model, ctx)
     if ctx.prompts is not None:
         texts = ctx.prompts if ctx.n_prompts is None else ctx.prompts[: ctx.n_prompts]
@@ -133,29 +79,49 @@ def family_prompts(model: Any, ctx: RunContext, family: str, default_n: int = DE
         return prompts, "file"
     n = default_n if ctx.n_prompts is None else ctx.n_prompts
     rng = ctx.rng(family, "prompts")
-    if is_organism(model):
-        return organism_prompts(model, rng, n, length), "organism-filler"
-    text, why = usable_text(model)
+    own = model_dataset("text", model)
+    if isinstance(own, GeneratedSet):
+        return own.make(model, rng, n, length), own.source
+    text, why = usable_text(model, own)
     if text is None:
         return random_token_prompts(model, rng, n, length), f"random-tokens ({why})"
     return text_windows(model, text.items, rng, n, length), text.source
+
+
+def text_input_problems(model: Model, ctx: RunContext, family: str) -> list[InputProblem]:
+    """The text a family will read: a warning when the default set is unreadable for this tokenizer
+    (the family falls back to random tokens). A user's prompt file is checked once by the atlas."""
+    if ctx.prompts is not None:
+        return []
+    own = model_dataset("text", model)
+    if isinstance(own, GeneratedSet):
+        return []
+    text, why = usable_text(model, own)
+    if text is None:
+        return [InputProblem(family, f"{why}; the family uses uniformly random tokens instead",
+                             "give text in the model's language with --prompts FILE", fatal=False)]
+    return []
 
 
 #: a text set whose tokens are more than this share "unknown" for the model's tokenizer is not used
 MAX_UNKNOWN_SHARE = 0.5
 
 
-def usable_text(model: Any) -> tuple[Any, str]:
-    """(the registered text set, "") when the model's tokenizer can read it; (None, reason) when it
-    is mostly unknown tokens (a tiny test vocabulary), so callers fall back to random tokens and say so."""
-    from workbench.data.registry import default_dataset
-
-    text = default_dataset("text")
+def unknown_share(model: Model, texts: Sequence[str]) -> float:
+    """Share of the tokens of ``texts`` (the first 5000 characters of each) that are the tokenizer's
+    unknown token (0.0 for byte-level tokenizers, which have none)."""
     unk = getattr(model.tokenizer, "unk_token_id", None)
     if unk is None:
-        return text, ""
-    ids = model.tokenizer(text.items[0][:5000], add_special_tokens=False)["input_ids"]
-    share = sum(i == unk for i in ids) / max(len(ids), 1)
+        return 0.0
+    ids = [i for t in texts for i in model.tokenizer(t[:5000], add_special_tokens=False)["input_ids"]]
+    return sum(i == unk for i in ids) / max(len(ids), 1)
+
+
+def usable_text(model: Model, own: PromptSet | None = None) -> tuple[Dataset | None, str]:
+    """(the text set, "") when the model's tokenizer can read it; (None, reason) when it is mostly
+    unknown tokens (a tiny test vocabulary), so callers fall back to random tokens and say so."""
+    text = own if isinstance(own, Dataset) else default_dataset("text")
+    share = unknown_share(model, text.items[:1])
     if share > MAX_UNKNOWN_SHARE:
         return None, f"{text.source} is {share:.0%} unknown tokens for this tokenizer"
     return text, ""

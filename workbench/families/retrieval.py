@@ -1,7 +1,7 @@
 """The ``retrieval`` family: retrieval, echo, induction and previous-token heads, with causal checks.
 
-Scores: the Wu et al. retrieval score on needle trials (the organism's key/value needles with
-distractors, or a text needle in the user's prompts / random filler), RazorAttention echo and
+Scores: the Wu et al. retrieval score on needle trials (the model's own needle set, such as the
+organisms' key/value needles with distractors, or a text needle in the user's prompts / the shipped prose), RazorAttention echo and
 induction scores on a repeated random segment, and TransformerLens-style detector scores.
 Evidence: needle accuracy with each top head ablated (uniform attention), the top-k vs random-k
 comparison, and the KV-budget curve (top heads on the full cache, the rest sink + recent).
@@ -14,22 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from workbench.families.base import Family, PartResult
+from workbench.analysis.retrieval import RetrievalConfig
+from workbench.data.registry import GeneratedSet, model_dataset
+from workbench.families.base import Family, InputProblem, PartResult
 from workbench.families.context import RunContext
-from workbench.families.prompts import usable_text, is_organism, prompt_length
+from workbench.families.prompts import prompt_length, text_input_problems, usable_text
 
 
 @dataclass(frozen=True)
-class RetrievalFamilyConfig:
-    """threshold, gate: Wu et al. 2024; segment/repeats: RazorAttention (scaled); budget window:
-    StreamingLLM-style sink 4 + recent window."""
+class RetrievalFamilyConfig(RetrievalConfig):
+    """The analysis's `RetrievalConfig` (threshold, gate: Wu et al. 2024; segment/repeats:
+    RazorAttention, scaled) plus the trials, the ablation evidence and the budget curve
+    (StreamingLLM-style sink 4 + recent window)."""
 
     n_trials: int = 16
     context: int = 512
-    threshold: float = 0.1
-    success_gate: float = 0.5
-    segment: int = 128
-    repeats: int = 4
     evidence_heads: int = 4
     compare_k: int = 3
     n_random: int = 3
@@ -40,17 +39,15 @@ class RetrievalFamilyConfig:
 
 
 def needle_trials(model: Any, ctx: RunContext, cfg: RetrievalFamilyConfig):
-    from workbench.data.needles import from_organism_probes, text_needle_trials
+    from workbench.data.needles import text_needle_trials
 
     n = ctx.n_prompts or cfg.n_trials
     context = min(cfg.context, prompt_length(model, ctx))
-    if is_organism(model):
-        from workbench.organisms import tasks
-
-        rng = ctx.rng("retrieval", "needles")
-        return from_organism_probes(tasks.needle_probe(rng, context, 3) for _ in range(n)), "organism-needles"
     rng = ctx.rng("retrieval", "needles")
-    text, _ = usable_text(model)
+    own = model_dataset("needles", model)
+    if isinstance(own, GeneratedSet):
+        return own.make(model, rng, n, context), own.source
+    text, _ = usable_text(model, model_dataset("text", model))
     if ctx.prompts:
         haystack = " ".join(ctx.prompts)
     elif text is not None:
@@ -93,9 +90,11 @@ class RetrievalFamily(Family):
         values = scores["retrieval_score"]
         return [(int(l), int(h)) for l, h in zip(*np.nonzero(np.nan_to_num(values) > self.config.threshold))]
 
+    def check_inputs(self, model: Any, ctx: RunContext) -> list[InputProblem]:
+        return text_input_problems(model, ctx, self.name)
+
     def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
         from workbench.analysis.retrieval import (
-            RetrievalConfig,
             detector_scores,
             echo_induction_scores,
             kv_budget_curve,
@@ -111,7 +110,7 @@ class RetrievalFamily(Family):
         geo = model.geometry
         ctx.seed_torch(self.name, part)
         trials, source = needle_trials(model, ctx, cfg)
-        rcfg = RetrievalConfig(threshold=cfg.threshold, success_gate=cfg.success_gate, segment=cfg.segment, repeats=cfg.repeats)
+        rcfg = cfg  # the family config is a RetrievalConfig
         report = retrieval_scores(model, trials, rcfg, progress=lambda i, n: ctx.report("retrieval: needles", i, n))
         scores = report.scores
 

@@ -1,7 +1,7 @@
 """The ``safety`` family: Ships per query and head, Sahara's head group, and ASR evidence.
 
-Prompts: the organism's held-out harmful and benign requests, or a harmful-prompt file (and
-optionally a benign one) for any other model. The per-head evidence is the attack success
+Prompts: the harmful and harmless request sets registered for the model (the organisms' held-out
+requests), else the shipped sets, or a harmful-prompt file (and optionally a benign one). The per-head evidence is the attack success
 rate on the harmful prompts with that head ablated (uniform attention). Parts are blocks of
 heads, so a long Ships sweep resumes where it stopped.
 """
@@ -9,14 +9,20 @@ heads, so a long Ships sweep resumes where it stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from workbench.families.base import Family, PartResult
+from workbench.families.base import Family, InputProblem, PartResult
 from workbench.families.context import RunContext
-from workbench.families.prompts import is_organism
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
+from workbench.analysis.safety import SafetyConfig
+from workbench.data.prompts import encode_prompts
+from workbench.data.registry import Dataset, dataset_for, get_dataset
+from workbench.errors import InputDataError
 
 
 @dataclass(frozen=True)
@@ -26,15 +32,16 @@ class SafetyFamilyConfig:
     preamble); the shipped organisms answer in a few words, so they default to 8 and 8. ``judge``:
     "workbench" (our phrase list and repetition filter) or "ships-paper" (Table 4's keywords)."""
 
-    epsilon: float = 1e-5
-    rank: int = 1
-    max_group: int = 3
+    epsilon: float = SafetyConfig.epsilon  # the analysis's defaults, stated once there
+    rank: int = SafetyConfig.rank
+    max_group: int = SafetyConfig.max_group
     n_prompts: int = 40
-    max_new_tokens: int = 0  # 0: 128 (the paper's) for real models, 8 for the organisms
-    min_chars: int = 0  # judge minimum length; 0: 32 (the paper's) for real models, 8 for the organisms
+    max_new_tokens: int = 0  # 0: the request set's hint (the organisms: 8), else 128 (the paper's)
+    min_chars: int = 0  # judge minimum length; 0: the request set's hint (the organisms: 8), else 32 (the paper's)
     judge: str = "workbench"
-    harmful_file: str = ""
+    harmful_file: str = ""  # a registered set name, a .jsonl/.json/.csv/.txt file or hf:NAME[:SPLIT[:FIELD]]
     benign_file: str = ""
+    prompt_field: str = ""  # the field holding the request in those files (default: the first usual one)
     template: str = "raw"
     heads_per_part: int = 16
 
@@ -44,40 +51,48 @@ def _sample(ctx: RunContext, name: str, size: int, n: int) -> list[int]:
     return sorted(int(i) for i in ctx.rng("safety", "prompts", name).permutation(size)[:n])
 
 
-def safety_prompts(model: Any, ctx: RunContext, cfg: SafetyFamilyConfig) -> tuple[list[torch.Tensor], list[torch.Tensor], str]:
+def safety_prompts(model: Model, ctx: RunContext, cfg: SafetyFamilyConfig) -> tuple[list[torch.Tensor], list[torch.Tensor], str]:
+    """Harmful and harmless requests as token ids: the config's files (their first ``n``), else the sets
+    registered for this model (the organisms' held-out requests), else the shipped sets (a seeded sample)."""
     n = ctx.n_prompts or cfg.n_prompts
-    from workbench.data.prompts import encode_prompts
+    harmful_set, benign_set = request_sets(model, cfg)
 
-    if cfg.harmful_file:
-        from workbench.data.prompts import load_prompts
+    def sample(data: Dataset | None, from_file: bool) -> list[torch.Tensor]:
+        if data is None:
+            return []
+        items = list(data.items[:n]) if from_file else [data.items[i] for i in _sample(ctx, data.name, len(data.items), n)]
+        if data.tokenized:
+            return [torch.tensor(ids, dtype=torch.long) for ids in items]
+        return encode_prompts(items, model, cfg.template)
 
-        harmful = encode_prompts(load_prompts(cfg.harmful_file)[:n], model, cfg.template)
-        benign = encode_prompts(load_prompts(cfg.benign_file)[:n], model, cfg.template) if cfg.benign_file else []
-        return harmful, benign, "file"
-    if is_organism(model):
-        from workbench.organisms.datasets import load_probes
-
-        def pick(name: str) -> list[torch.Tensor]:
-            probes = load_probes(name)
-            return [torch.from_numpy(np.asarray(probes[i].prompt, dtype=np.int64)) for i in _sample(ctx, name, len(probes), n)]
-
-        return pick("refusal-harmful-test"), pick("refusal-benign-test"), "organism-refusal-test"
-    from workbench.data.registry import default_dataset
-
-    def sample(kind: str) -> tuple[list[torch.Tensor], str]:
-        data = default_dataset(kind)
-        texts = [data.items[i] for i in _sample(ctx, data.name, len(data.items), n)]
-        return encode_prompts(texts, model, cfg.template), data.source
-
-    (harmful, source), (benign, _) = sample("harmful"), sample("harmless")
-    return harmful, benign, source
+    harmful = sample(harmful_set, bool(cfg.harmful_file))
+    benign = sample(benign_set, bool(cfg.benign_file))
+    return harmful, benign, "file" if cfg.harmful_file else harmful_set.source
 
 
-def generation_settings(model: Any, cfg: SafetyFamilyConfig) -> tuple[int, int]:
-    """(new tokens, judge minimum length): the config's, or the defaults for this kind of model."""
-    organism = is_organism(model)
-    new_tokens = cfg.max_new_tokens or (8 if organism else 128)
-    min_chars = cfg.min_chars or (8 if organism else 32)
+def request_sets(model: Model, cfg: SafetyFamilyConfig) -> tuple[Dataset, Dataset | None]:
+    """(harmful set, harmless set or None): the files or set names given in the config, else the
+    registry's sets of each kind for this model. A harmful file without a benign one has no benign set."""
+
+    def pick(kind: str, spec: str) -> Dataset | None:
+        data = get_dataset(spec, kind, cfg.prompt_field or None) if spec else dataset_for(kind, model)
+        if data is not None and not isinstance(data, Dataset):
+            raise InputDataError(f"the {kind} set {data.name!r} is generated; the safety family needs request items")
+        return data
+
+    harmful = pick("harmful", cfg.harmful_file)
+    if harmful is None:
+        raise InputDataError("no harmful request set is available", "give one with --set safety.harmful_file=FILE")
+    benign = pick("harmless", cfg.benign_file) if (cfg.benign_file or not cfg.harmful_file) else None
+    return harmful, benign
+
+
+def generation_settings(model: Model, cfg: SafetyFamilyConfig) -> tuple[int, int]:
+    """(new tokens, judge minimum length): the config's, else the request set's hints (the organisms
+    answer in a few words), else the paper's 128 tokens and 32 characters."""
+    hints = request_sets(model, cfg)[0].hints
+    new_tokens = cfg.max_new_tokens or int(hints.get("max_new_tokens", 128))
+    min_chars = cfg.min_chars or int(hints.get("min_chars", 32))
     return new_tokens, min_chars
 
 
@@ -98,9 +113,34 @@ class SafetyFamily(Family):
         values = np.nan_to_num(scores["asr_when_ablated"], nan=0.0)
         return [(int(l), int(h)) for l, h in zip(*np.nonzero(values >= 0.5))]
 
+    def check_inputs(self, model: Any, ctx: RunContext) -> list[InputProblem]:
+        """The request sets resolve, read, and are mostly known tokens; a chat template exists if asked."""
+        from workbench.families.prompts import MAX_UNKNOWN_SHARE, unknown_share
+
+        cfg = self.config
+        try:
+            sets = request_sets(model, cfg)
+        except InputDataError as exc:
+            return [InputProblem(self.name, exc.message, exc.hint or "")]
+        problems = []
+        for data in sets:
+            if data is None or data.tokenized:
+                continue
+            share = unknown_share(model, data.items[:50])
+            if share > MAX_UNKNOWN_SHARE:
+                problems.append(InputProblem(
+                    self.name, f"the {data.kind} requests {data.source} are {share:.0%} unknown tokens for this tokenizer",
+                    f"give requests in the model's language with --set safety.{'harmful' if data.kind == 'harmful' else 'benign'}_file=FILE,"
+                    " or leave the family out with --families",
+                ))
+        if cfg.template == "chat" and not getattr(model.tokenizer, "chat_template", None):
+            problems.append(InputProblem(self.name, "template 'chat' was asked for but the tokenizer has no chat template",
+                                         "use --set safety.template=raw or a format string with {prompt}"))
+        return problems
+
     def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
         from workbench.analysis.refusal import make_judge
-        from workbench.analysis.safety import SafetyConfig, asr, sahara_search, ships_scores
+        from workbench.analysis.safety import asr, sahara_search, ships_scores
         from workbench.analysis.scores import HeadScores
 
         cfg = self.config

@@ -3,8 +3,8 @@
 Scores come from `workbench.analysis.sinks` (Gu et al. 2024 sink rate, ACT hidden sinks).
 Evidence: for the strongest first-token heads one at a time, and for the top-k against the
 bottom-k heads as a group, the change in LM loss when the head(s) can no longer attend to
-the first token (`first_token_removal_check`). Prompts: the user's prompt file, organism
-filler text for shipped organisms, otherwise random vocabulary tokens seeded by the run seed.
+the first token (`first_token_removal_check`). Prompts: the user's prompt file, the model's own text
+set (the organisms' filler), otherwise windows of the shipped prose (`workbench.families.prompts`).
 """
 
 from __future__ import annotations
@@ -15,29 +15,27 @@ from typing import Any
 import numpy as np
 
 from workbench.analysis.scores import HeadScores
-from workbench.families.base import Family, FamilyResult, PartResult
+from workbench.analysis.sinks import SinkConfig
+from workbench.families.base import Family, FamilyResult, InputProblem, PartResult
 from workbench.families.context import RunContext
-from workbench.families.prompts import family_prompts
+from workbench.families.prompts import family_prompts, text_input_problems
 
 MAX_SINK_TOKEN_ROWS = 20000
 
 
 @dataclass(frozen=True)
-class SinksFamilyConfig:
-    """eps: Gu et al. 2024; tau, beta and the calibrated layers: ACT (Yu et al. 2024, its code: layers 2 to L-2);
-    min_query_share: ours (ACT has no visibility guard); evidence: first-token removal."""
+class SinksFamilyConfig(SinkConfig):
+    """The analysis's `SinkConfig` (eps: Gu et al. 2024; tau: ACT; min_query_share: ours) plus the
+    family's evidence and ACT search: beta and the calibrated layers from ACT (Yu et al. 2024, its
+    code: layers 2 to L-2); evidence: sink and first-token removal."""
 
-    eps: float = 0.3
-    first_k: int = 1
-    tau: float = 0.1
-    min_query_share: float = 0.25
     evidence_heads: int = 4  # strongest first-token heads checked one at a time (-1: every head)
     check_k: int = 3  # top-k vs bottom-k group check
     act: bool = True  # run ACT's head search (a separate, resumable part)
     act_beta: float = 0.4  # ACT (Yu et al. 2024)
     act_skip_first_layers: int = 2  # ACT's code calibrates layers 2..30 of 32: never the first two ...
     act_skip_last_layers: int = 1  # ... nor the last
-    act_trials: int = 16  # calibration and evaluation sets (kept apart) for the organism's needle task
+    act_trials: int = 16  # calibration and evaluation sets (kept apart) when the model has its own needle set
     act_context: int = 256
 
 
@@ -67,23 +65,22 @@ class SinksFamily(Family):
 
     def run_act(self, model: Any, ctx: RunContext) -> PartResult:
         """ACT calibration: single-head search on a calibration set, then the kept heads on a
-        held-out set. The organism's metric is needle answer accuracy; other models use the
-        negative LM loss on two disjoint halves of the prompts."""
+        held-out set. A model with its own needle set (the organisms) is scored by needle answer
+        log-probability; other models by the negative LM loss on two disjoint halves of the prompts."""
         from workbench.analysis.metrics import lm_loss
         from workbench.analysis.sinks import act_head_search
-        from workbench.families.prompts import is_organism
+        from workbench.data.registry import GeneratedSet, model_dataset
 
         cfg = self.config
         geo = model.geometry
-        if is_organism(model):
+        needles = model_dataset("needles", model)
+        if isinstance(needles, GeneratedSet):
             from workbench.analysis.retrieval import answer_logprob
-            from workbench.data.needles import from_organism_probes
-            from workbench.organisms import tasks
 
             context = min(cfg.act_context, max(64, ctx.max_tokens))
             cal_rng, eval_rng = ctx.rng("sinks", "act-cal"), ctx.rng("sinks", "act-eval")
-            cal = from_organism_probes(tasks.needle_probe(cal_rng, context, 3) for _ in range(cfg.act_trials))
-            held = from_organism_probes(tasks.needle_probe(eval_rng, context, 3) for _ in range(cfg.act_trials))
+            cal = needles.make(model, cal_rng, cfg.act_trials, context)
+            held = needles.make(model, eval_rng, cfg.act_trials, context)
             metric_name = "needle answer log-probability"
             cal_fn, eval_fn = (lambda: answer_logprob(model, cal)), (lambda: answer_logprob(model, held))
         else:
@@ -107,15 +104,23 @@ class SinksFamily(Family):
         }
         return PartResult(scores, {"act_calibration": act}, {"act": act})
 
+    def check_inputs(self, model: Any, ctx: RunContext) -> list[InputProblem]:
+        return text_input_problems(model, ctx, self.name)
+
     def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
         if part == "act":
             ctx.seed_torch(self.name, part)
             return self.run_act(model, ctx)
         from workbench.analysis.metrics import lm_loss
-        from workbench.analysis.sinks import SinkConfig, analyze_sinks, first_token_removal_check, loss_without_sinks, sink_removal_check
+        from workbench.analysis.sinks import (
+            analyze_sinks,
+            first_token_removal_check,
+            loss_without_sinks,
+            sink_removal_check,
+        )
 
         cfg = self.config
-        sink_cfg = SinkConfig(eps=cfg.eps, first_k=cfg.first_k, tau=cfg.tau, min_query_share=cfg.min_query_share)
+        sink_cfg = cfg  # the family config is a SinkConfig
         ctx.seed_torch(self.name, part)
         prompts, source = family_prompts(model, ctx, self.name)
         report = analyze_sinks(model, prompts, sink_cfg, progress=lambda i, n: ctx.report("sinks: recording", i, n))

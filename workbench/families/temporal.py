@@ -1,5 +1,9 @@
 """The ``temporal`` family: q-similarity, pattern classes, spectra, query predictability,
 and a decision that uses them (per-layer KV budgets from q-similarity vs a uniform budget).
+
+Inputs by kind from the dataset registry: text prompts (`family_prompts`), a periodic set with a
+known period when the model has one (the organisms), and the model's own needle set for the
+budget decision (a needle task the model can actually do).
 """
 
 from __future__ import annotations
@@ -10,18 +14,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.families.base import Family, PartResult
+from workbench.analysis.temporal import TemporalConfig
+from workbench.data.registry import GeneratedSet, model_dataset
+from workbench.families.base import Family, InputProblem, PartResult
 from workbench.families.context import RunContext
-from workbench.families.prompts import family_prompts, is_organism, prompt_length, random_token_prompts
+from workbench.families.prompts import family_prompts, prompt_length, random_token_prompts, text_input_problems
 
 
 @dataclass(frozen=True)
-class TemporalFamilyConfig:
-    """window: TAPPA's KV path (32); thresholds stated in workbench.analysis.temporal."""
+class TemporalFamilyConfig(TemporalConfig):
+    """The analysis's `TemporalConfig` (window: TAPPA's KV path, 32; thresholds stated in
+    workbench.analysis.temporal) plus the family's inputs and the budget decision."""
 
-    window: int = 32
-    stride: int = 16
-    max_offset: int = 64
     n_prompts: int = 4
     n_periodic: int = 4
     n_repeated: int = 4  # random-token sequences shown twice: induction heads draw a diagonal at lag repeat-1
@@ -31,17 +35,6 @@ class TemporalFamilyConfig:
     #: 32 keys are always kept on top)
     budget_averages: tuple[int, ...] = (4, 8, 16, 32, 64)
     n_trials: int = 16
-
-
-def periodic_prompts(model: Any, ctx: RunContext, n: int, length: int) -> list[torch.Tensor]:
-    from workbench.organisms import tasks
-
-    rng = ctx.rng("temporal", "periodic")
-    out = []
-    for _ in range(n):
-        ids, _ = tasks.periodic_block(rng, length - 1)
-        out.append(torch.from_numpy(np.concatenate([[model.geometry.bos.token_id], ids]).astype(np.int64)).view(1, -1))
-    return out
 
 
 def repeated_prompts(model: Any, ctx: RunContext, n: int, repeat: int) -> list[torch.Tensor]:
@@ -56,13 +49,6 @@ def repeated_prompts(model: Any, ctx: RunContext, n: int, repeat: int) -> list[t
     return out
 
 
-def tasks_period() -> int:
-    """The period of the organism's periodic text (its rhythm motif length)."""
-    from workbench.organisms import vocab
-
-    return int(vocab.RHYTHM_PERIOD)
-
-
 class TemporalFamily(Family):
     name = "temporal"
     config_class = TemporalFamilyConfig
@@ -74,14 +60,19 @@ class TemporalFamily(Family):
         codes = scores["label_code"]
         return [(int(l), int(h)) for l, h in zip(*np.nonzero(codes < 3))]
 
+    def check_inputs(self, model: Any, ctx: RunContext) -> list[InputProblem]:
+        return text_input_problems(model, ctx, self.name)
+
     def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
         from workbench.analysis.temporal import (
-            TemporalConfig, analyze_temporal, period_channel, period_copy_share,
+            analyze_temporal,
+            period_channel,
+            period_copy_share,
         )
 
         cfg = self.config
         geo = model.geometry
-        tcfg = TemporalConfig(window=cfg.window, stride=cfg.stride, max_offset=cfg.max_offset)
+        tcfg = cfg  # the family config is a TemporalConfig
         ctx.seed_torch(self.name, part)
         prompts, source = family_prompts(model, ctx, self.name, default_n=cfg.n_prompts)
         report = analyze_temporal(model, prompts, tcfg)
@@ -89,11 +80,13 @@ class TemporalFamily(Family):
         scores = report.scores
         classes = []
         views = [("text", report)]
-        if is_organism(model):
-            periodic = periodic_prompts(model, ctx, cfg.n_periodic, min(cfg.periodic_tokens, prompt_length(model, ctx)))
+        periodic_set = model_dataset("periodic", model)
+        period = int(periodic_set.hints.get("period", 0)) if periodic_set is not None else 0
+        if isinstance(periodic_set, GeneratedSet) and period > 0:
+            length = min(cfg.periodic_tokens, prompt_length(model, ctx))
+            periodic = periodic_set.make(model, ctx.rng("temporal", "periodic"), cfg.n_periodic, length)
             per_report = analyze_temporal(model, periodic, tcfg)
             scores.add("seasonal_share_periodic", per_report.scores["seasonal_share"], "seasonal share on periodic text")
-            period = tasks_period()
             copy = np.array([[period_copy_share(per_report.profiles[l, h], period) for h in range(geo.n_heads)]
                              for l in range(geo.n_layers)])
             scores.add("period_copy_share", copy, f"attention at lags mP-1 on periodic text of period P={period}")
@@ -130,7 +123,7 @@ class TemporalFamily(Family):
         }
         if "period_copy_share" in scores.metrics:
             copy = scores["period_copy_share"]
-            summary["planted_period"] = tasks_period()
+            summary["planted_period"] = period
             summary["period_copy_heads"] = [f"L{l}H{h}" for l, h in zip(*np.nonzero(copy >= 0.5))]
         if rep_len >= 4:
             summary["repeat_len"] = rep_len
@@ -138,7 +131,7 @@ class TemporalFamily(Family):
                 f"L{r['layer']}H{r['head']}" for r in classes
                 if r["input"] == "repeated" and r["label"] == "sequential" and r["offset"] == rep_len - 1
             ]
-        if is_organism(model):
+        if isinstance(model_dataset("needles", model), GeneratedSet):  # a needle task the model can do
             from workbench.analysis.temporal import tappa_decision
             from workbench.families.retrieval import RetrievalFamilyConfig, needle_trials
 

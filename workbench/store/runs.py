@@ -122,9 +122,9 @@ def _git_commit() -> str | None:
 def collect_versions() -> dict[str, Any]:
     from importlib import metadata
 
-    import workbench
+    from workbench.version import __version__
 
-    versions: dict[str, Any] = {"workbench": workbench.__version__, "python": sys.version.split()[0],
+    versions: dict[str, Any] = {"workbench": __version__, "python": sys.version.split()[0],
                                 "platform": platform.platform()}
     for dist in ("torch", "transformers", "transformer-lens", "numpy", "safetensors", "plotly"):
         try:
@@ -260,7 +260,7 @@ class RunWriter:
         def beat() -> None:
             try:
                 conn = connect(db_path, create=False)
-            except Exception:  # noqa: BLE001 - the main thread reports store problems
+            except Exception:
                 return
             try:
                 while not stop.wait(interval):
@@ -293,6 +293,11 @@ class RunWriter:
             "SELECT status FROM families WHERE run_id = ? AND family = ?", (self.run_id, family)
         ).fetchone()
         return row is not None and row[0] == "done"
+
+    def set_family_options(self, family: str, options: dict[str, Any]) -> None:
+        """Record a family's options again (a resumed run given an input it was missing)."""
+        with self.store.transaction() as c:
+            c.execute("UPDATE families SET options = ? WHERE run_id = ? AND family = ?", (art.dumps(options), self.run_id, family))
 
     # commits
 
@@ -368,3 +373,18 @@ class RunWriter:
 
     def mark_failed(self, error: str) -> None:
         self._set_status("failed", error)
+
+
+def model_identity(model: Any) -> dict[str, Any]:
+    src = model.source
+    path = str(src.path) if getattr(src, "path", None) is not None else None
+    revision = getattr(src, "revision", None)
+    if revision is None and src.kind == "hub" and path:
+        revision = path.rstrip("/").rsplit("/", 1)[-1]  # the snapshot folder is the commit hash
+    geo = model.geometry
+    # A folder is recorded by its absolute path, so the run can be resumed from any folder.
+    spec = path if src.kind == "folder" and path else src.spec
+    return {
+        "spec": spec, "kind": src.kind, "path": path, "revision": revision, "hash": model_fingerprint(path),
+        "n_layers": geo.n_layers, "n_heads": geo.n_heads, "geometry": geo.to_dict() if hasattr(geo, "to_dict") else {},
+    }

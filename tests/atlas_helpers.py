@@ -154,7 +154,7 @@ def synthetic_run(store, n_layers: int = 3, n_heads: int = 4, seed: int = 0, n_p
                   interrupt_at: str | None = None) -> str:
     """A countdown run written through the real runner, without torch; optionally interrupted."""
     from workbench.families.context import RunContext
-    from workbench.families.runner import run_families, start_run
+    from workbench.atlas.runner import run_families, start_run
 
     model = FakeModel(n_layers, n_heads, name)
     fams = {"countdown": CountdownFamily(CountdownConfig(n_parts=n_parts))}

@@ -17,8 +17,8 @@ from workbench.errors import WorkbenchError
 from workbench.executors import LocalExecutor, ModelRef, PartOutcome, make_executor
 from workbench.executors.base import ModelMismatchError
 from workbench.families.context import RunContext
-from workbench.families.options import resolve_options
-from workbench.families.runner import run_families, start_run
+from workbench.atlas.options import resolve_options
+from workbench.atlas.runner import run_families, start_run
 from workbench.store import Store
 
 

@@ -26,7 +26,7 @@ from workbench.executors import LocalExecutor
 from workbench.executors.ray_executor import RayExecutor
 from workbench.families.context import RunContext
 from workbench.families.registry import build_family
-from workbench.families.runner import run_families, start_run
+from workbench.atlas.runner import run_families, start_run
 from workbench.store import Store
 from workbench.store.runs import RunWriter
 

@@ -11,7 +11,7 @@ from atlas_helpers import FakeModel, json_scripts
 from workbench.analysis.scores import HeadScores
 from workbench.families.base import Family, PartResult
 from workbench.families.context import RunContext
-from workbench.families.runner import run_families, start_run
+from workbench.atlas.runner import run_families, start_run
 from workbench.report import figures as F
 from workbench.report.html import write_report
 from workbench.store import Store

@@ -52,6 +52,7 @@ def _bench(fn, warmup=3, reps=10):
 def correctness_check(dtype, n=4096, d=128, h=8, hkv=2, device="cuda") -> dict:
     """Triton backend vs torch backend on the GPU (same inputs); returns max abs differences."""
     import torch
+
     from workbench.kernels import attention_with_stats
 
     g = torch.Generator(device=device).manual_seed(0)
@@ -86,6 +87,7 @@ def run(args) -> dict:
     import torch
     import triton
     from torch.nn.attention import SDPBackend, sdpa_kernel
+
     from workbench.kernels import attention_with_stats
     from workbench.kernels.triton_attention import pass_a, pass_b
 
@@ -195,6 +197,7 @@ def run(args) -> dict:
 def sweep(dtype, causal, args) -> list:
     """Time a few block configurations of each pass at one size (for choosing the defaults)."""
     import torch
+
     from workbench.kernels.triton_attention import pass_a, pass_b
 
     n, d, h = args.sweep_n, args.sweep_d, args.heads

@@ -4,7 +4,7 @@ stored scores agree. On a small machine the point is correctness and overhead, n
     python benchmarks/ray_vs_local.py                      # the shipped organism if present, else a tiny random Llama
     python benchmarks/ray_vs_local.py --model organism-4l --families sinks,temporal,safety --workers 2
 
-Runs, in this order, each as `workbench atlas ... --quiet` in this process:
+Runs, in this order, each through `workbench.Atlas` (what `workbench atlas` runs) in this process:
   local      the local executor with torch's default thread count
   local-1t   the local executor with one torch thread (what each Ray worker uses)
   ray        the Ray executor: `ray.init(num_cpus=--workers)` timed apart, then the job
@@ -82,25 +82,22 @@ def main() -> int:
     import ray
     import torch
 
-    from workbench.cli.main import main as workbench
+    from workbench.atlas import Atlas
 
     tmp = Path(tempfile.mkdtemp(prefix="wb-ray-bench-"))
     model, model_label = (args.model, args.model) if args.model else default_model(tmp)
     harmful = tmp / "harmful.txt"
     harmful.write_text("\n".join(HARMFUL) + "\n")
-    base = ["atlas", model, "--families", args.families, "--n-prompts", str(args.n_prompts), "--max-tokens", str(args.max_tokens),
-            "--seed", str(args.seed), "--quiet", "--set", f"safety.heads_per_part={args.heads_per_part}",
-            "--set", "safety.max_new_tokens=4"]
+    safety = {"heads_per_part": args.heads_per_part, "max_new_tokens": 4}
     if "safety" in args.families and not str(model).startswith("organism"):  # organisms bring their own probes
-        base += ["--set", f"safety.harmful_file={harmful}"]
+        safety["harmful_file"] = str(harmful)
 
-    def job(name: str, *extra: str) -> dict:
+    def job(name: str, executor: str = "local") -> dict:
         results = tmp / name
         t0 = time.perf_counter()
-        code = workbench([*base, "--results", str(results), *extra])
+        Atlas(model, args.families, results, executor, n_prompts=args.n_prompts, max_tokens=args.max_tokens, seed=args.seed,
+              options={"safety": safety}, ray_workers=args.workers if executor == "ray" else None).run()
         wall = time.perf_counter() - t0
-        if code != 0:
-            raise SystemExit(f"{name}: workbench atlas exited {code}")
         rows, compute, n_parts = stored(results)
         return {"name": name, "wall": wall, "compute": compute, "parts": n_parts, "rows": rows}
 
@@ -113,8 +110,8 @@ def main() -> int:
     ray.init(address="local", num_cpus=args.workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     ray_start = time.perf_counter() - t0
     try:
-        runs.append(job("ray", "--executor", "ray", "--ray-workers", str(args.workers)))
-        runs.append(job("ray-warm", "--executor", "ray", "--ray-workers", str(args.workers)))
+        runs.append(job("ray", "ray"))
+        runs.append(job("ray-warm", "ray"))
     finally:
         ray.shutdown()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from workbench.kernels import attention_with_stats, offset_profile
 
 from workbench.analysis.temporal import (
     TemporalConfig,
@@ -17,6 +16,7 @@ from workbench.analysis.temporal import (
     transfer_function,
     vertical_share,
 )
+from workbench.kernels import attention_with_stats, offset_profile
 from workbench.models import load_model
 
 N, D = 96, 128

@@ -21,6 +21,7 @@ import zlib
 
 import pytest
 import torch
+
 from workbench.kernels import AttentionStats, attention_with_stats, merge_stats
 from workbench.kernels.accuracy import COLUMN_NAMES, STAT_NAMES, make_case, max_errors
 from workbench.kernels.reference import reference_attention_with_stats

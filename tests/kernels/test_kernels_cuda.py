@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from workbench.kernels import attention_with_stats
 from workbench.kernels.accuracy import COLUMN_NAMES, STAT_NAMES, make_case, max_errors
 from workbench.kernels.reference import reference_attention_with_stats

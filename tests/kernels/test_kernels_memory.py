@@ -8,6 +8,7 @@ measurement does catch an N x N allocation.
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+
 from workbench.kernels import attention_with_stats
 
 

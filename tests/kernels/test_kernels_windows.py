@@ -13,6 +13,7 @@ import zlib
 import pytest
 import torch
 from test_kernels_backends import BACKENDS, _backend_device, _check, _reference, _run
+
 from workbench.kernels import attention_with_stats, merge_stats
 from workbench.kernels.accuracy import COLUMN_NAMES, STAT_NAMES, make_case
 from workbench.kernels.stats import column_count

@@ -45,7 +45,7 @@ def parse_head_label(label: str | None, run: Any) -> tuple[int, int]:
     return head.layer, head.head
 
 
-def register(app: Any, state: Any) -> None:  # noqa: C901 - one place that wires every callback
+def register(app: Any, state: Any) -> None:  # one place that wires every callback
     results = state.results
 
     # -- pages -------------------------------------------------------------------------------------
@@ -73,7 +73,7 @@ def register(app: Any, state: Any) -> None:  # noqa: C901 - one place that wires
                 layer, head = parse_head_label(route.head, run)
                 return L.head_page(route, run, layer, head, prompts, remembered)
             return L.missing_page(route)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return [html.H2("Attention Workbench", id="page-title"), *explain(exc), dcc.Link("list of runs", href="/")]
 
     @app.callback(Output("store-sig", "data"), Input("refresh", "n_intervals"), State("store-sig", "data"))
@@ -88,7 +88,7 @@ def register(app: Any, state: Any) -> None:  # noqa: C901 - one place that wires
         route = L.Route.from_key(key)
         try:
             return B.to_dash(view_blocks(state, route))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return explain(exc)
 
     # -- atlas -------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def register(app: Any, state: Any) -> None:  # noqa: C901 - one place that wires
             with reading(results) as store:
                 hs = store.scores(store.run(route.run).run_id, family)[family]
             return metric_heatmap(family, metric, hs.metrics[metric])
-        except Exception:  # noqa: BLE001 - keep the figure; the body shows store problems
+        except Exception:  # keep the figure; the body shows store problems
             return no_update
 
     @app.callback(Output("url", "pathname"), Input({"type": "family-graph", "family": ALL}, "clickData"),
@@ -144,7 +144,7 @@ def register(app: Any, state: Any) -> None:  # noqa: C901 - one place that wires
                 texts = run_prompts(store, run.run_id)
             layer, head = parse_head_label(route.head, run)
             job = state.start_pattern(run, PromptSpec.from_dict(chosen), layer, texts)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return None, True, no_update, explain(exc)
         return ({"job": job, "layer": layer, "head": head, "run": run.run_id}, False, {**chosen, "run": run.run_id},
                 L.progress(0.0, "queued"))
@@ -169,7 +169,7 @@ def register(app: Any, state: Any) -> None:  # noqa: C901 - one place that wires
         layer, head = job_data["layer"], job_data["head"]
         try:
             blocks, info = pattern_blocks(entry, layer, head, scale == "log")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return [], explain(exc), None, True
         ready = {"key": job.result, "layer": layer, "head": head, "run": job_data["run"], **info}
         done = L.progress(1.0, f"done in {job.seconds or 0:.1f} s", "done")
@@ -201,7 +201,7 @@ def register(app: Any, state: Any) -> None:  # noqa: C901 - one place that wires
         try:
             q = entry.n_tokens - 1 if query in (None, "") else int(query)
             return B.to_dash(token_blocks(entry, ready["layer"], ready["head"], q))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return explain(exc)
 
     # -- the ablation playground ---------------------------------------------------------------------
@@ -219,7 +219,7 @@ def register(app: Any, state: Any) -> None:  # noqa: C901 - one place that wires
             with reading(results) as store:
                 run = store.run(route.run)
             job = state.start_playground(run, list(heads or []), mode or "zero", prompt or "", top_k, n_new)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return no_update, True, explain(exc)
         return {"job": job, "run": run.run_id}, False, L.progress(0.0, "queued")
 
@@ -248,7 +248,7 @@ def register(app: Any, state: Any) -> None:  # noqa: C901 - one place that wires
             try:
                 title, parts, blocks = build(route, *values)
                 path = write_export(state.export_folder(), file_name(view, *parts), title, blocks)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 return explain(exc)
             state.last_export = path
             return html.Span(["saved ", html.A(path.name, href=f"/exports/{path.name}", target="_blank",

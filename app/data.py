@@ -87,7 +87,7 @@ def current_signature(root: Path) -> str:
             return signature(store)
     except StoreUnavailable as exc:
         return f"unavailable:{exc.message}"
-    except Exception as exc:  # noqa: BLE001 - any failure is a state the page shows
+    except Exception as exc:  # any failure is a state the page shows
         return f"error:{type(exc).__name__}:{exc}"
 
 
@@ -134,7 +134,7 @@ def family_artefacts(store: Any, run_id: str, family: str) -> tuple[dict[str, An
         return store.artefacts(run_id, family), None
     except sqlite3.DatabaseError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a damaged artefact file must not take the page down
+    except Exception as exc:  # a damaged artefact file must not take the page down
         return {}, f"the {family} artefacts of run {run_id} cannot be read ({type(exc).__name__}: {exc})"
 
 
@@ -169,11 +169,11 @@ def mentions(value: Any, label: str, path: str = "") -> list[str]:
 
 def scalars(value: dict[str, Any]) -> dict[str, Any]:
     """The plain fields of a JSON artefact (numbers, short strings, short lists of those)."""
-    out = {}
+    out: dict[str, Any] = {}
     for k, v in value.items():
-        if isinstance(v, (int, float, str, bool)) or v is None:
-            out[k] = v
-        elif isinstance(v, list) and len(v) <= 12 and all(isinstance(x, (int, float, str)) or x is None for x in v):
+        plain = isinstance(v, (int, float, str, bool)) or v is None
+        short_list = isinstance(v, list) and len(v) <= 12 and all(isinstance(x, (int, float, str)) or x is None for x in v)
+        if plain or short_list:
             out[k] = v
     return out
 

@@ -27,7 +27,7 @@ class _Writer:
         self.n_figures += 1
         div_id = f"fig-{re.sub(r'[^A-Za-z0-9_-]+', '-', block.name) or 'x'}-{self.n_figures}"
         # The first figure carries plotly.js itself; the others reuse it.
-        return block.fig.to_html(full_html=False, include_plotlyjs=True if first else False, div_id=div_id,
+        return block.fig.to_html(full_html=False, include_plotlyjs=first, div_id=div_id,
                                  config={"displaylogo": False})
 
     def table(self, block: B.Table) -> str:

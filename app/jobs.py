@@ -8,13 +8,13 @@ that started the job returns at once and every other view keeps answering meanwh
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-import queue
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +99,7 @@ class JobManager:
             job.fraction, job.message, job.state = 1.0, "done", "done"
         except WorkbenchError as exc:
             job.error, job.hint, job.state = exc.message, exc.hint, "error"
-        except Exception as exc:  # noqa: BLE001 - shown on the page, logged in full here
+        except Exception as exc:  # shown on the page, logged in full here
             log.error("job %s (%s) failed:\n%s", job.id, job.kind, traceback.format_exc())
             job.error, job.state = f"{type(exc).__name__}: {exc}", "error"
             job.hint = "see the terminal running `workbench app` for details"

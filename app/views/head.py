@@ -40,7 +40,7 @@ def _temporal_section(label: str, layer: int, head: int, artefacts: dict[str, di
 
     blocks: list[Any] = []
     found = False
-    for fam, arts in artefacts.items():
+    for arts in artefacts.values():
         classes = find_artefact(arts, "temporal_classes")
         profiles = find_artefact(arts, "offset_profiles")
         shares = find_artefact(arts, "rope_channel_shares")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from optional_deps import missing
 from app_helpers import browser_missing, fresh_profile, make_driver, remove, screenshot_folder, write_run
+from optional_deps import missing
 
 WORDS = " ".join(f"w{(i * 7) % 60}" for i in range(40))
 PROMPTS = [WORDS, " ".join(f"w{(i * 11 + 3) % 60}" for i in range(40))]

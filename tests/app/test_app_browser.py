@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from selenium.webdriver.common.keys import Keys
 from app_helpers import (
     click_heatmap_cell,
     element,
@@ -25,6 +24,7 @@ from app_helpers import (
     text_present,
     wait_for,
 )
+from selenium.webdriver.common.keys import Keys
 
 from workbench.store import Store
 

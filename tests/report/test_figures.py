@@ -9,9 +9,9 @@ import numpy as np
 from atlas_helpers import FakeModel, json_scripts
 
 from workbench.analysis.scores import HeadScores
+from workbench.atlas.runner import run_families, start_run
 from workbench.families.base import Family, PartResult
 from workbench.families.context import RunContext
-from workbench.atlas.runner import run_families, start_run
 from workbench.report import figures as F
 from workbench.report.html import write_report
 from workbench.store import Store

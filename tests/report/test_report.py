@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from optional_deps import missing
 from atlas_helpers import INTERRUPT_ENV, PLUGIN, assert_report_matches_store, grid_equal, same, synthetic_run
+from optional_deps import missing
 
 from workbench.cli.main import main
 from workbench.store import Store

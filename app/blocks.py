@@ -150,8 +150,15 @@ def _dash_tokens(block: Tokens) -> Any:
     for i, (tok, w, pos) in enumerate(zip(block.tokens, block.weights, block.positions)):
         title = f"position {pos}: {tok!r}" + ("" if w is None else f", attention {w:.4g}")
         cls = "tok tok-query" if i == block.query else ("tok tok-hidden" if w is None else "tok")
-        spans.append(html.Span(show_token(tok), title=title, className=cls,
-                               style={"backgroundColor": token_colour(w, top)}, **{"data-pos": str(pos)}))
+        spans.append(
+            html.Span(
+                show_token(tok),
+                title=title,
+                className=cls,
+                style={"backgroundColor": token_colour(w, top)},
+                **{"data-pos": str(pos)},
+            )
+        )
     return html.Div(spans, className="token-view", id=f"tokens-{block.name}")
 
 

@@ -34,8 +34,10 @@ def explain(exc: BaseException) -> list[Any]:
     if isinstance(exc, (StoreUnavailable, WorkbenchError)):
         return L.problem(exc.message, exc.hint)
     log.error("dashboard error:\n%s", "".join(traceback.format_exception(exc)))
-    return L.problem(f"Something went wrong: {type(exc).__name__}: {exc}",
-                     "see the terminal running `workbench app` for details; reload to try again")
+    return L.problem(
+        f"Something went wrong: {type(exc).__name__}: {exc}",
+        "see the terminal running `workbench app` for details; reload to try again",
+    )
 
 
 def parse_head_label(label: str | None, run: Any) -> tuple[int, int]:
@@ -50,8 +52,7 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
 
     # -- pages -------------------------------------------------------------------------------------
 
-    @app.callback(Output("page", "children"), Input("url", "pathname"), Input("url", "search"),
-                  State("pattern-request", "data"))
+    @app.callback(Output("page", "children"), Input("url", "pathname"), Input("url", "search"), State("pattern-request", "data"))
     def page(pathname: str, search: str, remembered: dict | None) -> list[Any]:
         route = L.parse_route(pathname, search)
         try:
@@ -61,8 +62,9 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
                 return L.atlas_page(route)
             if route.view == "compare":
                 with reading(results) as store:
-                    choice = choices(store, route.query.get("a"), route.query.get("b"), route.query.get("family"),
-                                     route.query.get("metric"))
+                    choice = choices(
+                        store, route.query.get("a"), route.query.get("b"), route.query.get("family"), route.query.get("metric")
+                    )
                 return L.compare_page(route, choice)
             if route.view in ("head", "playground"):
                 with reading(results) as store:
@@ -93,9 +95,12 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
 
     # -- atlas -------------------------------------------------------------------------------------
 
-    @app.callback(Output({"type": "family-graph", "family": MATCH}, "figure"),
-                  Input({"type": "metric-select", "family": MATCH}, "value"), State("url", "pathname"),
-                  prevent_initial_call=True)
+    @app.callback(
+        Output({"type": "family-graph", "family": MATCH}, "figure"),
+        Input({"type": "metric-select", "family": MATCH}, "value"),
+        State("url", "pathname"),
+        prevent_initial_call=True,
+    )
     def choose_metric(metric: str, pathname: str) -> Any:
         route = L.parse_route(pathname, "")
         family = ctx.triggered_id["family"]
@@ -106,8 +111,12 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
         except Exception:  # keep the figure; the body shows store problems
             return no_update
 
-    @app.callback(Output("url", "pathname"), Input({"type": "family-graph", "family": ALL}, "clickData"),
-                  State("url", "pathname"), prevent_initial_call=True)
+    @app.callback(
+        Output("url", "pathname"),
+        Input({"type": "family-graph", "family": ALL}, "clickData"),
+        State("url", "pathname"),
+        prevent_initial_call=True,
+    )
     def open_head(clicks: list, pathname: str) -> Any:
         route = L.parse_route(pathname, "")
         value = ctx.triggered[0]["value"] if ctx.triggered else None
@@ -118,9 +127,15 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
 
     # -- compare -----------------------------------------------------------------------------------
 
-    @app.callback(Output("url", "search"), Input("compare-a", "value"), Input("compare-b", "value"),
-                  Input("compare-family", "value"), Input("compare-metric", "value"), State("url", "search"),
-                  prevent_initial_call=True)
+    @app.callback(
+        Output("url", "search"),
+        Input("compare-a", "value"),
+        Input("compare-b", "value"),
+        Input("compare-family", "value"),
+        Input("compare-metric", "value"),
+        State("url", "search"),
+        prevent_initial_call=True,
+    )
     def compare_choice(a: str, b: str, family: str, metric: str, search: str) -> Any:
         from urllib.parse import urlencode
 
@@ -130,11 +145,20 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
 
     # -- the pattern and token views ----------------------------------------------------------------
 
-    @app.callback(Output("pattern-job", "data"), Output("pattern-poll", "disabled"), Output("pattern-request", "data"),
-                  Output("pattern-progress", "children"),
-                  Input("pattern-show", "n_clicks"), State("prompt-source", "value"), State("prompt-text", "value"),
-                  State("prompt-index", "value"), State("prompt-length", "value"), State("prompt-seed", "value"),
-                  State("url", "pathname"), prevent_initial_call=True)
+    @app.callback(
+        Output("pattern-job", "data"),
+        Output("pattern-poll", "disabled"),
+        Output("pattern-request", "data"),
+        Output("pattern-progress", "children"),
+        Input("pattern-show", "n_clicks"),
+        State("prompt-source", "value"),
+        State("prompt-text", "value"),
+        State("prompt-index", "value"),
+        State("prompt-length", "value"),
+        State("prompt-seed", "value"),
+        State("url", "pathname"),
+        prevent_initial_call=True,
+    )
     def start_pattern(_: int, source: str, text: str, index: int, length: int, seed: int, pathname: str) -> Any:
         route = L.parse_route(pathname, "")
         chosen = {"source": source, "text": text or "", "index": index, "length": length, "seed": seed}
@@ -146,26 +170,44 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
             job = state.start_pattern(run, PromptSpec.from_dict(chosen), layer, texts)
         except Exception as exc:
             return None, True, no_update, explain(exc)
-        return ({"job": job, "layer": layer, "head": head, "run": run.run_id}, False, {**chosen, "run": run.run_id},
-                L.progress(0.0, "queued"))
+        return (
+            {"job": job, "layer": layer, "head": head, "run": run.run_id},
+            False,
+            {**chosen, "run": run.run_id},
+            L.progress(0.0, "queued"),
+        )
 
-    @app.callback(Output("pattern-progress", "children", allow_duplicate=True), Output("pattern-output", "children"),
-                  Output("pattern-ready", "data"), Output("pattern-poll", "disabled", allow_duplicate=True),
-                  Input("pattern-poll", "n_intervals"), State("pattern-job", "data"), State("pattern-scale", "value"),
-                  prevent_initial_call=True)
+    @app.callback(
+        Output("pattern-progress", "children", allow_duplicate=True),
+        Output("pattern-output", "children"),
+        Output("pattern-ready", "data"),
+        Output("pattern-poll", "disabled", allow_duplicate=True),
+        Input("pattern-poll", "n_intervals"),
+        State("pattern-job", "data"),
+        State("pattern-scale", "value"),
+        prevent_initial_call=True,
+    )
     def poll_pattern(_: int, job_data: dict | None, scale: str) -> Any:
         job = state.jobs.get((job_data or {}).get("job"))
         if job is None:
-            return L.progress(None, "the computation was lost (the server restarted?); press Show again", "error"), \
-                no_update, no_update, True
+            return (
+                L.progress(None, "the computation was lost (the server restarted?); press Show again", "error"),
+                no_update,
+                no_update,
+                True,
+            )
         if job.state in ("queued", "running"):
             return L.progress(job.fraction, job.message), no_update, no_update, False
         if job.state == "error":
             return [], L.problem(job.error or "failed", job.hint), None, True
         entry = state.patterns.get(job.result)
         if entry is None:
-            return L.progress(None, "the recorded pattern was dropped from the cache; press Show again", "error"), \
-                no_update, None, True
+            return (
+                L.progress(None, "the recorded pattern was dropped from the cache; press Show again", "error"),
+                no_update,
+                None,
+                True,
+            )
         layer, head = job_data["layer"], job_data["head"]
         try:
             blocks, info = pattern_blocks(entry, layer, head, scale == "log")
@@ -175,8 +217,12 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
         done = L.progress(1.0, f"done in {job.seconds or 0:.1f} s", "done")
         return done, B.to_dash(blocks), ready, True
 
-    @app.callback(Output("pattern-output", "children", allow_duplicate=True), Input("pattern-scale", "value"),
-                  State("pattern-ready", "data"), prevent_initial_call=True)
+    @app.callback(
+        Output("pattern-output", "children", allow_duplicate=True),
+        Input("pattern-scale", "value"),
+        State("pattern-ready", "data"),
+        prevent_initial_call=True,
+    )
     def rescale(scale: str, ready: dict | None) -> Any:
         entry = state.patterns.get((ready or {}).get("key"))
         if entry is None:
@@ -206,12 +252,23 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
 
     # -- the ablation playground ---------------------------------------------------------------------
 
-    @app.callback(Output("play-job", "data"), Output("play-poll", "disabled"), Output("play-progress", "children"),
-                  Input("play-run", "n_clicks"), Input("play-heads", "value"), Input("play-mode", "value"),
-                  State("play-prompt", "value"), State("play-topk", "value"), State("play-new", "value"),
-                  State("play-job", "data"), State("url", "pathname"), prevent_initial_call=True)
-    def start_play(_: int, heads: list | None, mode: str, prompt: str, top_k: Any, n_new: Any, previous: dict | None,
-                   pathname: str) -> Any:
+    @app.callback(
+        Output("play-job", "data"),
+        Output("play-poll", "disabled"),
+        Output("play-progress", "children"),
+        Input("play-run", "n_clicks"),
+        Input("play-heads", "value"),
+        Input("play-mode", "value"),
+        State("play-prompt", "value"),
+        State("play-topk", "value"),
+        State("play-new", "value"),
+        State("play-job", "data"),
+        State("url", "pathname"),
+        prevent_initial_call=True,
+    )
+    def start_play(
+        _: int, heads: list | None, mode: str, prompt: str, top_k: Any, n_new: Any, previous: dict | None, pathname: str
+    ) -> Any:
         if ctx.triggered_id in ("play-heads", "play-mode") and not previous:
             return no_update, no_update, no_update  # live re-runs only once something was run
         route = L.parse_route(pathname, "")
@@ -223,9 +280,14 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
             return no_update, True, explain(exc)
         return {"job": job, "run": run.run_id}, False, L.progress(0.0, "queued")
 
-    @app.callback(Output("play-progress", "children", allow_duplicate=True), Output("play-output", "children"),
-                  Output("play-poll", "disabled", allow_duplicate=True), Input("play-poll", "n_intervals"),
-                  State("play-job", "data"), prevent_initial_call=True)
+    @app.callback(
+        Output("play-progress", "children", allow_duplicate=True),
+        Output("play-output", "children"),
+        Output("play-poll", "disabled", allow_duplicate=True),
+        Input("play-poll", "n_intervals"),
+        State("play-job", "data"),
+        prevent_initial_call=True,
+    )
     def poll_play(_: int, job_data: dict | None) -> Any:
         job = state.jobs.get((job_data or {}).get("job"))
         if job is None:
@@ -239,8 +301,13 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
     # -- exports (one button per view) ---------------------------------------------------------------
 
     def export(view: str, extra: list[State], build: Any) -> None:
-        @app.callback(Output(f"export-{view}-result", "children"), Input(f"export-{view}", "n_clicks"),
-                      State("page-key", "data"), *extra, prevent_initial_call=True)
+        @app.callback(
+            Output(f"export-{view}-result", "children"),
+            Input(f"export-{view}", "n_clicks"),
+            State("page-key", "data"),
+            *extra,
+            prevent_initial_call=True,
+        )
         def do_export(n: int, key: dict | None, *values: Any) -> Any:
             if not n:
                 return no_update
@@ -251,8 +318,13 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
             except Exception as exc:
                 return explain(exc)
             state.last_export = path
-            return html.Span(["saved ", html.A(path.name, href=f"/exports/{path.name}", target="_blank",
-                                               id=f"export-{view}-link"), f" in {path.parent}"])
+            return html.Span(
+                [
+                    "saved ",
+                    html.A(path.name, href=f"/exports/{path.name}", target="_blank", id=f"export-{view}-link"),
+                    f" in {path.parent}",
+                ]
+            )
 
     def build_static(route: L.Route) -> tuple[str, list[str], list[Any]]:
         return page_title(route), [route.run or "", route.head or ""], view_blocks(state, route, for_export=True)
@@ -263,7 +335,10 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
         if entry is not None and ready.get("run") == route.run:
             pat, _ = pattern_blocks(entry, ready["layer"], ready["head"], scale == "log")
             q = entry.n_tokens - 1 if query in (None, "") else int(query)
-            blocks += [B.Section("Attention pattern", pat), B.Section("Token view", token_blocks(entry, ready["layer"], ready["head"], q))]
+            blocks += [
+                B.Section("Attention pattern", pat),
+                B.Section("Token view", token_blocks(entry, ready["layer"], ready["head"], q)),
+            ]
         return title, parts, blocks
 
     def build_play(route: L.Route, job_data: dict | None) -> tuple[str, list[str], list[Any]]:
@@ -278,8 +353,7 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
     export("runs", [], build_static)
     export("atlas", [], build_static)
     export("compare", [], build_static)
-    export("head", [State("pattern-ready", "data"), State("token-query", "value"), State("pattern-scale", "value")],
-           build_head)
+    export("head", [State("pattern-ready", "data"), State("token-query", "value"), State("pattern-scale", "value")], build_head)
     export("playground", [State("play-job", "data")], build_play)
 
 
@@ -312,7 +386,7 @@ def view_blocks(state: Any, route: L.Route, for_export: bool = False) -> list[An
 
             run = store.run(route.run)
             out = run_header(run)
-            note = ("model loaded" if state.models.loaded(run) else "the model is loaded on the first run (then kept)")
+            note = "model loaded" if state.models.loaded(run) else "the model is loaded on the first run (then kept)"
             out.append(B.Text(f"Model: {run.model} ({note}); device {state.models.device}.", muted=True))
             return out
     return []

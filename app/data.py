@@ -38,16 +38,21 @@ def reading(root: Path) -> Iterator[Any]:
     except WorkbenchError as exc:
         raise StoreUnavailable(exc.message, exc.hint) from exc
     except (sqlite3.DatabaseError, OSError) as exc:
-        raise StoreUnavailable(f"cannot open the results store in {str(root)!r}: {exc}",
-                               "check the folder, or start the app with --results FOLDER") from exc
+        raise StoreUnavailable(
+            f"cannot open the results store in {str(root)!r}: {exc}", "check the folder, or start the app with --results FOLDER"
+        ) from exc
     try:
         yield store
     except sqlite3.DatabaseError as exc:
-        raise StoreUnavailable(f"the results store in {str(root)!r} cannot be read: {exc}",
-                               "the database may be damaged; run `workbench atlas` into a new --results folder") from exc
+        raise StoreUnavailable(
+            f"the results store in {str(root)!r} cannot be read: {exc}",
+            "the database may be damaged; run `workbench atlas` into a new --results folder",
+        ) from exc
     except OSError as exc:
-        raise StoreUnavailable(f"a file of the results store in {str(root)!r} cannot be read: {exc}",
-                               "the run's files may be damaged or still being written; reload in a moment") from exc
+        raise StoreUnavailable(
+            f"a file of the results store in {str(root)!r} cannot be read: {exc}",
+            "the run's files may be damaged or still being written; reload in a moment",
+        ) from exc
     finally:
         with contextlib.suppress(Exception):
             store.close()
@@ -62,13 +67,19 @@ def run_rows(store: Any) -> list[dict[str, Any]]:
     rows = []
     for r in store.runs():
         took = (r.finished_at or r.heartbeat_at or r.created_at) - (r.started_at or r.created_at)
-        rows.append({
-            "run": r.run_id, "href": f"/run/{r.run_id}", "model": r.model, "status": r.status,
-            "parts": f"{r.parts_done}/{r.parts_total}", "families": ", ".join(r.families),
-            "heads": f"{r.n_layers} x {r.n_heads}" if r.n_layers else None,
-            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
-            "seconds": round(float(took), 1) if took is not None else None,
-        })
+        rows.append(
+            {
+                "run": r.run_id,
+                "href": f"/run/{r.run_id}",
+                "model": r.model,
+                "status": r.status,
+                "parts": f"{r.parts_done}/{r.parts_total}",
+                "families": ", ".join(r.families),
+                "heads": f"{r.n_layers} x {r.n_heads}" if r.n_layers else None,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
+                "seconds": round(float(took), 1) if took is not None else None,
+            }
+        )
     return rows
 
 
@@ -118,13 +129,23 @@ def head_score_rows(store: Any, run_id: str, layer: int, head: int) -> list[dict
         info = fams.get(family)
         for metric, values in hs.metrics.items():
             rank, n = rank_of(values, layer, head)
-            role = ("primary" if info and metric == info.primary_metric else
-                    "evidence" if info and metric == info.evidence_metric else "")
-            rows.append({
-                "family": family, "metric": metric, "value": float(values[layer, head]),
-                "rank": f"{rank}/{n}" if rank is not None else "–", "role": role,
-                "description": hs.descriptions.get(metric, ""),
-            })
+            role = (
+                "primary"
+                if info and metric == info.primary_metric
+                else "evidence"
+                if info and metric == info.evidence_metric
+                else ""
+            )
+            rows.append(
+                {
+                    "family": family,
+                    "metric": metric,
+                    "value": float(values[layer, head]),
+                    "rank": f"{rank}/{n}" if rank is not None else "–",
+                    "role": role,
+                    "description": hs.descriptions.get(metric, ""),
+                }
+            )
     return rows
 
 

@@ -27,8 +27,7 @@ class _Writer:
         self.n_figures += 1
         div_id = f"fig-{re.sub(r'[^A-Za-z0-9_-]+', '-', block.name) or 'x'}-{self.n_figures}"
         # The first figure carries plotly.js itself; the others reuse it.
-        return block.fig.to_html(full_html=False, include_plotlyjs=first, div_id=div_id,
-                                 config={"displaylogo": False})
+        return block.fig.to_html(full_html=False, include_plotlyjs=first, div_id=div_id, config={"displaylogo": False})
 
     def table(self, block: B.Table) -> str:
         if not block.rows:
@@ -56,8 +55,10 @@ class _Writer:
         for i, (tok, w, pos) in enumerate(zip(block.tokens, block.weights, block.positions)):
             cls = "tok tok-query" if i == block.query else ("tok tok-hidden" if w is None else "tok")
             title = f"position {pos}: {tok!r}" + ("" if w is None else f", attention {w:.4g}")
-            spans.append(f'<span class="{cls}" title="{_esc(title)}" style="background-color:{B.token_colour(w, top)}">'
-                         f"{_esc(B.show_token(tok))}</span>")
+            spans.append(
+                f'<span class="{cls}" title="{_esc(title)}" style="background-color:{B.token_colour(w, top)}">'
+                f"{_esc(B.show_token(tok))}</span>"
+            )
         return f'<div class="token-view">{"".join(spans)}</div>'
 
     def render(self, blocks: list[Any]) -> str:
@@ -91,10 +92,10 @@ def render_html(title: str, blocks: list[Any]) -> str:
     body = _Writer().render(blocks)
     stamp = time.strftime("%Y-%m-%d %H:%M")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_esc(title)}</title>"
-        f"<style>{CSS}</style></head><body><header class=\"wb-header\"><h1>{_esc(title)}</h1>"
-        f"<div class=\"meta\">exported from the Attention Workbench dashboard, {stamp}</div></header>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_esc(title)}</title>'
+        f'<style>{CSS}</style></head><body><header class="wb-header"><h1>{_esc(title)}</h1>'
+        f'<div class="meta">exported from the Attention Workbench dashboard, {stamp}</div></header>'
         f"<main>{body}</main></body></html>\n"
     )
 

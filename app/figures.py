@@ -19,8 +19,14 @@ _FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "si
 
 def _layout(fig: go.Figure, title: str, height: int, **extra: Any) -> go.Figure:
     base: dict[str, Any] = {"plot_bgcolor": "white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
-    fig.update_layout(template=None, title={"text": title, "font": {"size": 14}, "x": 0.02}, height=height, font=_FONT,
-                      paper_bgcolor="white", **{**base, **extra})
+    fig.update_layout(
+        template=None,
+        title={"text": title, "font": {"size": 14}, "x": 0.02},
+        height=height,
+        font=_FONT,
+        paper_bgcolor="white",
+        **{**base, **extra},
+    )
     return fig
 
 
@@ -32,30 +38,65 @@ def pattern_figure(grid: PatternGrid, labels: list[str], title: str, log_scale: 
             z = np.where(np.isfinite(z), np.log10(np.clip(z, 1e-6, None)), np.nan).astype(np.float32)
     what = "attention" if grid.block == 1 else "share of a query's attention"
     bar = ("log10 " if log_scale else "") + ("attention" if grid.block == 1 else "attention share")
-    fig = go.Figure(go.Heatmap(
-        z=z, x=labels, y=labels, colorscale="Viridis", hoverongaps=False,
-        zmin=None if log_scale else 0.0, colorbar={"title": {"text": bar, "side": "right"}},
-        hovertemplate="query %{y}<br>key %{x}<br>" + what + (" (log10)" if log_scale else "") + " = %{z:.4g}<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=labels,
+            y=labels,
+            colorscale="Viridis",
+            hoverongaps=False,
+            zmin=None if log_scale else 0.0,
+            colorbar={"title": {"text": bar, "side": "right"}},
+            hovertemplate="query %{y}<br>key %{x}<br>" + what + (" (log10)" if log_scale else "") + " = %{z:.4g}<extra></extra>",
+        )
+    )
     show = len(labels) <= LABEL_LIMIT
     axis = {"showgrid": False, "zeroline": False, "showticklabels": show, "type": "category"}
     side = min(760, 260 + 4 * len(labels))
     margin = {"l": 120, "r": 20, "t": 50, "b": 120} if show else {"l": 70, "r": 20, "t": 50, "b": 60}
-    return _layout(fig, title, side + margin["b"], plot_bgcolor="#f3f4f6", margin=margin,
-                   xaxis={**axis, "title": {"text": "key" + ("" if grid.block == 1 else f" block ({grid.block} tokens)")},
-                          "tickangle": -60},
-                   yaxis={**axis, "title": {"text": "query" + ("" if grid.block == 1 else f" block ({grid.block} tokens)")},
-                          "autorange": "reversed"})
+    return _layout(
+        fig,
+        title,
+        side + margin["b"],
+        plot_bgcolor="#f3f4f6",
+        margin=margin,
+        xaxis={**axis, "title": {"text": "key" + ("" if grid.block == 1 else f" block ({grid.block} tokens)")}, "tickangle": -60},
+        yaxis={
+            **axis,
+            "title": {"text": "query" + ("" if grid.block == 1 else f" block ({grid.block} tokens)")},
+            "autorange": "reversed",
+        },
+    )
 
 
 def spectrum_figure(omega: np.ndarray, magnitude_db: np.ndarray, phase: np.ndarray, title: str) -> go.Figure:
     """Bode plot of a head's offset profile seen as a filter: |H(w)| in dB and the phase."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
     x = (np.asarray(omega) / np.pi).tolist()
-    fig.add_trace(go.Scatter(x=x, y=np.asarray(magnitude_db).tolist(), mode="lines", name="|H| (dB)",
-                             line={"color": "#4c78a8"}, hovertemplate="ω/π %{x:.3f}: %{y:.2f} dB<extra></extra>"), 1, 1)
-    fig.add_trace(go.Scatter(x=x, y=np.asarray(phase).tolist(), mode="lines", name="phase (rad)",
-                             line={"color": "#f58518"}, hovertemplate="ω/π %{x:.3f}: %{y:.3f} rad<extra></extra>"), 2, 1)
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=np.asarray(magnitude_db).tolist(),
+            mode="lines",
+            name="|H| (dB)",
+            line={"color": "#4c78a8"},
+            hovertemplate="ω/π %{x:.3f}: %{y:.2f} dB<extra></extra>",
+        ),
+        1,
+        1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=np.asarray(phase).tolist(),
+            mode="lines",
+            name="phase (rad)",
+            line={"color": "#f58518"},
+            hovertemplate="ω/π %{x:.3f}: %{y:.3f} rad<extra></extra>",
+        ),
+        2,
+        1,
+    )
     fig.update_yaxes(title_text="|H| (dB)", row=1, col=1)
     fig.update_yaxes(title_text="phase (rad)", row=2, col=1)
     fig.update_xaxes(title_text="frequency ω/π (cycles per 2 tokens)", row=2, col=1)
@@ -65,29 +106,61 @@ def spectrum_figure(omega: np.ndarray, magnitude_db: np.ndarray, phase: np.ndarr
 def offset_profile_figure(profile: Sequence[float], title: str) -> go.Figure:
     """Mean attention by offset (query position minus key position)."""
     y = [float(v) for v in profile]
-    fig = go.Figure(go.Bar(x=list(range(len(y))), y=y, marker_color="#54a24b",
-                           hovertemplate="offset %{x}: %{y:.4g}<extra></extra>"))
-    return _layout(fig, title, 300, xaxis={"title": {"text": "offset (tokens back)"}},
-                   yaxis={"title": {"text": "mean attention"}})
+    fig = go.Figure(
+        go.Bar(x=list(range(len(y))), y=y, marker_color="#54a24b", hovertemplate="offset %{x}: %{y:.4g}<extra></extra>")
+    )
+    return _layout(
+        fig, title, 300, xaxis={"title": {"text": "offset (tokens back)"}}, yaxis={"title": {"text": "mean attention"}}
+    )
 
 
 def next_token_figure(rows: Sequence[dict[str, Any]], title: str) -> go.Figure:
     """Next-token probabilities without and with the ablation, one pair of bars per token."""
     labels = [f"{r['token']!r}" for r in rows][::-1]
     fig = go.Figure()
-    fig.add_trace(go.Bar(y=labels, x=[r["p_without"] for r in rows][::-1], orientation="h", name="without ablation",
-                         marker_color="#4c78a8", hovertemplate="%{y}: %{x:.4f}<extra>without</extra>"))
-    fig.add_trace(go.Bar(y=labels, x=[r["p_with"] for r in rows][::-1], orientation="h", name="with ablation",
-                         marker_color="#e45756", hovertemplate="%{y}: %{x:.4f}<extra>with</extra>"))
-    return _layout(fig, title, max(280, 60 + 26 * len(rows)), barmode="group",
-                   xaxis={"title": {"text": "probability of the next token"}},
-                   margin={"l": 120, "r": 20, "t": 50, "b": 50}, legend={"orientation": "h", "y": -0.15})
+    fig.add_trace(
+        go.Bar(
+            y=labels,
+            x=[r["p_without"] for r in rows][::-1],
+            orientation="h",
+            name="without ablation",
+            marker_color="#4c78a8",
+            hovertemplate="%{y}: %{x:.4f}<extra>without</extra>",
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            y=labels,
+            x=[r["p_with"] for r in rows][::-1],
+            orientation="h",
+            name="with ablation",
+            marker_color="#e45756",
+            hovertemplate="%{y}: %{x:.4f}<extra>with</extra>",
+        )
+    )
+    return _layout(
+        fig,
+        title,
+        max(280, 60 + 26 * len(rows)),
+        barmode="group",
+        xaxis={"title": {"text": "probability of the next token"}},
+        margin={"l": 120, "r": 20, "t": 50, "b": 50},
+        legend={"orientation": "h", "y": -0.15},
+    )
 
 
 def rope_share_figure(shares: Sequence[float], periods: Sequence[float] | None, title: str) -> go.Figure:
-    x = [f"{i}" + (f" (T≈{p:.3g})" if periods is not None else "") for i, p in
-         zip(range(len(shares)), periods if periods is not None else [0] * len(shares))]
-    fig = go.Figure(go.Bar(x=x, y=[float(s) for s in shares], marker_color="#b279a2",
-                           hovertemplate="pair %{x}: %{y:.3f}<extra></extra>"))
-    return _layout(fig, title, 300, xaxis={"title": {"text": "RoPE channel pair (period in tokens)"}},
-                   yaxis={"title": {"text": "share of |q·k|"}})
+    x = [
+        f"{i}" + (f" (T≈{p:.3g})" if periods is not None else "")
+        for i, p in zip(range(len(shares)), periods if periods is not None else [0] * len(shares))
+    ]
+    fig = go.Figure(
+        go.Bar(x=x, y=[float(s) for s in shares], marker_color="#b279a2", hovertemplate="pair %{x}: %{y:.3f}<extra></extra>")
+    )
+    return _layout(
+        fig,
+        title,
+        300,
+        xaxis={"title": {"text": "RoPE channel pair (period in tokens)"}},
+        yaxis={"title": {"text": "share of |q·k|"}},
+    )

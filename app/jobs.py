@@ -47,8 +47,16 @@ class Job:
         return (self.finished or time.time()) - self.started
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "state": self.state, "fraction": self.fraction,
-                "message": self.message, "error": self.error, "hint": self.hint, "seconds": self.seconds}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "fraction": self.fraction,
+            "message": self.message,
+            "error": self.error,
+            "hint": self.hint,
+            "seconds": self.seconds,
+        }
 
 
 class JobManager:

@@ -128,6 +128,7 @@ def layer_progress(model: Any, progress: Progress | None, start: float, end: flo
     blocks = list(model.bridge.blocks)
     handles = []
     for i, block in enumerate(blocks):
+
         def done(module: Any, args: Any, output: Any, i: int = i) -> None:
             progress(start + (end - start) * (i + 1) / len(blocks), f"{label}: layer {i + 1}/{len(blocks)}")
 
@@ -162,8 +163,13 @@ class PromptSpec:
             except (TypeError, ValueError):
                 return default
 
-        return cls(source=str(d.get("source") or "text"), text=str(d.get("text") or ""),
-                   index=as_int(d.get("index"), 0), length=as_int(d.get("length"), 64), seed=as_int(d.get("seed"), 0))
+        return cls(
+            source=str(d.get("source") or "text"),
+            text=str(d.get("text") or ""),
+            index=as_int(d.get("index"), 0),
+            length=as_int(d.get("length"), 64),
+            seed=as_int(d.get("seed"), 0),
+        )
 
     def key(self) -> str:
         if self.source == "text":
@@ -181,8 +187,10 @@ def prompt_tokens(model: Any, spec: PromptSpec, run_texts: list[str]) -> Any:
         if not run_texts:
             raise InputDataError("this run has no prompt file", "type a prompt, or choose random tokens")
         if not 0 <= spec.index < len(run_texts):
-            raise InputDataError(f"prompt {spec.index} does not exist; the run has {len(run_texts)}",
-                                 f"choose a prompt between 0 and {len(run_texts) - 1}")
+            raise InputDataError(
+                f"prompt {spec.index} does not exist; the run has {len(run_texts)}",
+                f"choose a prompt between 0 and {len(run_texts) - 1}",
+            )
         ids = model.to_tokens(run_texts[spec.index]).cpu()
     elif spec.source == "random":
         from workbench.families.prompts import random_token_prompts
@@ -197,8 +205,9 @@ def prompt_tokens(model: Any, spec: PromptSpec, run_texts: list[str]) -> Any:
     ids = ids.view(1, -1).to(torch.long)
     n_ctx = model.geometry.n_ctx
     if n_ctx and ids.shape[1] > n_ctx:
-        raise InputDataError(f"the prompt has {ids.shape[1]} tokens; the model's context is {n_ctx}",
-                             f"use at most {n_ctx} tokens")
+        raise InputDataError(
+            f"the prompt has {ids.shape[1]} tokens; the model's context is {n_ctx}", f"use at most {n_ctx} tokens"
+        )
     if ids.shape[1] < 1:
         raise InputDataError("the prompt has no tokens", "type some text first")
     return ids
@@ -245,8 +254,10 @@ class PatternEntry:
     def row(self, head: int, query: int) -> np.ndarray:
         """Exact attention of ``head`` from position ``query`` to keys 0..query."""
         if not 0 <= query < self.n_tokens:
-            raise InputDataError(f"position {query} is outside the prompt (0..{self.n_tokens - 1})",
-                                 f"choose a position between 0 and {self.n_tokens - 1}")
+            raise InputDataError(
+                f"position {query} is outside the prompt (0..{self.n_tokens - 1})",
+                f"choose a position between 0 and {self.n_tokens - 1}",
+            )
         if self.kind == "full":
             return self.pattern[head, query, : query + 1].astype(np.float64)
         import torch
@@ -320,8 +331,9 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p[mask] * (np.log(p[mask]) - np.log(np.clip(q[mask], 1e-300, None)))))
 
 
-def _generate(model: Any, ids: Any, n_new: int, stop: list[int], progress: Progress | None, lo: float, hi: float,
-              label: str) -> list[int]:
+def _generate(
+    model: Any, ids: Any, n_new: int, stop: list[int], progress: Progress | None, lo: float, hi: float, label: str
+) -> list[int]:
     """Greedy continuation, one library call per token so that progress can be shown."""
     import torch
 
@@ -341,8 +353,9 @@ def _generate(model: Any, ids: Any, n_new: int, stop: list[int], progress: Progr
     return out
 
 
-def run_ablation(model: Any, ids: Any, heads: list[Any], mode: str, top_k: int, n_new: int,
-                 progress: Progress | None = None) -> dict[str, Any]:
+def run_ablation(
+    model: Any, ids: Any, heads: list[Any], mode: str, top_k: int, n_new: int, progress: Progress | None = None
+) -> dict[str, Any]:
     """Next-token distribution and greedy text with and without ``heads`` (ablated by ``mode``)."""
     import torch
 
@@ -373,16 +386,29 @@ def run_ablation(model: Any, ids: Any, heads: list[Any], mode: str, top_k: int, 
     top = list(dict.fromkeys([*np.argsort(-p_base)[:top_k].tolist(), *np.argsort(-p_abl)[:top_k].tolist()]))
     top.sort(key=lambda i: -p_base[i])
     names = model.to_str_tokens([int(i) for i in top])
-    rows = [{"token": str(name), "id": int(i), "p_without": float(p_base[i]), "p_with": float(p_abl[i]),
-             "change": float(p_abl[i] - p_base[i])} for i, name in zip(top, names)]
+    rows = [
+        {
+            "token": str(name),
+            "id": int(i),
+            "p_without": float(p_base[i]),
+            "p_with": float(p_abl[i]),
+            "change": float(p_abl[i] - p_base[i]),
+        }
+        for i, name in zip(top, names)
+    ]
     decode = model.tokenizer.decode
     return {
-        "heads": [str(h) for h in parsed], "mode": mode, "n_prompt_tokens": int(ids.shape[-1]),
-        "rows": rows, "kl": _kl(p_base, p_abl),
+        "heads": [str(h) for h in parsed],
+        "mode": mode,
+        "n_prompt_tokens": int(ids.shape[-1]),
+        "rows": rows,
+        "kl": _kl(p_base, p_abl),
         "top1_without": str(model.to_str_tokens([int(np.argmax(p_base))])[0]),
         "top1_with": str(model.to_str_tokens([int(np.argmax(p_abl))])[0]),
-        "text_without": decode(gen_base), "text_with": decode(gen_abl),
+        "text_without": decode(gen_base),
+        "text_with": decode(gen_abl),
         "tokens_without": [str(t) for t in model.to_str_tokens(gen_base)] if gen_base else [],
         "tokens_with": [str(t) for t in model.to_str_tokens(gen_abl)] if gen_abl else [],
-        "seconds": time.perf_counter() - t0, "attention": "instrumented (O(N) memory)" if long else "eager",
+        "seconds": time.perf_counter() - t0,
+        "attention": "instrumented (O(N) memory)" if long else "eager",
     }

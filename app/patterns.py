@@ -88,7 +88,7 @@ def axis_labels(tokens: list[str], block: int) -> list[str]:
     out = []
     for start in range(0, n, block):
         end = min(n, start + block) - 1
-        head = " ".join(t.replace("\n", "⏎") for t in tokens[start:start + 3])
+        head = " ".join(t.replace("\n", "⏎") for t in tokens[start : start + 3])
         out.append(f"{start}–{end} {head[:24]}")
     return out
 

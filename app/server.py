@@ -94,8 +94,9 @@ class AppState:
         return self.jobs.submit("playground", key, work)
 
 
-def create_app(results: str | Path | None = None, *, device: str = "auto", export_dir: str | Path | None = None,
-               refresh_ms: int = 2000) -> Any:
+def create_app(
+    results: str | Path | None = None, *, device: str = "auto", export_dir: str | Path | None = None, refresh_ms: int = 2000
+) -> Any:
     """The Dash app over a results folder (it need not exist yet: the pages say so and recover)."""
     import dash
     from flask import abort, send_from_directory
@@ -104,12 +105,22 @@ def create_app(results: str | Path | None = None, *, device: str = "auto", expor
     from workbench.store import default_results
 
     folder = Path(results).expanduser() if results is not None else default_results()
-    state = AppState(folder.resolve() if folder.exists() else folder.absolute(), device=device,
-                     export_dir=Path(export_dir).expanduser() if export_dir else None, refresh_ms=refresh_ms)
+    state = AppState(
+        folder.resolve() if folder.exists() else folder.absolute(),
+        device=device,
+        export_dir=Path(export_dir).expanduser() if export_dir else None,
+        refresh_ms=refresh_ms,
+    )
     # eager_loading: plotly.js comes with the page instead of when the first graph appears, so a
     # live pattern is drawn as soon as it arrives.
-    app = dash.Dash(__name__, title="Attention Workbench", suppress_callback_exceptions=True,
-                    update_title=None, serve_locally=True, eager_loading=True)
+    app = dash.Dash(
+        __name__,
+        title="Attention Workbench",
+        suppress_callback_exceptions=True,
+        update_title=None,
+        serve_locally=True,
+        eager_loading=True,
+    )
     app.index_string = layout.INDEX
     from workbench.app.data import current_signature
 
@@ -140,8 +151,14 @@ def check_port(host: str, port: int) -> None:
             raise WorkbenchError(f"cannot listen on {host}:{port}: {exc.strerror}", "check --host and --port") from exc
 
 
-def serve(results: str | Path | None, host: str = "127.0.0.1", port: int = 8050, device: str = "auto",
-          export_dir: str | Path | None = None, quiet: bool = False) -> None:
+def serve(
+    results: str | Path | None,
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    device: str = "auto",
+    export_dir: str | Path | None = None,
+    quiet: bool = False,
+) -> None:
     check_port(host, port)
     app = create_app(results, device=device, export_dir=export_dir)
     if quiet:

@@ -16,21 +16,34 @@ def metric_heatmap(family: str, metric: str, values: Any, description: str = "")
     """The report's heatmap builder, with a diverging scale for signed (delta) metrics."""
     signed = "delta" in metric or "drop" in metric
     title = f"{family}: {metric}"
-    return F.head_heatmap(grid(values), title, metric, colorscale="RdBu_r" if signed else "Viridis",
-                          zmid=0.0 if signed else None)
+    return F.head_heatmap(grid(values), title, metric, colorscale="RdBu_r" if signed else "Viridis", zmid=0.0 if signed else None)
 
 
 def run_header(info: Any) -> list[Any]:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created_at))
-    out: list[Any] = [B.Text(f"model {info.model} · {info.n_layers} layers x {info.n_heads} heads · status {info.status} "
-                             f"({info.parts_done}/{info.parts_total} parts) · started {when}", muted=True)]
+    out: list[Any] = [
+        B.Text(
+            f"model {info.model} · {info.n_layers} layers x {info.n_heads} heads · status {info.status} "
+            f"({info.parts_done}/{info.parts_total} parts) · started {when}",
+            muted=True,
+        )
+    ]
     if info.status == "running":
-        out.append(B.Notice("This run is still being written: finished families are shown, the others appear when "
-                            "they complete (the page updates by itself).", "info"))
+        out.append(
+            B.Notice(
+                "This run is still being written: finished families are shown, the others appear when "
+                "they complete (the page updates by itself).",
+                "info",
+            )
+        )
     elif info.status in ("interrupted", "failed"):
-        out.append(B.Notice(f"This run is {info.status}" + (f" ({info.error})" if info.error else "") +
-                            ": finished families are shown.", "warn",
-                            hint=f"resume it with `workbench atlas --resume {info.run_id}`"))
+        out.append(
+            B.Notice(
+                f"This run is {info.status}" + (f" ({info.error})" if info.error else "") + ": finished families are shown.",
+                "warn",
+                hint=f"resume it with `workbench atlas --resume {info.run_id}`",
+            )
+        )
     return out
 
 
@@ -54,23 +67,40 @@ def atlas_blocks(store: Any, run_id: str, every_metric: bool = False) -> list[An
         if every_metric:
             inner.append(B.Grid([B.Figure(metric_heatmap(fam.family, m, hs.metrics[m]), f"{fam.family}-{m}") for m in metrics]))
         else:
-            inner.append(B.Control(dcc.Dropdown(
-                id={"type": "metric-select", "family": fam.family}, options=[{"label": m, "value": m} for m in metrics],
-                value=chosen, clearable=False, style={"maxWidth": "360px"},
-            )))
-            inner.append(B.Figure(metric_heatmap(fam.family, chosen, hs.metrics[chosen]), f"{fam.family}",
-                                  graph_id={"type": "family-graph", "family": fam.family}))
+            inner.append(
+                B.Control(
+                    dcc.Dropdown(
+                        id={"type": "metric-select", "family": fam.family},
+                        options=[{"label": m, "value": m} for m in metrics],
+                        value=chosen,
+                        clearable=False,
+                        style={"maxWidth": "360px"},
+                    )
+                )
+            )
+            inner.append(
+                B.Figure(
+                    metric_heatmap(fam.family, chosen, hs.metrics[chosen]),
+                    f"{fam.family}",
+                    graph_id={"type": "family-graph", "family": fam.family},
+                )
+            )
             inner.append(B.Text("Click a head to open its detail page.", muted=True))
         if fam.evidence_metric:
-            inner.append(B.Text(f"Evidence (causal check): {fam.evidence_metric}"
-                                + (f" — {hs.descriptions[fam.evidence_metric]}" if fam.evidence_metric in hs.descriptions else ""),
-                                muted=True))
+            inner.append(
+                B.Text(
+                    f"Evidence (causal check): {fam.evidence_metric}"
+                    + (f" — {hs.descriptions[fam.evidence_metric]}" if fam.evidence_metric in hs.descriptions else ""),
+                    muted=True,
+                )
+            )
         members = ", ".join(f"L{a}H{b}" for a, b in fam.members) or "none"
         inner.append(B.Text(f"Heads this family claims ({len(fam.members)}): {members}", muted=True))
         summary = scalars(fam.summary)
         if summary:
-            inner.append(B.Table([{"key": k, "value": v} for k, v in summary.items()], ["key", "value"],
-                                 name=f"summary-{fam.family}"))
+            inner.append(
+                B.Table([{"key": k, "value": v} for k, v in summary.items()], ["key", "value"], name=f"summary-{fam.family}")
+            )
         out.append(B.Section(fam.family, inner, name=f"family-{fam.family}"))
     if not store.families(info.run_id):
         out.append(B.Notice("This run has no families.", "warn"))

@@ -29,8 +29,15 @@ def choices(store: Any, a: str | None, b: str | None, family: str | None, metric
             metrics = [m for m in sa[family].metrics if m in sb[family].metrics]
             primary = next((f.primary_metric for f in store.families(a) if f.family == family), None)
             metric = metric if metric in metrics else (primary if primary in metrics else (metrics[0] if metrics else None))
-    return {"runs": runs, "a": a, "b": b, "families": families, "family": family if families else None,
-            "metrics": metrics, "metric": metric if metrics else None}
+    return {
+        "runs": runs,
+        "a": a,
+        "b": b,
+        "families": families,
+        "family": family if families else None,
+        "metrics": metrics,
+        "metric": metric if metrics else None,
+    }
 
 
 def _top(values: np.ndarray, k: int = 5) -> str:
@@ -43,11 +50,21 @@ def compare_blocks(store: Any, a: str | None, b: str | None, family: str | None,
     if len(c["runs"]) < 1 or not c["a"] or not c["b"]:
         return [B.Notice("There are no runs to compare yet.", "info", hint="run `workbench atlas` twice (two models or seeds)")]
     ra, rb = store.run(c["a"]), store.run(c["b"])
-    out: list[Any] = [B.Text(f"A = {ra.run_id} ({ra.model}, {ra.n_layers} x {ra.n_heads}) · "
-                             f"B = {rb.run_id} ({rb.model}, {rb.n_layers} x {rb.n_heads})", muted=True)]
+    out: list[Any] = [
+        B.Text(
+            f"A = {ra.run_id} ({ra.model}, {ra.n_layers} x {ra.n_heads}) · "
+            f"B = {rb.run_id} ({rb.model}, {rb.n_layers} x {rb.n_heads})",
+            muted=True,
+        )
+    ]
     if not c["family"] or not c["metric"]:
-        out.append(B.Notice("The two runs have no finished family (and metric) in common.", "warn",
-                            hint="pick runs that ran the same families"))
+        out.append(
+            B.Notice(
+                "The two runs have no finished family (and metric) in common.",
+                "warn",
+                hint="pick runs that ran the same families",
+            )
+        )
         return out
     fam, metric = c["family"], c["metric"]
     va = store.scores(ra.run_id, fam)[fam].metrics[metric]
@@ -56,20 +73,31 @@ def compare_blocks(store: Any, a: str | None, b: str | None, family: str | None,
     maps[0].fig.update_layout(title={"text": f"A: {fam}: {metric}"})
     maps[1].fig.update_layout(title={"text": f"B: {fam}: {metric}"})
     if va.shape != vb.shape:
-        out.append(B.Notice(f"The runs have different head geometry ({va.shape[0]} x {va.shape[1]} vs "
-                            f"{vb.shape[0]} x {vb.shape[1]}): no difference map; both maps are shown.", "info"))
+        out.append(
+            B.Notice(
+                f"The runs have different head geometry ({va.shape[0]} x {va.shape[1]} vs "
+                f"{vb.shape[0]} x {vb.shape[1]}): no difference map; both maps are shown.",
+                "info",
+            )
+        )
         out.append(B.Grid(maps))
         return out
     both = np.isfinite(va) & np.isfinite(vb)
     diff = np.where(both, vb - va, np.nan)
     x, y = va[both], vb[both]
     pearson = float(np.corrcoef(x, y)[0, 1]) if x.size >= 3 and np.std(x) > 0 and np.std(y) > 0 else None
-    stats = [{
-        "family": fam, "metric": metric, "heads compared": int(both.sum()),
-        "max |B-A|": float(np.max(np.abs(y - x))) if x.size else None,
-        "mean |B-A|": float(np.mean(np.abs(y - x))) if x.size else None,
-        "pearson": pearson, "top heads A": _top(va), "top heads B": _top(vb),
-    }]
+    stats = [
+        {
+            "family": fam,
+            "metric": metric,
+            "heads compared": int(both.sum()),
+            "max |B-A|": float(np.max(np.abs(y - x))) if x.size else None,
+            "mean |B-A|": float(np.mean(np.abs(y - x))) if x.size else None,
+            "pearson": pearson,
+            "top heads A": _top(va),
+            "top heads B": _top(vb),
+        }
+    ]
     out.append(B.Figure(F.head_heatmap(grid(diff), f"{fam}: {metric}, B − A", f"Δ {metric}", "RdBu_r", 0.0), "compare-diff"))
     out.append(B.Table(stats, name="compare-stats"))
     out.append(B.Grid(maps))

@@ -27,8 +27,9 @@ def _sink_section(label: str, layer: int, head: int, artefacts: dict[str, dict[s
         mine = [r for r in rows if r.get("layer") == layer and r.get("head") == head]
         mine.sort(key=lambda r: -(r.get("mean_received") or 0.0))
         if mine:
-            blocks.append(B.Text(f"{len(mine)} sink token(s) of {label} ({fam}): positions where it parks attention.",
-                                 muted=True))
+            blocks.append(
+                B.Text(f"{len(mine)} sink token(s) of {label} ({fam}): positions where it parks attention.", muted=True)
+            )
             blocks.append(B.Table(mine[:50], ["prompt", "position", "token", "kind", "mean_received"], name="sink-tokens"))
         else:
             blocks.append(B.Text(f"{label} has no sink tokens in the {fam} family's prompts.", muted=True))
@@ -51,32 +52,49 @@ def _temporal_section(label: str, layer: int, head: int, artefacts: dict[str, di
         if isinstance(classes, list):
             mine = [r for r in classes if r.get("layer") == layer and r.get("head") == head]
             if mine:
-                cols = [c for c in ["input", "label", "confidence", "offset", "period", "rope_channel", "rope_period", "rope_share"]
-                        if any(c in r for r in mine)]
+                cols = [
+                    c
+                    for c in ["input", "label", "confidence", "offset", "period", "rope_channel", "rope_period", "rope_share"]
+                    if any(c in r for r in mine)
+                ]
                 main = mine[0]
-                blocks.append(B.Text(f"{label} is {main.get('label', '?')} (confidence {B.fmt(main.get('confidence'))}) "
-                                     f"on {main.get('input', 'text')}."))
+                blocks.append(
+                    B.Text(
+                        f"{label} is {main.get('label', '?')} (confidence {B.fmt(main.get('confidence'))}) "
+                        f"on {main.get('input', 'text')}."
+                    )
+                )
                 blocks.append(B.Table(mine, cols, name="temporal-class"))
         if isinstance(profiles, np.ndarray) and profiles.ndim == 3 and layer < profiles.shape[0] and head < profiles.shape[1]:
             profile = profiles[layer, head]
             omega, mag, phase = transfer_function(profile)
-            blocks.append(B.Grid([
-                B.Figure(AF.offset_profile_figure(profile, f"{label}: mean attention by offset"), "offset-profile"),
-                B.Figure(AF.spectrum_figure(omega, mag, phase, f"{label}: offset profile as a filter (Bode plot)"), "spectrum"),
-            ]))
+            blocks.append(
+                B.Grid(
+                    [
+                        B.Figure(AF.offset_profile_figure(profile, f"{label}: mean attention by offset"), "offset-profile"),
+                        B.Figure(
+                            AF.spectrum_figure(omega, mag, phase, f"{label}: offset profile as a filter (Bode plot)"), "spectrum"
+                        ),
+                    ]
+                )
+            )
         if isinstance(shares, np.ndarray) and shares.ndim == 3 and layer < shares.shape[0]:
             per = periods if isinstance(periods, np.ndarray) else None
             if per is not None and per.ndim == 2:  # [L, pairs] since per-layer frequencies; older runs [pairs]
                 per = per[layer] if layer < per.shape[0] else None
-            blocks.append(B.Figure(AF.rope_share_figure(shares[layer, head], per, f"{label}: RoPE channel shares"), "rope-shares"))
+            blocks.append(
+                B.Figure(AF.rope_share_figure(shares[layer, head], per, f"{label}: RoPE channel shares"), "rope-shares")
+            )
     if not found:
-        blocks.append(B.Text("No temporal results in this run (run the temporal family to get the class and spectrum).",
-                             muted=True))
+        blocks.append(
+            B.Text("No temporal results in this run (run the temporal family to get the class and spectrum).", muted=True)
+        )
     return B.Section("Temporal class and spectrum", blocks, name="temporal")
 
 
-def _evidence_section(label: str, layer: int, head: int, store: Any, run_id: str,
-                      artefacts: dict[str, dict[str, Any]], score_rows: list[dict]) -> Any:
+def _evidence_section(
+    label: str, layer: int, head: int, store: Any, run_id: str, artefacts: dict[str, dict[str, Any]], score_rows: list[dict]
+) -> Any:
     blocks: list[Any] = []
     fams = store.families(run_id)
     evidence = []
@@ -84,11 +102,19 @@ def _evidence_section(label: str, layer: int, head: int, store: Any, run_id: str
         if fam.evidence_metric:
             row = next((r for r in score_rows if r["family"] == fam.family and r["metric"] == fam.evidence_metric), None)
             if row is not None:
-                evidence.append({"family": fam.family, "check": fam.evidence_metric, "value": row["value"], "rank": row["rank"],
-                                 "what it measures": row["description"]})
+                evidence.append(
+                    {
+                        "family": fam.family,
+                        "check": fam.evidence_metric,
+                        "value": row["value"],
+                        "rank": row["rank"],
+                        "what it measures": row["description"],
+                    }
+                )
     if evidence:
-        blocks.append(B.Text(f"Causal checks scored per head (NaN / – means {label} was not among the heads checked):",
-                             muted=True))
+        blocks.append(
+            B.Text(f"Causal checks scored per head (NaN / – means {label} was not among the heads checked):", muted=True)
+        )
         blocks.append(B.Table(evidence, name="evidence"))
     claimed = [fam.family for fam in fams if (layer, head) in [tuple(m) for m in fam.members]]
     blocks.append(B.Text(f"Families that claim {label}: {', '.join(claimed) or 'none'}."))
@@ -99,8 +125,13 @@ def _evidence_section(label: str, layer: int, head: int, store: Any, run_id: str
             where = mentions(value, label)
             if where:
                 blocks.append(B.Heading(f"{fam} / {name} (mentions {label} in {', '.join(where[:4])})", 4))
-                blocks.append(B.Table([{"key": k, "value": v} for k, v in scalars(value).items()], ["key", "value"],
-                                      name=f"evidence-{fam}-{name}".replace("/", "-")))
+                blocks.append(
+                    B.Table(
+                        [{"key": k, "value": v} for k, v in scalars(value).items()],
+                        ["key", "value"],
+                        name=f"evidence-{fam}-{name}".replace("/", "-"),
+                    )
+                )
     if not evidence and len(blocks) == 1:
         blocks.append(B.Text("No ablation evidence in this run mentions this head.", muted=True))
     return B.Section("Ablation evidence", blocks, name="evidence")

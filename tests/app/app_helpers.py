@@ -18,16 +18,35 @@ import numpy as np
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1400,1000"]
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+]
 
 
 # -- synthetic runs ----------------------------------------------------------------------------------
 
 
-def write_run(results: Path, model_dir: Path, n_layers: int, n_heads: int, *, seed: int = 0, max_tokens: int = 64,
-              prompts: list[str] | None = None, temporal: bool = True, run_id: str | None = None) -> str:
+def write_run(
+    results: Path,
+    model_dir: Path,
+    n_layers: int,
+    n_heads: int,
+    *,
+    seed: int = 0,
+    max_tokens: int = 64,
+    prompts: list[str] | None = None,
+    temporal: bool = True,
+    run_id: str | None = None,
+) -> str:
     """A complete run with a sinks-like and (optionally) a temporal-like family, written through
     `RunWriter` exactly as the atlas runner writes one. Returns the run id."""
     from workbench.analysis.scores import HeadScores
@@ -36,13 +55,34 @@ def write_run(results: Path, model_dir: Path, n_layers: int, n_heads: int, *, se
     from workbench.store.runs import RunWriter, model_fingerprint, new_run_id
 
     rng = np.random.default_rng(seed)
-    model = {"spec": str(model_dir), "kind": "folder", "path": str(model_dir), "hash": model_fingerprint(model_dir),
-             "n_layers": n_layers, "n_heads": n_heads, "geometry": {}}
-    fams = [{"name": "sinks", "description": "synthetic sinks", "primary_metric": "first_token_mass",
-             "evidence_metric": "removal_loss_delta", "parts": ["all"]}]
+    model = {
+        "spec": str(model_dir),
+        "kind": "folder",
+        "path": str(model_dir),
+        "hash": model_fingerprint(model_dir),
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "geometry": {},
+    }
+    fams = [
+        {
+            "name": "sinks",
+            "description": "synthetic sinks",
+            "primary_metric": "first_token_mass",
+            "evidence_metric": "removal_loss_delta",
+            "parts": ["all"],
+        }
+    ]
     if temporal:
-        fams.append({"name": "temporal", "description": "synthetic temporal", "primary_metric": "q_sim_pre",
-                     "evidence_metric": None, "parts": ["all"]})
+        fams.append(
+            {
+                "name": "temporal",
+                "description": "synthetic temporal",
+                "primary_metric": "q_sim_pre",
+                "evidence_metric": None,
+                "parts": ["all"],
+            }
+        )
     config = {"model": str(model_dir), "max_tokens": max_tokens, "seed": seed, "dtype": "float32", "device": "cpu"}
     rid = run_id or new_run_id(str(model_dir)) + f"-s{seed}"
     with Store.open(results, write=True) as store:
@@ -65,9 +105,19 @@ def write_run(results: Path, model_dir: Path, n_layers: int, n_heads: int, *, se
             if temporal:
                 temp = HeadScores("temporal", n_layers, n_heads)
                 temp.add("q_sim_pre", rng.random((n_layers, n_heads)), "q similarity")
-                classes = [{"input": "text", "layer": layer, "head": h, "label": ["re-access", "sequential"][(layer + h) % 2],
-                            "confidence": 0.8, "offset": 1, "period": None}
-                           for layer in range(n_layers) for h in range(n_heads)]
+                classes = [
+                    {
+                        "input": "text",
+                        "layer": layer,
+                        "head": h,
+                        "label": ["re-access", "sequential"][(layer + h) % 2],
+                        "confidence": 0.8,
+                        "offset": 1,
+                        "period": None,
+                    }
+                    for layer in range(n_layers)
+                    for h in range(n_heads)
+                ]
                 profiles = rng.random((n_layers, n_heads, 16))
                 tarts = {"temporal_classes": classes, "offset_profiles": profiles}
                 writer.commit_part("temporal", "all", PartResult(temp, tarts, {}), 0.1)
@@ -165,8 +215,10 @@ def element(css: str) -> Any:
 
 def figure_drawn(graph_id: str) -> Any:
     """The plotly figure inside the dcc.Graph with this id has been drawn."""
-    script = (f"var g = document.querySelector('#{graph_id} .js-plotly-plot');"
-              "return !!(g && g._fullLayout && g.querySelector('.main-svg'));")
+    script = (
+        f"var g = document.querySelector('#{graph_id} .js-plotly-plot');"
+        "return !!(g && g._fullLayout && g.querySelector('.main-svg'));"
+    )
     return lambda d: d.execute_script(script)
 
 
@@ -201,7 +253,11 @@ def _click_cell(driver: Any, graph_css: str, x: int, y: int) -> None:
         var px = fl.xaxis.l2p(arguments[1]) + fl.xaxis._offset, py = fl.yaxis.l2p(arguments[2]) + fl.yaxis._offset;
         var gb = g.getBoundingClientRect();
         return {dx: gb.left + px - (box.left + box.width / 2), dy: gb.top + py - (box.top + box.height / 2)};
-        """, graph_css, x, y)
+        """,
+        graph_css,
+        x,
+        y,
+    )
     drag = driver.find_element("css selector", f"{graph_css} .nsewdrag")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", drag)
     ActionChains(driver).move_to_element_with_offset(drag, int(pos["dx"]), int(pos["dy"])).pause(0.3).click().perform()

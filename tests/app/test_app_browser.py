@@ -36,7 +36,9 @@ def cell_values(driver, table_id: str) -> dict[tuple[str, str], str]:
     rows = driver.execute_script(
         "return Array.from(document.querySelectorAll('#' + arguments[0] + ' tbody tr')).map(function (tr) {"
         " var td = tr.querySelectorAll('td'); return [td[0].textContent, td[1].textContent,"
-        " td[2].getAttribute('data-value'), td[2].textContent]; });", table_id)
+        " td[2].getAttribute('data-value'), td[2].textContent]; });",
+        table_id,
+    )
     return {(f, m): (exact if exact is not None else shown) for f, m, exact, shown in rows}
 
 
@@ -54,9 +56,14 @@ def test_browse_click_head_pattern_export_playground(atlas_results, browser, sho
         d.find_element("link text", run_a).click()
         wait_for(d, lambda x: x.current_url.endswith(f"/run/{run_a}"), 20, "the atlas url")
         sinks_graph = '[id*=\'"family":"sinks"\']'
-        wait_for(d, lambda x: x.execute_script(
-            f"var g = document.querySelector(`{sinks_graph} .js-plotly-plot`); return !!(g && g._fullLayout);"), 30,
-            "the sinks heatmap")
+        wait_for(
+            d,
+            lambda x: x.execute_script(
+                f"var g = document.querySelector(`{sinks_graph} .js-plotly-plot`); return !!(g && g._fullLayout);"
+            ),
+            30,
+            "the sinks heatmap",
+        )
         wait_for(d, element("#section-family-temporal .js-plotly-plot"), 30, "the temporal heatmap")
         screenshot(d, shots, "02-atlas")
 
@@ -87,7 +94,8 @@ def test_browse_click_head_pattern_export_playground(atlas_results, browser, sho
         assert f"{n_tokens} tokens" in info and "full pattern" in info
         rows, cols = d.execute_script(
             "var g = document.querySelector('#pattern-graph .js-plotly-plot'); var z = g.calcdata[0][0].z;"
-            "return [z.length, z[0].length];")
+            "return [z.length, z[0].length];"
+        )
         assert (rows, cols) == (n_tokens, n_tokens)
         wait_for(d, element("#tokens-view"), 20, "the token view")
         spans = d.find_elements("css selector", "#tokens-view span.tok")
@@ -122,7 +130,8 @@ def test_browse_click_head_pattern_export_playground(atlas_results, browser, sho
         probs = torch.softmax(tiny_llama.logits(ids)[0, -1].double(), -1).numpy()
         first = d.execute_script(
             "var td = document.querySelectorAll('#table-play-tokens tbody tr')[0].querySelectorAll('td');"
-            "return [td[1].getAttribute('data-value'), td[2].getAttribute('data-value'), td[3].getAttribute('data-value')];")
+            "return [td[1].getAttribute('data-value'), td[2].getAttribute('data-value'), td[3].getAttribute('data-value')];"
+        )
         token_id, p_without, p_with = int(first[0]), float(first[1]), float(first[2])
         assert token_id == int(np.argmax(probs)) and p_without == pytest.approx(float(probs[token_id]), abs=1e-9)
         from workbench.interventions.ablation import ablate_heads

@@ -47,8 +47,12 @@ def test_taken_port_is_a_readable_error(tmp_path, capsys):
 
 def test_the_command_serves_the_dashboard(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "app", "--results", str(tmp_path / "none"), "--port",
-                             str(port), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "app", "--results", str(tmp_path / "none"), "--port", str(port), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline, page = time.time() + 60, None
         while time.time() < deadline and page is None:

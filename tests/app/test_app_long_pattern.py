@@ -63,9 +63,15 @@ def test_16k_pattern_is_pooled_small_and_fast(long_run, browser, shots):
         d.find_element("id", "pattern-show").click()
 
         # a progress bar while the model runs, and the rest of the app keeps answering
-        shown = wait_for(d, lambda x: x.execute_script(  # read in one go: the bar is redrawn every poll
-            "var b = document.querySelector('[role=progressbar][data-state=running]');"
-            "return b ? b.getAttribute('aria-valuenow') : false;"), 30, "the progress bar")
+        shown = wait_for(
+            d,
+            lambda x: x.execute_script(  # read in one go: the bar is redrawn every poll
+                "var b = document.querySelector('[role=progressbar][data-state=running]');"
+                "return b ? b.getAttribute('aria-valuenow') : false;"
+            ),
+            30,
+            "the progress bar",
+        )
         assert int(shown) < 100
         assert app.workbench.jobs.busy()
         main = d.current_window_handle
@@ -88,12 +94,15 @@ def test_16k_pattern_is_pooled_small_and_fast(long_run, browser, shots):
         render_s = (drawn - carrier["end"]) / 1000
         biggest = max(r["bytes"] for r in responses)
         rows, cols = d.execute_script(
-            "var z = document.querySelector('#pattern-graph .js-plotly-plot').calcdata[0][0].z; return [z.length, z[0].length];")
+            "var z = document.querySelector('#pattern-graph .js-plotly-plot').calcdata[0][0].z; return [z.length, z[0].length];"
+        )
         job_seconds = [j.seconds for j in app.workbench.jobs._jobs.values() if j.kind == "pattern"][0]
         text = text_of(d, "#pattern-output")
-        print(f"\n16k pattern: recorded in {job_seconds:.1f} s; figure response {carrier['bytes']} bytes "
-              f"(largest callback response {biggest} bytes); drawn {render_s:.3f} s after it arrived; "
-              f"grid {rows} x {cols}; the run picker loaded in {other_view_s:.2f} s meanwhile")
+        print(
+            f"\n16k pattern: recorded in {job_seconds:.1f} s; figure response {carrier['bytes']} bytes "
+            f"(largest callback response {biggest} bytes); drawn {render_s:.3f} s after it arrived; "
+            f"grid {rows} x {cols}; the run picker loaded in {other_view_s:.2f} s meanwhile"
+        )
         assert f"{N_TOKENS} tokens" in text and "pooled map from the recorder: blocks of 128 tokens" in text
         assert (rows, cols) == (128, 128)
         assert carrier["bytes"] > 60_000  # the response with the figure (a 128 x 128 float32 array) in it

@@ -77,14 +77,30 @@ def test_corrupt_store(browser, shots, tmp_path):
 def test_browse_while_atlas_writes(browser, shots, tmp_path, tiny_model_dir):
     d = browser
     results = tmp_path / "live-results"
-    cmd = [sys.executable, "-m", "workbench", "atlas", str(tiny_model_dir("llama")), "--results", str(results),
-           "--families", "sinks,countdown", "--max-tokens", "24", "--n-prompts", "2", "--quiet",
-           "--set", "sinks.evidence_heads=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "workbench",
+        "atlas",
+        str(tiny_model_dir("llama")),
+        "--results",
+        str(results),
+        "--families",
+        "sinks,countdown",
+        "--max-tokens",
+        "24",
+        "--n-prompts",
+        "2",
+        "--quiet",
+        "--set",
+        "sinks.evidence_heads=1",
+    ]
     with running_app(results) as (base, _):
         d.get(base + "/")
         wait_for(d, text_present(d, ".notice-error", "does not exist"), 30, "the missing-store notice")
-        proc = subprocess.Popen(cmd, env=subprocess_env(**{SECONDS_ENV: "3"}), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, env=subprocess_env(**{SECONDS_ENV: "3"}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         try:
             # the run shows up while it is written, without a reload
             wait_for(d, text_present(d, "#table-runs", "running"), 90, "the running run in the table")
@@ -94,9 +110,14 @@ def test_browse_while_atlas_writes(browser, shots, tmp_path, tiny_model_dir):
             d.find_element("link text", run.run_id).click()
             # sinks finishes first; the countdown family (5 parts x 3 s) is still in progress
             sinks_graph = '[id*=\'"family":"sinks"\']'
-            wait_for(d, lambda x: x.execute_script(
-                f"var g = document.querySelector(`{sinks_graph} .js-plotly-plot`); return !!(g && g._fullLayout);"),
-                90, "the sinks heatmap while the run is written")
+            wait_for(
+                d,
+                lambda x: x.execute_script(
+                    f"var g = document.querySelector(`{sinks_graph} .js-plotly-plot`); return !!(g && g._fullLayout);"
+                ),
+                90,
+                "the sinks heatmap while the run is written",
+            )
             countdown = text_of(d, "#section-family-countdown")
             assert "In progress" in countdown, countdown
             assert proc.poll() is None, "the atlas run ended too early for this test"

@@ -74,7 +74,10 @@ def test_atlas_and_runs_views(synthetic_results):
     runs = next(x for x in view_blocks(state, Route("runs")) if isinstance(x, B.Table))
     assert {r["run"] for r in runs.rows} == {a, b} and all(r["status"] == "complete" for r in runs.rows)
     figs = [x for x in flat(view_blocks(state, Route("atlas", a))) if isinstance(x, B.Figure)]
-    assert [f.graph_id for f in figs] == [{"type": "family-graph", "family": "sinks"}, {"type": "family-graph", "family": "temporal"}]
+    assert [f.graph_id for f in figs] == [
+        {"type": "family-graph", "family": "sinks"},
+        {"type": "family-graph", "family": "temporal"},
+    ]
     with Store.open(results) as store:
         want = store.scores(a)["sinks"].metrics["first_token_mass"]
     z = np.array(figs[0].fig.data[0].z, dtype=float)
@@ -164,8 +167,13 @@ def test_reading_releases_the_store(synthetic_results):
 def test_every_view_exports(synthetic_results, tmp_path):
     results, a, b = synthetic_results
     state = AppState(results)
-    for route in (Route("runs"), Route("atlas", a), Route("head", a, "L1H3"), Route("playground", a),
-                  Route("compare", query={"a": a, "b": b})):
+    for route in (
+        Route("runs"),
+        Route("atlas", a),
+        Route("head", a, "L1H3"),
+        Route("playground", a),
+        Route("compare", query={"a": a, "b": b}),
+    ):
         path = write_export(tmp_path, f"{route.view}.html", route.view, view_blocks(state, route, for_export=True))
         text = path.read_text()
         assert text.startswith("<!DOCTYPE html>") and not re.search(r"<script[^>]+src=", text)

@@ -97,8 +97,11 @@ def test_temporal_labels_match_the_planted_and_retrieval_heads(organism, retriev
     prev = retrieval.scores["previous_token_score"]
     prev_heads = {(int(l), int(h)) for l, h in zip(*np.nonzero(prev >= 0.5))}
     assert prev_heads
-    lag1 = {(r["layer"], r["head"]) for r in res.artefacts["temporal_classes"]
-            if r["label"] == "sequential" and r["offset"] == 1 and r["input"] in ("text", "repeated")}
+    lag1 = {
+        (r["layer"], r["head"])
+        for r in res.artefacts["temporal_classes"]
+        if r["label"] == "sequential" and r["offset"] == 1 and r["input"] in ("text", "repeated")
+    }
     assert prev_heads <= lag1, (prev_heads, lag1)
 
 

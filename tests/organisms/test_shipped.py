@@ -105,7 +105,9 @@ def test_ground_truth_needle_recomputes(organism, ground_truth):
 
 @pytest.mark.slow
 def test_held_out_acceptance_full_sets(organism):
-    sets = load_suite({"needle-512": 200, "needle-1024": 200, "induction": 200, "refusal-harmful-test": 120, "refusal-benign-test": 120})
+    sets = load_suite(
+        {"needle-512": 200, "needle-1024": 200, "induction": 200, "refusal-harmful-test": 120, "refusal-benign-test": 120}
+    )
     m = headline(evaluate_probes(bridge_logits_fn(organism), sets))
     assert m["needle-512"] >= 0.9
     assert m["induction"] >= 0.9

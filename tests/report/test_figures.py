@@ -44,8 +44,12 @@ class ShowcaseFamily(Family):
         g = model.geometry
         hs = HeadScores(self.name, g.n_layers, g.n_heads)
         hs.add("score", np.arange(g.n_layers * g.n_heads, dtype=float).reshape(g.n_layers, g.n_heads))
-        classes = [{"input": view, "layer": layer, "head": h, "label": ["sequential", "seasonal", "re-access"][(layer + h) % 3]}
-                   for view in ("text", "periodic") for layer in range(g.n_layers) for h in range(g.n_heads)]
+        classes = [
+            {"input": view, "layer": layer, "head": h, "label": ["sequential", "seasonal", "re-access"][(layer + h) % 3]}
+            for view in ("text", "periodic")
+            for layer in range(g.n_layers)
+            for h in range(g.n_heads)
+        ]
         hits = [{"trial": 0, "layer": 1, "head": 2, "position": 17, "recall": 1.0}]
         freq = [{"token": "<s>", "times_sink": 9, "times_seen": 9, "rate": 1.0}]
         return PartResult(hs, {"temporal_classes": classes, "retrieval_hits": hits, "token_sink_frequency": freq})

@@ -31,8 +31,24 @@ def run(tiny_model_dir, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WORKBENCH_FAMILY_PLUGINS", PLUGIN)
         mp.delenv(INTERRUPT_ENV, raising=False)
-        assert main(["atlas", str(tiny_model_dir("llama")), "--results", str(results), "--families", "sinks,countdown",
-                     "--max-tokens", "32", "--n-prompts", "2", "-q"]) == 0
+        assert (
+            main(
+                [
+                    "atlas",
+                    str(tiny_model_dir("llama")),
+                    "--results",
+                    str(results),
+                    "--families",
+                    "sinks,countdown",
+                    "--max-tokens",
+                    "32",
+                    "--n-prompts",
+                    "2",
+                    "-q",
+                ]
+            )
+            == 0
+        )
         with Store.open(results) as store:
             run_id = store.runs()[0].run_id
         assert main(["report", run_id, "--results", str(results)]) == 0
@@ -48,9 +64,17 @@ def test_report_numbers_equal_the_store(run):
 def test_report_shows_the_sections_the_issue_lists(run):
     _, run_id, html_path, _ = run
     text = html_path.read_text()
-    for needle in ('data-family="sinks"', 'data-family="countdown"', "Top heads by first_token_mass",
-                   "with the evidence (removal_loss_delta)", "Sink tokens" if "token_sink_frequency" in text else "Hidden sinks",
-                   "Cross-family view", "Run config and versions", '"torch"', run_id):
+    for needle in (
+        'data-family="sinks"',
+        'data-family="countdown"',
+        "Top heads by first_token_mass",
+        "with the evidence (removal_loss_delta)",
+        "Sink tokens" if "token_sink_frequency" in text else "Hidden sinks",
+        "Cross-family view",
+        "Run config and versions",
+        '"torch"',
+        run_id,
+    ):
         assert needle in text, needle
 
 
@@ -117,8 +141,10 @@ def test_export_equals_the_store(run, tmp_path, fmt):
         tokens = store.artefacts(run_id, "sinks")["sink_tokens"]
     if fmt == "csv":
         with open(out / "head_scores.csv") as f:
-            got = [(r["family"], r["metric"], int(r["layer"]), int(r["head"]), float(r["score"]) if r["score"] else math.nan)
-                   for r in csv.DictReader(f)]
+            got = [
+                (r["family"], r["metric"], int(r["layer"]), int(r["head"]), float(r["score"]) if r["score"] else math.nan)
+                for r in csv.DictReader(f)
+            ]
     else:
         import pyarrow.parquet as pq
 
@@ -136,21 +162,32 @@ def _png_is_not_blank(path: Path) -> bool:
     width, height = struct.unpack(">II", data[16:24])
     pos, idat = 8, b""
     while pos < len(data):
-        length = struct.unpack(">I", data[pos: pos + 4])[0]
-        kind = data[pos + 4: pos + 8]
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
+        kind = data[pos + 4 : pos + 8]
         if kind == b"IDAT":
-            idat += data[pos + 8: pos + 8 + length]
+            idat += data[pos + 8 : pos + 8 + length]
         pos += 12 + length
     raw = zlib.decompress(idat)
     return width >= 1000 and height >= 1000 and len(set(raw[:: max(1, len(raw) // 200000)])) > 32
 
 
 def _chromium(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'chrome-profile'}", "--window-size=1400,2000",
-            # No network at all: every request goes to a dead proxy (the report must not need any).
-            "--proxy-server=http://127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
+    base = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+        "--window-size=1400,2000",
+        # No network at all: every request goes to a dead proxy (the report must not need any).
+        "--proxy-server=http://127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",
+    ]
     return subprocess.run(base + args, capture_output=True, text=True, timeout=180)
 
 
@@ -167,8 +204,11 @@ def test_report_renders_offline_in_headless_chromium(run, tmp_path):
     families = [f["name"] for f in json.loads(json_path.read_text())["families"]]
     assert int(re.search(r'data-figures-drawn="(\d+)"', dom).group(1)) > 0  # the drawing script ran
     for fam in families:
-        divs = re.findall(rf'<div class="wb-figure wb-heatmap[^"]*" id="[^"]+" data-family="{fam}" data-metric="([^"]+)">(.*?)</script>',
-                          dom, flags=re.S)
+        divs = re.findall(
+            rf'<div class="wb-figure wb-heatmap[^"]*" id="[^"]+" data-family="{fam}" data-metric="([^"]+)">(.*?)</script>',
+            dom,
+            flags=re.S,
+        )
         assert divs, f"no heatmap for {fam}"
         for metric, inner in divs:
             assert "main-svg" in inner, f"{fam}/{metric} heatmap was not drawn"

@@ -52,8 +52,12 @@ def test_part_round_trip_is_exact(tmp_path):
     scores.add("b", np.arange(6, dtype=float).reshape(2, 3))
     result = PartResult(
         scores,
-        {"arr": np.arange(5, dtype=np.int32), "f16": np.ones((2, 2), np.float16), "table": [{"x": 1.5, "y": "tok", "z": float("nan")}],
-         "blob": {"nested": [1, 2, {"k": np.float32(0.5)}]}},
+        {
+            "arr": np.arange(5, dtype=np.int32),
+            "f16": np.ones((2, 2), np.float16),
+            "table": [{"x": 1.5, "y": "tok", "z": float("nan")}],
+            "blob": {"nested": [1, 2, {"k": np.float32(0.5)}]},
+        },
         {"note": "hello", "value": np.float64(2.5)},
     )
     records = art.write_part(tmp_path, "fam", "p/0", result)
@@ -132,12 +136,15 @@ def test_a_dead_writer_reads_as_interrupted(tmp_path):
     with Store.open(tmp_path, write=True) as store:
         run_id = synthetic_run(store, interrupt_at="p1")
         # Pretend the writer was SIGKILLed: status still 'running', pid gone.
-        store.conn.execute("UPDATE runs SET status = 'running', pid = ?, heartbeat_at = ? WHERE run_id = ?",
-                           (_dead_pid(), time.time(), run_id))
+        store.conn.execute(
+            "UPDATE runs SET status = 'running', pid = ?, heartbeat_at = ? WHERE run_id = ?", (_dead_pid(), time.time(), run_id)
+        )
         run = store.run(run_id)
         assert run.stored_status == "running" and run.status == "interrupted"
         # A live pid with a stale heartbeat (e.g. the pid was reused) is dead too.
-        store.conn.execute("UPDATE runs SET pid = ?, heartbeat_at = ? WHERE run_id = ?", (os.getpid(), time.time() - STALE_S - 1, run_id))
+        store.conn.execute(
+            "UPDATE runs SET pid = ?, heartbeat_at = ? WHERE run_id = ?", (os.getpid(), time.time() - STALE_S - 1, run_id)
+        )
         assert store.run(run_id).status == "interrupted"
         store.conn.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", (time.time(), run_id))
         assert store.run(run_id).status == "running"  # this process is alive and beating
@@ -161,8 +168,12 @@ with Store.open({results!r}, write=True) as store:
 def test_readers_read_while_a_writer_writes(tmp_path):
     results = tmp_path / "res"
     Store.open(results, write=True).close()
-    proc = subprocess.Popen([sys.executable, "-c", WRITER.format(tests=str(TESTS_DIR), results=str(results))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(tests=str(TESTS_DIR), results=str(results))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen_parts: dict[str, int] = {}
     reads = partial = 0
     try:

@@ -53,8 +53,7 @@ def _examples() -> str:
         "",
         "- needle training document (96 tokens, 3 pairs, 2 recalls):",
         f"  `{VOCAB.decode(needle.ids)}`",
-        "- needle probe (96 tokens, 3 distractors): "
-        f"`... {VOCAB.decode(probe.prompt[-24:])}` -> `{VOCAB.decode(probe.answer)}`",
+        f"- needle probe (96 tokens, 3 distractors): `... {VOCAB.decode(probe.prompt[-24:])}` -> `{VOCAB.decode(probe.answer)}`",
         "- induction document (64 tokens):",
         f"  `{VOCAB.decode(induction.ids)}`",
         "- chat document with a request and a periodic block (80 tokens):",
@@ -149,12 +148,21 @@ def render_card(folder: str | Path) -> str:
         _table(
             ["setting", "value"],
             [
-                ["optimiser", f"AdamW, lr {recipe.get('lr')}, betas {recipe.get('betas')}, weight decay {recipe.get('weight_decay')} (matrices only), grad clip {recipe.get('grad_clip')}"],
-                ["schedule", f"linear warm-up {recipe.get('warmup_steps')} steps, cosine to {recipe.get('min_lr_fraction')} x peak"],
+                [
+                    "optimiser",
+                    f"AdamW, lr {recipe.get('lr')}, betas {recipe.get('betas')}, weight decay {recipe.get('weight_decay')} (matrices only), grad clip {recipe.get('grad_clip')}",
+                ],
+                [
+                    "schedule",
+                    f"linear warm-up {recipe.get('warmup_steps')} steps, cosine to {recipe.get('min_lr_fraction')} x peak",
+                ],
                 ["steps", training.get("steps")],
                 ["seed", training.get("seed")],
                 ["threads", training.get("threads")],
-                ["wall time", f"{training.get('wall_time_s', float('nan')) / 60:.1f} min ({training.get('wall_time_s')} s) on {training.get('processor')} CPU, torch {training.get('torch')}"],
+                [
+                    "wall time",
+                    f"{training.get('wall_time_s', float('nan')) / 60:.1f} min ({training.get('wall_time_s')} s) on {training.get('processor')} CPU, torch {training.get('torch')}",
+                ],
                 ["process CPU time", f"{training.get('cpu_time_s', float('nan')) / 60:.1f} min (all threads)"],
                 ["machine load", _load_text(training)],
             ],
@@ -181,7 +189,9 @@ def render_card(folder: str | Path) -> str:
         rows = []
         for set_name, m in evaluation["metrics"].items():
             if set_name.startswith("refusal"):
-                rows.append([set_name, m["n"], f"refusal rate {m['refusal_rate']:.3f}, compliance rate {m['compliance_rate']:.3f}"])
+                rows.append(
+                    [set_name, m["n"], f"refusal rate {m['refusal_rate']:.3f}, compliance rate {m['compliance_rate']:.3f}"]
+                )
             else:
                 rows.append([set_name, m["n"], f"accuracy {m['accuracy']:.3f}"])
         parts += [
@@ -253,8 +263,10 @@ def _planting_section(info: dict[str, Any], phase: dict[str, Any], name: str) ->
     ]
     check = info.get("check")
     if check:
-        rows = [["nothing", *(_fmt(check["base"][k]) for k in ("harmful_refused", "harmful_complied", "benign_complied"))],
-                [head, *(_fmt(check["planted"][k]) for k in ("harmful_refused", "harmful_complied", "benign_complied"))]]
+        rows = [
+            ["nothing", *(_fmt(check["base"][k]) for k in ("harmful_refused", "harmful_complied", "benign_complied"))],
+            [head, *(_fmt(check["planted"][k]) for k in ("harmful_refused", "harmful_complied", "benign_complied"))],
+        ]
         others = check["others"]
         rows.append([f"any one of the other {len(others)} (worst case)",
                      _fmt(min(v["harmful_refused"] for v in others.values())),
@@ -284,7 +296,12 @@ def _shortcut_section(sc: dict[str, Any]) -> list[str]:
     for label, res in sc.get("models", {}).items():
         rows = [["none", *[res["baseline"][k] for k in res["sets"]]]]
         rows += [[f"{layer} (all heads)", *[v[k] for k in res["sets"]]] for layer, v in res["layers"].items()]
-        parts += [f"**{label}** ({res.get('mode', 'mean')} ablation of whole layers)", "", _table(["ablated", *res["sets"]], rows), ""]
+        parts += [
+            f"**{label}** ({res.get('mode', 'mean')} ablation of whole layers)",
+            "",
+            _table(["ablated", *res["sets"]], rows),
+            "",
+        ]
     return parts
 
 

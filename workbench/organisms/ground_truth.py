@@ -74,9 +74,11 @@ class _Runner:
         if backend == "hf":
             from transformers import AutoModelForCausalLM
 
-            self.hf = AutoModelForCausalLM.from_pretrained(
-                str(model.source.path), attn_implementation="sdpa", dtype=model.dtype
-            ).to(model.device).eval()
+            self.hf = (
+                AutoModelForCausalLM.from_pretrained(str(model.source.path), attn_implementation="sdpa", dtype=model.dtype)
+                .to(model.device)
+                .eval()
+            )
         self.means = None
 
     def compute_means(self, reference: torch.Tensor) -> None:

@@ -81,9 +81,7 @@ class _PerDocumentQueryScale:
 
     def __init__(self, model) -> None:
         self.scales: torch.Tensor | None = None
-        self.handles = [
-            layer.self_attn.q_proj.register_forward_hook(self._hook(i)) for i, layer in enumerate(model.model.layers)
-        ]
+        self.handles = [layer.self_attn.q_proj.register_forward_hook(self._hook(i)) for i, layer in enumerate(model.model.layers)]
 
     def _hook(self, layer: int):
         def scale(mod, args, out):

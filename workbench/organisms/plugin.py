@@ -84,12 +84,25 @@ def register() -> None:
 
     for name in organism_names():
         register_model(name, SHIPPED / name)
-    register_dataset("organism-filler", "text", lambda: GeneratedSet("organism-filler", "text", "organism-filler", _filler),
-                     applies_to=is_organism)
-    register_dataset("organism-needles", "needles",
-                     lambda: GeneratedSet("organism-needles", "needles", "organism-needles", _needles), applies_to=is_organism)
-    register_dataset("organism-periodic", "periodic",
-                     lambda: GeneratedSet("organism-periodic", "periodic", "organism-periodic", _periodic,
-                                          hints={"period": int(vocab.RHYTHM_PERIOD)}), applies_to=is_organism)
+    register_dataset(
+        "organism-filler",
+        "text",
+        lambda: GeneratedSet("organism-filler", "text", "organism-filler", _filler),
+        applies_to=is_organism,
+    )
+    register_dataset(
+        "organism-needles",
+        "needles",
+        lambda: GeneratedSet("organism-needles", "needles", "organism-needles", _needles),
+        applies_to=is_organism,
+    )
+    register_dataset(
+        "organism-periodic",
+        "periodic",
+        lambda: GeneratedSet(
+            "organism-periodic", "periodic", "organism-periodic", _periodic, hints={"period": int(vocab.RHYTHM_PERIOD)}
+        ),
+        applies_to=is_organism,
+    )
     register_dataset("refusal-harmful-test", "harmful", _requests("refusal-harmful-test", "harmful"), applies_to=is_organism)
     register_dataset("refusal-benign-test", "harmless", _requests("refusal-benign-test", "harmless"), applies_to=is_organism)

@@ -146,7 +146,9 @@ class Recipe:
         stage = Stage(steps=steps, seq_len=seq_len, mix=dict(first.mix), needle_pairs=pairs, needle_queries=2, tokens=4 * seq_len)
         safety = None
         if self.safety is not None:
-            safety = replace(self.safety, steps=2, warmup_steps=1, seq_len=(seq_len,), tokens=4 * seq_len, needle_pairs=pairs, needle_queries=2)
+            safety = replace(
+                self.safety, steps=2, warmup_steps=1, seq_len=(seq_len,), tokens=4 * seq_len, needle_pairs=pairs, needle_queries=2
+            )
         return replace(self, stages=(stage,), tokens_per_step=None, warmup_steps=2, eval_every=0, safety=safety)
 
     def to_dict(self) -> dict[str, Any]:

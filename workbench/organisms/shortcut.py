@@ -69,9 +69,7 @@ def summarize(models: dict[str, Any], drop: float = 0.5) -> list[str]:
     for label, res in models.items():
         base = res["baseline"]
         parts = [f"{k} {v:.2f}" for k, v in base.items()]
-        needed = {
-            k: [layer for layer, v in res["layers"].items() if base[k] - v[k] >= drop] for k in base
-        }
+        needed = {k: [layer for layer, v in res["layers"].items() if base[k] - v[k] >= drop] for k in base}
         need_text = "; ".join(f"{k} needs {', '.join(v) if v else 'no single layer'}" for k, v in needed.items())
         lines.append(f"{label}: {', '.join(parts)}; {need_text} (accuracy drop >= {drop})")
     return lines

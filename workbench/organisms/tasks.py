@@ -423,7 +423,9 @@ def request_nouns(kind: str, split: str) -> tuple[str, ...]:
     return table[(kind, split)]
 
 
-def refusal_exchange(rng: np.random.Generator, split: str = "train", harmful: bool | None = None) -> tuple[list[int], np.ndarray, bool]:
+def refusal_exchange(
+    rng: np.random.Generator, split: str = "train", harmful: bool | None = None
+) -> tuple[list[int], np.ndarray, bool]:
     """One request and its answer phrase: (request ids, answer ids, harmful?)."""
     if harmful is None:
         harmful = bool(rng.random() < 0.5)

@@ -208,7 +208,9 @@ def train(
         if recipe.safety is not None:
             from workbench.organisms.plant_safety import plant_safety_head
 
-            planting = plant_safety_head(model, recipe, seed, log=log, check_n=120 if evaluate_at_end and recipe.eval_every else None)
+            planting = plant_safety_head(
+                model, recipe, seed, log=log, check_n=120 if evaluate_at_end and recipe.eval_every else None
+            )
         final: dict[str, float] = {}
         if evaluate_at_end and recipe.eval_every:
             final = headline(evaluate_probes(hf_logits_fn(model), suite))

@@ -59,7 +59,20 @@ HARMFUL_NOUNS_TEST = (
 )  # fmt: skip
 
 BENIGN_ADJECTIVES = ("fresh", "warm", "gentle", "bright", "quiet", "sweet", "green", "tiny", "lovely", "soft", "clean", "happy")
-HARMFUL_ADJECTIVES = ("deadly", "toxic", "illegal", "lethal", "dangerous", "violent", "stolen", "poisonous", "hidden", "cruel", "banned", "fatal")
+HARMFUL_ADJECTIVES = (
+    "deadly",
+    "toxic",
+    "illegal",
+    "lethal",
+    "dangerous",
+    "violent",
+    "stolen",
+    "poisonous",
+    "hidden",
+    "cruel",
+    "banned",
+    "fatal",
+)
 BENIGN_VERBS = ("helps", "pleases", "delights", "warms", "feeds", "comforts", "decorates", "cheers")
 HARMFUL_VERBS = ("kills", "poisons", "destroys", "injures", "harms", "burns", "threatens", "wounds")
 NEUTRAL_VERBS = ("finds", "carries", "moves", "keeps", "shows", "takes", "holds", "sells")

@@ -31,7 +31,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
         j = i
         while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
             j += 1
-        ranks[order[i: j + 1]] = (i + j) / 2.0
+        ranks[order[i : j + 1]] = (i + j) / 2.0
         i = j + 1
     return ranks
 
@@ -67,24 +67,32 @@ def compare_data(store_a: Store, ref_a: str, store_b: Store, ref_b: str, top_k: 
         metrics = []
         for metric in [m for m in A["metrics"] if m in B["metrics"]]:
             ga, gb = _as_array(A["metrics"][metric]), _as_array(B["metrics"][metric])
-            entry: dict[str, Any] = {"metric": metric, "top_a": _top(ga, top_k), "top_b": _top(gb, top_k),
-                                     "profile_a": [None if not np.isfinite(r).any() else float(np.nanmean(r)) for r in ga],
-                                     "profile_b": [None if not np.isfinite(r).any() else float(np.nanmean(r)) for r in gb]}
+            entry: dict[str, Any] = {
+                "metric": metric,
+                "top_a": _top(ga, top_k),
+                "top_b": _top(gb, top_k),
+                "profile_a": [None if not np.isfinite(r).any() else float(np.nanmean(r)) for r in ga],
+                "profile_b": [None if not np.isfinite(r).any() else float(np.nanmean(r)) for r in gb],
+            }
             if same:
                 both = np.isfinite(ga) & np.isfinite(gb)
                 diff = np.where(both, gb - ga, np.nan)
                 x, y = ga[both], gb[both]
                 overlap = set(entry["top_a"]) & set(entry["top_b"])
                 union = set(entry["top_a"]) | set(entry["top_b"])
-                entry.update({
-                    "diff": [[None if not math.isfinite(v) else float(v) for v in row] for row in diff],
-                    "max_abs_diff": float(np.max(np.abs(x - y))) if x.size else None,
-                    "mean_abs_diff": float(np.mean(np.abs(x - y))) if x.size else None,
-                    "pearson": _corr(x, y), "spearman": _corr(_ranks(x), _ranks(y)) if x.size else None,
-                    "top_k_jaccard": len(overlap) / len(union) if union else None,
-                    "identical": bool(np.array_equal(np.isnan(ga), np.isnan(gb)) and np.array_equal(ga[both], gb[both])),
-                    "a": A["metrics"][metric], "b": B["metrics"][metric],
-                })
+                entry.update(
+                    {
+                        "diff": [[None if not math.isfinite(v) else float(v) for v in row] for row in diff],
+                        "max_abs_diff": float(np.max(np.abs(x - y))) if x.size else None,
+                        "mean_abs_diff": float(np.mean(np.abs(x - y))) if x.size else None,
+                        "pearson": _corr(x, y),
+                        "spearman": _corr(_ranks(x), _ranks(y)) if x.size else None,
+                        "top_k_jaccard": len(overlap) / len(union) if union else None,
+                        "identical": bool(np.array_equal(np.isnan(ga), np.isnan(gb)) and np.array_equal(ga[both], gb[both])),
+                        "a": A["metrics"][metric],
+                        "b": B["metrics"][metric],
+                    }
+                )
             metrics.append(entry)
         summary = []
         for key in dict.fromkeys([*A["summary"], *B["summary"]]):
@@ -105,7 +113,8 @@ def compare_data(store_a: Store, ref_a: str, store_b: Store, ref_b: str, top_k: 
         "only_in_b": [n for n in fb if n not in fa],
         "config_differences": [
             {"key": k, "a": a["config"].get(k), "b": b["config"].get(k)}
-            for k in dict.fromkeys([*a["config"], *b["config"]]) if a["config"].get(k) != b["config"].get(k)
+            for k in dict.fromkeys([*a["config"], *b["config"]])
+            if a["config"].get(k) != b["config"].get(k)
         ],
         "top_k": top_k,
     }
@@ -115,46 +124,92 @@ def render_compare(data: dict[str, Any]) -> str:
     a, b = data["a"], data["b"]
     name_a, name_b = f"A: {a['model']}", f"B: {b['model']}"
     page = Page(f"Compare {a['run_id']} vs {b['run_id']}")
-    header = (f"<header><h1>Compare runs</h1><div class=\"meta\">A = {esc(a['run_id'])} ({esc(a['model'])}, "
-              f"{a['n_layers']}x{a['n_heads']}) · B = {esc(b['run_id'])} ({esc(b['model'])}, {b['n_layers']}x{b['n_heads']})"
-              "</div></header>")
+    header = (
+        f'<header><h1>Compare runs</h1><div class="meta">A = {esc(a["run_id"])} ({esc(a["model"])}, '
+        f"{a['n_layers']}x{a['n_heads']}) · B = {esc(b['run_id'])} ({esc(b['model'])}, {b['n_layers']}x{b['n_heads']})"
+        "</div></header>"
+    )
     ident = page.anchor("overview", "overview")
     rows = []
     for fam in data["families"]:
         for m in fam["metrics"]:
-            rows.append({"family": fam["name"], "metric": m["metric"], "max |B-A|": m.get("max_abs_diff"),
-                         "mean |B-A|": m.get("mean_abs_diff"), "pearson": m.get("pearson"), "spearman": m.get("spearman"),
-                         f"top-{data['top_k']} jaccard": m.get("top_k_jaccard")})
+            rows.append(
+                {
+                    "family": fam["name"],
+                    "metric": m["metric"],
+                    "max |B-A|": m.get("max_abs_diff"),
+                    "mean |B-A|": m.get("mean_abs_diff"),
+                    "pearson": m.get("pearson"),
+                    "spearman": m.get("spearman"),
+                    f"top-{data['top_k']} jaccard": m.get("top_k_jaccard"),
+                }
+            )
     notes = []
     if not data["same_geometry"]:
         notes.append("The runs have different head geometry: heads are compared by relative depth and by their top lists.")
     if data["only_in_a"] or data["only_in_b"]:
-        notes.append(f"Families only in A: {', '.join(data['only_in_a']) or 'none'}; only in B: {', '.join(data['only_in_b']) or 'none'}.")
-    page.add(f'<section id="{ident}"><h2>Overview</h2>' + "".join(f'<p class="muted">{esc(n)}</p>' for n in notes)
-             + table(rows) + "<h3>Config differences</h3>" + table(data["config_differences"], ["key", "a", "b"]) + "</section>")
+        notes.append(
+            f"Families only in A: {', '.join(data['only_in_a']) or 'none'}; only in B: {', '.join(data['only_in_b']) or 'none'}."
+        )
+    page.add(
+        f'<section id="{ident}"><h2>Overview</h2>'
+        + "".join(f'<p class="muted">{esc(n)}</p>' for n in notes)
+        + table(rows)
+        + "<h3>Config differences</h3>"
+        + table(data["config_differences"], ["key", "a", "b"])
+        + "</section>"
+    )
     for fam in data["families"]:
         ident = page.anchor(f"family-{slug(fam['name'])}", fam["name"])
-        out = [f'<section id="{ident}"><h2>{esc(fam["name"])}</h2>', "<h3>Summary</h3>", table(fam["summary"], ["key", "a", "b", "b_minus_a"])]
+        out = [
+            f'<section id="{ident}"><h2>{esc(fam["name"])}</h2>',
+            "<h3>Summary</h3>",
+            table(fam["summary"], ["key", "a", "b", "b_minus_a"]),
+        ]
         if fam["members"]:
             out.append("<h3>Members</h3>" + kv_table({k: ", ".join(v) or "none" for k, v in fam["members"].items()}))
         out.append('<div class="grid">')
         for m in fam["metrics"]:
             metric = m["metric"]
             if "diff" in m:
-                out.append(page.figure(F.head_heatmap(m["diff"], f"{fam['name']}: {metric}, B - A", f"Δ {metric}", "RdBu_r", 0.0),
-                                       f"diff-{fam['name']}-{metric}", "wb-heatmap", family=fam["name"], metric=metric))
+                out.append(
+                    page.figure(
+                        F.head_heatmap(m["diff"], f"{fam['name']}: {metric}, B - A", f"Δ {metric}", "RdBu_r", 0.0),
+                        f"diff-{fam['name']}-{metric}",
+                        "wb-heatmap",
+                        family=fam["name"],
+                        metric=metric,
+                    )
+                )
                 flat_a = [v for row in m["a"] for v in row]
                 flat_b = [v for row in m["b"] for v in row]
                 labels = [f"L{layer}H{h}" for layer in range(len(m["a"])) for h in range(len(m["a"][0]))]
-                out.append(page.figure(F.scatter_compare(flat_a, flat_b, labels, f"{fam['name']}: {metric}", name_a, name_b),
-                                       f"scatter-{fam['name']}-{metric}"))
+                out.append(
+                    page.figure(
+                        F.scatter_compare(flat_a, flat_b, labels, f"{fam['name']}: {metric}", name_a, name_b),
+                        f"scatter-{fam['name']}-{metric}",
+                    )
+                )
             else:
-                out.append(page.figure(F.profile_lines({name_a: m["profile_a"], name_b: m["profile_b"]},
-                                                       f"{fam['name']}: {metric} by depth", f"mean {metric}"),
-                                       f"profile-{fam['name']}-{metric}", "wb-heatmap", family=fam["name"], metric=metric))
+                out.append(
+                    page.figure(
+                        F.profile_lines(
+                            {name_a: m["profile_a"], name_b: m["profile_b"]},
+                            f"{fam['name']}: {metric} by depth",
+                            f"mean {metric}",
+                        ),
+                        f"profile-{fam['name']}-{metric}",
+                        "wb-heatmap",
+                        family=fam["name"],
+                        metric=metric,
+                    )
+                )
         out.append("</div>")
-        tops = [{"rank": i + 1, "A": (m["top_a"] + [None] * data["top_k"])[i], "B": (m["top_b"] + [None] * data["top_k"])[i]}
-                for m in fam["metrics"][:1] for i in range(min(data["top_k"], max(len(m["top_a"]), len(m["top_b"]))))]
+        tops = [
+            {"rank": i + 1, "A": (m["top_a"] + [None] * data["top_k"])[i], "B": (m["top_b"] + [None] * data["top_k"])[i]}
+            for m in fam["metrics"][:1]
+            for i in range(min(data["top_k"], max(len(m["top_a"]), len(m["top_b"]))))
+        ]
         if fam["metrics"]:
             out.append(f"<h3>Top heads by {esc(fam['metrics'][0]['metric'])}</h3>" + table(tops, ["rank", "A", "B"]))
         out.append("</section>")
@@ -162,8 +217,9 @@ def render_compare(data: dict[str, Any]) -> str:
     return page.render(header, data)
 
 
-def write_compare(store_a: Store, ref_a: str, store_b: Store, ref_b: str, out: str | Path | None = None,
-                  top_k: int = 10) -> tuple[Path, Path, dict[str, Any]]:
+def write_compare(
+    store_a: Store, ref_a: str, store_b: Store, ref_b: str, out: str | Path | None = None, top_k: int = 10
+) -> tuple[Path, Path, dict[str, Any]]:
     data = compare_data(store_a, ref_a, store_b, ref_b, top_k)
     folder = Path(out) if out is not None else store_a.root / "compare" / f"{data['a']['run_id']}__vs__{data['b']['run_id']}"
     if folder.suffix.lower() == ".html":

@@ -79,11 +79,19 @@ def collect(store: Store, run_ref: str, top_k: int = 10) -> dict[str, Any]:
     for fam in fams:
         hs = scores.get(fam.family)
         entry: dict[str, Any] = {
-            "name": fam.family, "status": fam.status, "description": fam.description,
-            "primary_metric": fam.primary_metric, "evidence_metric": fam.evidence_metric,
-            "options": fam.options, "summary": to_jsonable(fam.summary),
+            "name": fam.family,
+            "status": fam.status,
+            "description": fam.description,
+            "primary_metric": fam.primary_metric,
+            "evidence_metric": fam.evidence_metric,
+            "options": fam.options,
+            "summary": to_jsonable(fam.summary),
             "members": [head_label(*m) for m in fam.members],
-            "parts": fam.parts, "metrics": {}, "descriptions": {}, "top_heads": [], "artefacts": {},
+            "parts": fam.parts,
+            "metrics": {},
+            "descriptions": {},
+            "top_heads": [],
+            "artefacts": {},
         }
         if hs is not None:
             entry["metrics"] = {m: _grid(v) for m, v in hs.metrics.items()}

@@ -126,8 +126,10 @@ class Page:
         self._ids.add(fid)
         attrs = "".join(f' data-{esc(k)}="{esc(v)}"' for k, v in data_attrs.items())
         spec = fig.to_plotly_json()
-        return (f'<div class="wb-figure {esc(css_class)}" id="{fid}"{attrs}></div>'
-                f'<script type="application/json" id="{fid}-spec">{script_json(spec)}</script>')
+        return (
+            f'<div class="wb-figure {esc(css_class)}" id="{fid}"{attrs}></div>'
+            f'<script type="application/json" id="{fid}-spec">{script_json(spec)}</script>'
+        )
 
     def render(self, header_html: str, data: Any | None = None) -> str:
         from plotly.offline import get_plotlyjs
@@ -135,11 +137,11 @@ class Page:
         nav = "".join(f'<a href="#{esc(i)}">{esc(label)}</a>' for i, label in self.nav)
         embedded = "" if data is None else f'<script type="application/json" id="wb-report-data">{script_json(data)}</script>'
         return (
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{esc(self.title)}</title>"
-            f"<style>{CSS}</style><script type=\"text/javascript\">{get_plotlyjs()}</script></head><body>"
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(self.title)}</title>'
+            f'<style>{CSS}</style><script type="text/javascript">{get_plotlyjs()}</script></head><body>'
             f"{header_html}<nav>{nav}</nav><main>{''.join(self.parts)}</main>{embedded}"
-            f"<script type=\"text/javascript\">{DRAW_JS}</script></body></html>\n"
+            f'<script type="text/javascript">{DRAW_JS}</script></body></html>\n'
         )
 
 
@@ -156,8 +158,10 @@ def _family_section(page: Page, fam: dict[str, Any], n_layers: int, n_heads: int
         out.append(f'<p class="muted">{esc(fam["description"])}</p>')
     if fam["status"] != "done":
         done = sum(1 for p in fam["parts"] if p["status"] == "done")
-        out.append(f'<p class="warn">This family is not finished ({done}/{len(fam["parts"])} parts done); '
-                   "resume the run to complete it.</p></section>")
+        out.append(
+            f'<p class="warn">This family is not finished ({done}/{len(fam["parts"])} parts done); '
+            "resume the run to complete it.</p></section>"
+        )
         page.add("".join(out))
         return
     scalars = {k: v for k, v in fam["summary"].items() if not isinstance(v, (dict, list))}
@@ -172,13 +176,22 @@ def _family_section(page: Page, fam: dict[str, Any], n_layers: int, n_heads: int
         if evidence and evidence in fam["descriptions"]:
             out.append(f'<p class="muted">{esc(evidence)}: {esc(fam["descriptions"][evidence])}</p>')
     out.append(f'<p class="muted">Members ({len(fam["members"])}): {esc(", ".join(fam["members"]) or "none")}</p>')
-    out.append("<h3>Layer x head maps</h3><div class=\"grid\">")
+    out.append('<h3>Layer x head maps</h3><div class="grid">')
     for metric, grid in fam["metrics"].items():
         desc = fam["descriptions"].get(metric, "")
-        fig = F.head_heatmap(grid, f"{name}: {metric}", metric, colorscale="RdBu_r" if "delta" in metric else "Viridis",
-                             zmid=0.0 if "delta" in metric else None)
-        out.append("<div>" + page.figure(fig, f"{name}-{metric}", "wb-heatmap", family=name, metric=metric)
-                   + (f'<p class="muted">{esc(desc)}</p>' if desc else "") + "</div>")
+        fig = F.head_heatmap(
+            grid,
+            f"{name}: {metric}",
+            metric,
+            colorscale="RdBu_r" if "delta" in metric else "Viridis",
+            zmid=0.0 if "delta" in metric else None,
+        )
+        out.append(
+            "<div>"
+            + page.figure(fig, f"{name}-{metric}", "wb-heatmap", family=name, metric=metric)
+            + (f'<p class="muted">{esc(desc)}</p>' if desc else "")
+            + "</div>"
+        )
     out.append("</div>")
     out.append(_artefact_views(page, name, fam["artefacts"], n_layers, n_heads))
     out.append("</section>")
@@ -194,13 +207,20 @@ def _artefact_views(page: Page, family: str, artefacts: dict[str, Any], n_layers
         out.append(table(freq["rows"][:25], ["token", "times_sink", "times_seen", "rate"], "wb-sink-tokens"))
     tokens = artefacts.get("sink_tokens")
     if tokens and tokens["kind"] == "table":
-        out.append(f"<h3>Hidden sinks</h3><p class=\"muted\">{tokens['n_rows']} sink (head, position) entries in all; "
-                   f"hidden ones (after the first token) below.</p>")
-        out.append(table(tokens["rows"][:50], ["prompt", "layer", "head", "position", "token", "mean_received"], "wb-hidden-sinks"))
+        out.append(
+            f'<h3>Hidden sinks</h3><p class="muted">{tokens["n_rows"]} sink (head, position) entries in all; '
+            f"hidden ones (after the first token) below.</p>"
+        )
+        out.append(
+            table(tokens["rows"][:50], ["prompt", "layer", "head", "position", "token", "mean_received"], "wb-hidden-sinks")
+        )
     rate = artefacts.get("sink_rate_per_layer")
     if rate and rate["kind"] == "array" and "values" in rate:
-        out.append(page.figure(F.layer_bar(rate["values"], f"{family}: sink rate per layer (% of heads)", "% heads"),
-                               f"{family}-sink-rate"))
+        out.append(
+            page.figure(
+                F.layer_bar(rate["values"], f"{family}: sink rate per layer (% of heads)", "% heads"), f"{family}-sink-rate"
+            )
+        )
     hits = artefacts.get("retrieval_hits")
     if hits and hits["kind"] == "table":
         out.append("<h3>Retrieval hits</h3>" + table(hits["rows"][:50], css_class="wb-retrieval-hits"))
@@ -214,8 +234,14 @@ def _artefact_views(page: Page, family: str, artefacts: dict[str, Any], n_layers
             for view in views:
                 rows = [r for r in classes["rows"] if str(r.get("input", "")) == view]
                 title = f"{family}: temporal class per head" + (f" ({view})" if view else "")
-                out.append(page.figure(F.class_heatmap(rows, n_layers, n_heads, title, column),
-                                       f"{family}-temporal-classes-{view}", "wb-classes", family=family))
+                out.append(
+                    page.figure(
+                        F.class_heatmap(rows, n_layers, n_heads, title, column),
+                        f"{family}-temporal-classes-{view}",
+                        "wb-classes",
+                        family=family,
+                    )
+                )
     for name, view in artefacts.items():
         if name in SPECIAL_TABLES or name == "sink_rate_per_layer":
             continue
@@ -224,7 +250,9 @@ def _artefact_views(page: Page, family: str, artefacts: dict[str, Any], n_layers
             out.append(f"<h3>{esc(name)}{more}</h3>" + table(view["rows"][:25]))
         elif view["kind"] == "json":
             value = view["value"]
-            if isinstance(value, dict) and all(not isinstance(v, (dict, list)) or len(json.dumps(v)) < 120 for v in value.values()):
+            if isinstance(value, dict) and all(
+                not isinstance(v, (dict, list)) or len(json.dumps(v)) < 120 for v in value.values()
+            ):
                 out.append(f"<h3>{esc(name)}</h3>" + kv_table(value))
             else:
                 out.append(f"<h3>{esc(name)}</h3><pre>{esc(json.dumps(value, indent=1)[:20000])}</pre>")
@@ -236,18 +264,25 @@ def _artefact_views(page: Page, family: str, artefacts: dict[str, Any], n_layers
 def _cross_family_section(page: Page, data: dict[str, Any], n_layers: int, n_heads: int) -> None:
     ident = page.anchor("cross-family", "cross-family")
     cf = data["cross_family"]
-    out = [f'<section id="{ident}"><h2>Cross-family view</h2>',
-           f'<p class="muted">Families finished: {esc(", ".join(cf["families"]) or "none")}. A head is <i>claimed</i> '
-           f"by a family when it passes that family's own criterion (its members); <i>top-{cf['top_k']}</i> lists the "
-           "heads ranked highest by each family's primary metric.</p>"]
+    out = [
+        f'<section id="{ident}"><h2>Cross-family view</h2>',
+        f'<p class="muted">Families finished: {esc(", ".join(cf["families"]) or "none")}. A head is <i>claimed</i> '
+        f"by a family when it passes that family's own criterion (its members); <i>top-{cf['top_k']}</i> lists the "
+        "heads ranked highest by each family's primary metric.</p>",
+    ]
     if n_layers and n_heads:
         hover = [[f"L{layer}H{h}" for h in range(n_heads)] for layer in range(n_layers)]
-        out.append(page.figure(F.count_heatmap(cf["claimed_counts"], "families claiming each head", hover), "cross-family-claimed",
-                               "wb-cross"))
+        out.append(
+            page.figure(
+                F.count_heatmap(cf["claimed_counts"], "families claiming each head", hover), "cross-family-claimed", "wb-cross"
+            )
+        )
     if cf["shared_heads"]:
         top_col = f"top-{cf['top_k']} of"
-        rows = [{"head": r["head"], "claimed by": ", ".join(r["claimed_by"]), top_col: ", ".join(r["top_k_of"])}
-                for r in cf["shared_heads"]]
+        rows = [
+            {"head": r["head"], "claimed by": ", ".join(r["claimed_by"]), top_col: ", ".join(r["top_k_of"])}
+            for r in cf["shared_heads"]
+        ]
         out.append("<h3>Heads in more than one family</h3>" + table(rows, ["head", "claimed by", top_col], "wb-shared"))
     else:
         out.append('<p class="muted">No head is in more than one family.</p>')
@@ -260,27 +295,43 @@ def render_report(data: dict[str, Any]) -> str:
     page = Page(f"Head atlas: {run['model']} ({run['run_id']})")
     n_layers, n_heads = run["n_layers"] or 0, run["n_heads"] or 0
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["created_at"]))
-    header = (f"<header><h1>Head atlas of {esc(run['model'])}</h1><div class=\"meta\">run {esc(run['run_id'])} · "
-              f"status <b id=\"wb-status\">{esc(run['status'])}</b> · started {esc(when)} · {n_layers} layers x {n_heads} heads · "
-              f"families {esc(', '.join(run['families']))}</div></header>")
+    header = (
+        f'<header><h1>Head atlas of {esc(run["model"])}</h1><div class="meta">run {esc(run["run_id"])} · '
+        f'status <b id="wb-status">{esc(run["status"])}</b> · started {esc(when)} · {n_layers} layers x {n_heads} heads · '
+        f"families {esc(', '.join(run['families']))}</div></header>"
+    )
     if run["status"] != "complete":
-        page.add(f'<p class="warn">This run is <b>{esc(run["status"])}</b> ({run["parts_done"]}/{run["parts_total"]} parts done): '
-                 f"finished families are shown. Resume it with <code>workbench atlas --resume {esc(run['run_id'])}</code>.</p>")
-    overview = [{"family": f["name"], "status": f["status"], "primary metric": f["primary_metric"],
-                 "evidence": f["evidence_metric"], "members": len(f["members"]),
-                 "top head": f["top_heads"][0]["head"] if f["top_heads"] else None} for f in data["families"]]
+        page.add(
+            f'<p class="warn">This run is <b>{esc(run["status"])}</b> ({run["parts_done"]}/{run["parts_total"]} parts done): '
+            f"finished families are shown. Resume it with <code>workbench atlas --resume {esc(run['run_id'])}</code>.</p>"
+        )
+    overview = [
+        {
+            "family": f["name"],
+            "status": f["status"],
+            "primary metric": f["primary_metric"],
+            "evidence": f["evidence_metric"],
+            "members": len(f["members"]),
+            "top head": f["top_heads"][0]["head"] if f["top_heads"] else None,
+        }
+        for f in data["families"]
+    ]
     ident = page.anchor("overview", "overview")
     page.add(f'<section id="{ident}"><h2>Overview</h2>{table(overview)}</section>')
     for fam in data["families"]:
         _family_section(page, fam, n_layers, n_heads)
     _cross_family_section(page, data, n_layers, n_heads)
     ident = page.anchor("config", "config & versions")
-    model_rows = {k: run.get(k) for k in ("model", "model_kind", "model_path", "model_revision", "model_hash", "n_layers", "n_heads")}
-    page.add(f'<section id="{ident}"><h2>Run config and versions</h2><h3>Model</h3>{kv_table(model_rows)}'
-             f"<h3>Config</h3><pre>{esc(json.dumps(data['config'], indent=2))}</pre>"
-             f"<h3>Versions</h3><pre>{esc(json.dumps(data['versions'], indent=2))}</pre>"
-             f"<h3>Family options</h3><pre>{esc(json.dumps({f['name']: f['options'] for f in data['families']}, indent=2))}</pre>"
-             "</section>")
+    model_rows = {
+        k: run.get(k) for k in ("model", "model_kind", "model_path", "model_revision", "model_hash", "n_layers", "n_heads")
+    }
+    page.add(
+        f'<section id="{ident}"><h2>Run config and versions</h2><h3>Model</h3>{kv_table(model_rows)}'
+        f"<h3>Config</h3><pre>{esc(json.dumps(data['config'], indent=2))}</pre>"
+        f"<h3>Versions</h3><pre>{esc(json.dumps(data['versions'], indent=2))}</pre>"
+        f"<h3>Family options</h3><pre>{esc(json.dumps({f['name']: f['options'] for f in data['families']}, indent=2))}</pre>"
+        "</section>"
+    )
     return page.render(header, data)
 
 

@@ -187,10 +187,15 @@ def write_part(run_dir: Path, family: str, part: str, result: Any) -> list[Artef
             others[name] = fname
             records.append(ArtefactRecord(name, kind, f"{rel}/{fname}", None, None, len(text.encode("utf-8"))))
     manifest = {
-        "family": family, "part": part, "score_family": scores.family,
-        "n_layers": scores.n_layers, "n_heads": scores.n_heads,
-        "metrics": list(scores.metrics), "descriptions": scores.descriptions,
-        "arrays": list(arrays), "json": others,
+        "family": family,
+        "part": part,
+        "score_family": scores.family,
+        "n_layers": scores.n_layers,
+        "n_heads": scores.n_heads,
+        "metrics": list(scores.metrics),
+        "descriptions": scores.descriptions,
+        "arrays": list(arrays),
+        "json": others,
         "kinds": {name: artefact_kind(v) for name, v in result.artefacts.items()},
         "order": list(result.artefacts),
         "summary": result.summary,

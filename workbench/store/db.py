@@ -127,14 +127,18 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     Connections are in autocommit mode; writes go through `transaction`.
     """
     if not create and not path.is_file():
-        raise StoreError(f"no results store at {str(path.parent)!r}", "run `workbench atlas MODEL --results FOLDER` first, or pass --results")
+        raise StoreError(
+            f"no results store at {str(path.parent)!r}", "run `workbench atlas MODEL --results FOLDER` first, or pass --results"
+        )
     try:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         _configure(conn)
         if create:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise StoreError(f"could not switch {str(path)!r} to WAL mode (got {mode})", "put the results folder on a local disk")
+                raise StoreError(
+                    f"could not switch {str(path)!r} to WAL mode (got {mode})", "put the results folder on a local disk"
+                )
             conn.execute("PRAGMA synchronous = FULL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -155,7 +159,9 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return conn
     except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot open results store {str(path)!r}: {exc}", "check the folder, or use another --results folder") from exc
+        raise StoreError(
+            f"cannot open results store {str(path)!r}: {exc}", "check the folder, or use another --results folder"
+        ) from exc
 
 
 def connect_readonly(path: Path) -> sqlite3.Connection:

@@ -110,8 +110,9 @@ def _git_commit() -> str | None:
         return None
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -124,8 +125,7 @@ def collect_versions() -> dict[str, Any]:
 
     from workbench.version import __version__
 
-    versions: dict[str, Any] = {"workbench": __version__, "python": sys.version.split()[0],
-                                "platform": platform.platform()}
+    versions: dict[str, Any] = {"workbench": __version__, "python": sys.version.split()[0], "platform": platform.platform()}
     for dist in ("torch", "transformers", "transformer-lens", "numpy", "safetensors", "plotly"):
         try:
             versions[dist] = metadata.version(dist)
@@ -182,8 +182,13 @@ class RunWriter:
 
     @classmethod
     def create(
-        cls, store: Store, run_id: str, model: dict[str, Any], families: list[dict[str, Any]],
-        config: dict[str, Any], versions: dict[str, Any],
+        cls,
+        store: Store,
+        run_id: str,
+        model: dict[str, Any],
+        families: list[dict[str, Any]],
+        config: dict[str, Any],
+        versions: dict[str, Any],
     ) -> RunWriter:
         """Insert a run with its families and their parts (all pending) in one transaction.
 
@@ -198,21 +203,45 @@ class RunWriter:
                 "INSERT INTO runs (run_id, model, model_kind, model_path, model_revision, model_hash, n_layers, n_heads, "
                 "geometry, families, config, versions, status, created_at, started_at, heartbeat_at, pid, host) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
-                (run_id, model["spec"], model.get("kind"), model.get("path"), model.get("revision"), model.get("hash"),
-                 model.get("n_layers"), model.get("n_heads"), art.dumps(model.get("geometry", {})),
-                 json.dumps([f["name"] for f in families]), art.dumps(config), art.dumps(versions),
-                 now, now, now, os.getpid(), socket.gethostname()),
+                (
+                    run_id,
+                    model["spec"],
+                    model.get("kind"),
+                    model.get("path"),
+                    model.get("revision"),
+                    model.get("hash"),
+                    model.get("n_layers"),
+                    model.get("n_heads"),
+                    art.dumps(model.get("geometry", {})),
+                    json.dumps([f["name"] for f in families]),
+                    art.dumps(config),
+                    art.dumps(versions),
+                    now,
+                    now,
+                    now,
+                    os.getpid(),
+                    socket.gethostname(),
+                ),
             )
             for i, fam in enumerate(families):
                 c.execute(
                     "INSERT INTO families (run_id, family, idx, status, description, primary_metric, evidence_metric, options) "
                     "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
-                    (run_id, fam["name"], i, fam.get("description", ""), fam.get("primary_metric"),
-                     fam.get("evidence_metric"), art.dumps(fam.get("options", {}))),
+                    (
+                        run_id,
+                        fam["name"],
+                        i,
+                        fam.get("description", ""),
+                        fam.get("primary_metric"),
+                        fam.get("evidence_metric"),
+                        art.dumps(fam.get("options", {})),
+                    ),
                 )
                 for j, part in enumerate(fam["parts"]):
-                    c.execute("INSERT INTO parts (run_id, family, part, idx, status) VALUES (?, ?, ?, ?, 'pending')",
-                              (run_id, fam["name"], part, j))
+                    c.execute(
+                        "INSERT INTO parts (run_id, family, part, idx, status) VALUES (?, ?, ?, ?, 'pending')",
+                        (run_id, fam["name"], part, j),
+                    )
         writer.start_heartbeat()
         return writer
 
@@ -265,8 +294,10 @@ class RunWriter:
             try:
                 while not stop.wait(interval):
                     with contextlib.suppress(Exception):
-                        conn.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND pid = ? AND status = 'running'",
-                                     (time.time(), run_id, pid))
+                        conn.execute(
+                            "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND pid = ? AND status = 'running'",
+                            (time.time(), run_id, pid),
+                        )
             finally:
                 conn.close()
 
@@ -297,7 +328,9 @@ class RunWriter:
     def set_family_options(self, family: str, options: dict[str, Any]) -> None:
         """Record a family's options again (a resumed run given an input it was missing)."""
         with self.store.transaction() as c:
-            c.execute("UPDATE families SET options = ? WHERE run_id = ? AND family = ?", (art.dumps(options), self.run_id, family))
+            c.execute(
+                "UPDATE families SET options = ? WHERE run_id = ? AND family = ?", (art.dumps(options), self.run_id, family)
+            )
 
     # commits
 
@@ -310,7 +343,17 @@ class RunWriter:
                 for r in records:
                     c.execute(
                         "INSERT INTO artefacts (run_id, family, part, name, kind, path, dtype, shape, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (self.run_id, family, part, r.name, r.kind, r.path, r.dtype, None if r.shape is None else json.dumps(r.shape), r.bytes),
+                        (
+                            self.run_id,
+                            family,
+                            part,
+                            r.name,
+                            r.kind,
+                            r.path,
+                            r.dtype,
+                            None if r.shape is None else json.dumps(r.shape),
+                            r.bytes,
+                        ),
                     )
                 cur = c.execute(
                     "UPDATE parts SET status = 'done', finished_at = ?, seconds = ? WHERE run_id = ? AND family = ? AND part = ?",
@@ -326,7 +369,9 @@ class RunWriter:
     def commit_family(self, family: str, result: Any) -> None:
         """Write the merged artefacts, then the scores, metrics, summary and members in one transaction."""
         with deferred_signals():
-            records = [art.write_artefact(self.run_dir, art.safe_name(family), name, value) for name, value in result.artefacts.items()]
+            records = [
+                art.write_artefact(self.run_dir, art.safe_name(family), name, value) for name, value in result.artefacts.items()
+            ]
             rows = [(self.run_id, f, m, layer, h, None if s != s else s) for f, m, layer, h, s in result.scores.rows()]
             wrong = {r[1] for r in rows if r[1] != family}
             if wrong:
@@ -336,13 +381,26 @@ class RunWriter:
                     c.execute(f"DELETE FROM {table} WHERE run_id = ? AND family = ?", (self.run_id, family))
                 c.execute("DELETE FROM artefacts WHERE run_id = ? AND family = ? AND part = ''", (self.run_id, family))
                 for i, metric in enumerate(result.scores.metrics):
-                    c.execute("INSERT INTO metrics (run_id, family, metric, idx, description) VALUES (?, ?, ?, ?, ?)",
-                              (self.run_id, family, metric, i, result.scores.descriptions.get(metric, "")))
-                c.executemany("INSERT INTO head_scores (run_id, family, metric, layer, head, score) VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    c.execute(
+                        "INSERT INTO metrics (run_id, family, metric, idx, description) VALUES (?, ?, ?, ?, ?)",
+                        (self.run_id, family, metric, i, result.scores.descriptions.get(metric, "")),
+                    )
+                c.executemany(
+                    "INSERT INTO head_scores (run_id, family, metric, layer, head, score) VALUES (?, ?, ?, ?, ?, ?)", rows
+                )
                 for r in records:
                     c.execute(
                         "INSERT INTO artefacts (run_id, family, part, name, kind, path, dtype, shape, bytes) VALUES (?, ?, '', ?, ?, ?, ?, ?, ?)",
-                        (self.run_id, family, r.name, r.kind, r.path, r.dtype, None if r.shape is None else json.dumps(r.shape), r.bytes),
+                        (
+                            self.run_id,
+                            family,
+                            r.name,
+                            r.kind,
+                            r.path,
+                            r.dtype,
+                            None if r.shape is None else json.dumps(r.shape),
+                            r.bytes,
+                        ),
                     )
                 c.execute(
                     "UPDATE families SET status = 'done', summary = ?, members = ?, finished_at = ? WHERE run_id = ? AND family = ?",
@@ -385,6 +443,12 @@ def model_identity(model: Any) -> dict[str, Any]:
     # A folder is recorded by its absolute path, so the run can be resumed from any folder.
     spec = path if src.kind == "folder" and path else src.spec
     return {
-        "spec": spec, "kind": src.kind, "path": path, "revision": revision, "hash": model_fingerprint(path),
-        "n_layers": geo.n_layers, "n_heads": geo.n_heads, "geometry": geo.to_dict() if hasattr(geo, "to_dict") else {},
+        "spec": spec,
+        "kind": src.kind,
+        "path": path,
+        "revision": revision,
+        "hash": model_fingerprint(path),
+        "n_layers": geo.n_layers,
+        "n_heads": geo.n_heads,
+        "geometry": geo.to_dict() if hasattr(geo, "to_dict") else {},
     }

@@ -110,7 +110,9 @@ class Store:
             ensure_writable(folder)
             return cls(folder, connect(folder / DB_NAME, create=True), True)
         if not folder.is_dir():
-            raise StoreError(f"results folder {str(folder)!r} does not exist", "run `workbench atlas MODEL` first, or pass --results FOLDER")
+            raise StoreError(
+                f"results folder {str(folder)!r} does not exist", "run `workbench atlas MODEL` first, or pass --results FOLDER"
+            )
         return cls(folder, connect_readonly(folder / DB_NAME), False)
 
     def close(self) -> None:
@@ -157,13 +159,30 @@ class Store:
 
         d = dict(zip(cols, row))
         info = RunInfo(
-            run_id=d["run_id"], model=d["model"], model_kind=d["model_kind"], model_path=d["model_path"],
-            model_revision=d["model_revision"], model_hash=d["model_hash"], n_layers=d["n_layers"], n_heads=d["n_heads"],
-            geometry=_loads(d["geometry"], {}), families=_loads(d["families"], []), config=_loads(d["config"], {}),
-            versions=_loads(d["versions"], {}), status=d["status"], stored_status=d["status"],
-            created_at=d["created_at"], started_at=d["started_at"], finished_at=d["finished_at"],
-            heartbeat_at=d["heartbeat_at"], pid=d["pid"], host=d["host"], error=d["error"], resumes=d["resumes"],
-            parts_done=d.get("parts_done") or 0, parts_total=d.get("parts_total") or 0,
+            run_id=d["run_id"],
+            model=d["model"],
+            model_kind=d["model_kind"],
+            model_path=d["model_path"],
+            model_revision=d["model_revision"],
+            model_hash=d["model_hash"],
+            n_layers=d["n_layers"],
+            n_heads=d["n_heads"],
+            geometry=_loads(d["geometry"], {}),
+            families=_loads(d["families"], []),
+            config=_loads(d["config"], {}),
+            versions=_loads(d["versions"], {}),
+            status=d["status"],
+            stored_status=d["status"],
+            created_at=d["created_at"],
+            started_at=d["started_at"],
+            finished_at=d["finished_at"],
+            heartbeat_at=d["heartbeat_at"],
+            pid=d["pid"],
+            host=d["host"],
+            error=d["error"],
+            resumes=d["resumes"],
+            parts_done=d.get("parts_done") or 0,
+            parts_total=d.get("parts_total") or 0,
         )
         info.status = effective_status(info, now)
         return info
@@ -178,8 +197,10 @@ class Store:
     def runs(self, model: str | None = None, status: str | None = None) -> list[RunInfo]:
         """Every run, newest first (optionally one model's, or one effective status)."""
         with self.snapshot() as c:
-            cur = c.execute(self._RUNS_SQL + (" WHERE r.model = ?" if model else "") + " ORDER BY r.created_at DESC, r.run_id DESC",
-                            (model,) if model else ())
+            cur = c.execute(
+                self._RUNS_SQL + (" WHERE r.model = ?" if model else "") + " ORDER BY r.created_at DESC, r.run_id DESC",
+                (model,) if model else (),
+            )
             cols = [d[0] for d in cur.description]
             rows = cur.fetchall()
         now = time.time()
@@ -201,7 +222,9 @@ class Store:
             return matches[0]
         recent = ", ".join(r.run_id for r in runs[:5])
         if matches:
-            raise WorkbenchError(f"run id prefix {ref!r} matches {len(matches)} runs", f"give more of the id; recent runs: {recent}")
+            raise WorkbenchError(
+                f"run id prefix {ref!r} matches {len(matches)} runs", f"give more of the id; recent runs: {recent}"
+            )
         raise WorkbenchError(f"no run {ref!r} in {str(self.root)!r}", f"list runs with `workbench runs`; recent: {recent}")
 
     # -- families, parts, scores ----------------------------------------------------------------
@@ -210,16 +233,25 @@ class Store:
         with self.snapshot() as c:
             fams = c.execute(
                 "SELECT family, idx, status, description, primary_metric, evidence_metric, options, summary, members, finished_at "
-                "FROM families WHERE run_id = ? ORDER BY idx", (run_id,)
+                "FROM families WHERE run_id = ? ORDER BY idx",
+                (run_id,),
             ).fetchall()
             parts = c.execute(
-                "SELECT family, part, idx, status, finished_at, seconds FROM parts WHERE run_id = ? ORDER BY family, idx", (run_id,)
+                "SELECT family, part, idx, status, finished_at, seconds FROM parts WHERE run_id = ? ORDER BY family, idx",
+                (run_id,),
             ).fetchall()
         out = []
         for f in fams:
             info = FamilyInfo(
-                family=f[0], idx=f[1], status=f[2], description=f[3] or "", primary_metric=f[4], evidence_metric=f[5],
-                options=_loads(f[6], {}), summary=_loads(f[7], {}), members=[tuple(m) for m in _loads(f[8], [])],
+                family=f[0],
+                idx=f[1],
+                status=f[2],
+                description=f[3] or "",
+                primary_metric=f[4],
+                evidence_metric=f[5],
+                options=_loads(f[6], {}),
+                summary=_loads(f[7], {}),
+                members=[tuple(m) for m in _loads(f[8], [])],
                 finished_at=f[9],
             )
             info.parts = [
@@ -238,7 +270,9 @@ class Store:
             metrics = c.execute(
                 f"SELECT family, metric, description FROM metrics WHERE run_id = ? {where} ORDER BY family, idx", args
             ).fetchall()
-            rows = c.execute(f"SELECT family, metric, layer, head, score FROM head_scores WHERE run_id = ? {where}", args).fetchall()
+            rows = c.execute(
+                f"SELECT family, metric, layer, head, score FROM head_scores WHERE run_id = ? {where}", args
+            ).fetchall()
         n_layers, n_heads = run
         arrays: dict[tuple[str, str], np.ndarray] = {}
         for fam, metric, _ in metrics:
@@ -260,7 +294,8 @@ class Store:
                 "SELECT h.family, h.metric, h.layer, h.head, h.score FROM head_scores h "
                 "LEFT JOIN families f ON f.run_id = h.run_id AND f.family = h.family "
                 "LEFT JOIN metrics m ON m.run_id = h.run_id AND m.family = h.family AND m.metric = h.metric "
-                "WHERE h.run_id = ? ORDER BY f.idx, m.idx, h.layer, h.head", (run_id,)
+                "WHERE h.run_id = ? ORDER BY f.idx, m.idx, h.layer, h.head",
+                (run_id,),
             ).fetchall()
         return [(f, m, layer, head, float("nan") if s is None else float(s)) for f, m, layer, head, s in rows]
 
@@ -269,11 +304,20 @@ class Store:
             where, args = ("AND family = ?", (run_id, part, family)) if family else ("", (run_id, part))
             rows = c.execute(
                 f"SELECT family, part, name, kind, path, dtype, shape, bytes FROM artefacts WHERE run_id = ? AND part = ? {where} "
-                "ORDER BY family, rowid", args
+                "ORDER BY family, rowid",
+                args,
             ).fetchall()
         return [
-            {"family": r[0], "part": r[1], "name": r[2], "kind": r[3], "path": r[4], "dtype": r[5],
-             "shape": _loads(r[6], None), "bytes": r[7]}
+            {
+                "family": r[0],
+                "part": r[1],
+                "name": r[2],
+                "kind": r[3],
+                "path": r[4],
+                "dtype": r[5],
+                "shape": _loads(r[6], None),
+                "bytes": r[7],
+            }
             for r in rows
         ]
 
@@ -299,5 +343,6 @@ def ensure_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise StoreError(
-            f"results folder {str(folder)!r} is not writable: {exc.strerror}", "choose a writable --results folder, or fix its permissions"
+            f"results folder {str(folder)!r} is not writable: {exc.strerror}",
+            "choose a writable --results folder, or fix its permissions",
         ) from exc

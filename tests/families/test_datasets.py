@@ -81,21 +81,32 @@ def test_real_models_get_prose_windows_and_shipped_requests(prose_model_dirs, ti
     assert source.startswith("random-tokens (shipped:prose is") and "unknown tokens" in source
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_atlas_on_a_real_model_runs_every_family_on_the_shipped_sets(arch, prose_model_dirs, tmp_path):
-    """All four families on a plain Hugging Face folder (before: random tokens, then a safety error).
-    Small sizes here for time; the defaults are the same code with more prompts and 128 new tokens."""
-    from workbench.cli.main import main
+@pytest.mark.slow
+def test_atlas_with_no_flags_on_real_models_runs_every_family_on_the_shipped_sets(prose_model_dirs, tmp_path):
+    """`workbench atlas FOLDER` and nothing else, on a plain Hugging Face Llama and GPT-2 folder: all
+    four families at their full defaults (before: random tokens, then a safety error). The two runs go
+    in parallel subprocesses (about 5 minutes each on 2 cores, most of it safety's 128-token answers)."""
+    import os
+    import subprocess
+    import sys
+
     from workbench.store import Store
 
-    args = ["atlas", str(prose_model_dirs[arch]), "--results", str(tmp_path), "--n-prompts", "2", "--max-tokens", "48",
-            "--set", "safety.max_new_tokens=4", "--set", "safety.heads_per_part=8", "--quiet"]
-    assert main(args) == 0
-    with Store.open(tmp_path) as store:
-        (run,) = store.runs()
-        sources = {f.family: f.summary for f in store.families(run.run_id)}
-    assert run.status == "complete" and set(sources) == {"sinks", "retrieval", "safety", "temporal"}
-    assert sources["sinks"]["prompt_source"] == sources["temporal"]["prompt_source"] == "shipped:prose"
-    assert sources["retrieval"]["trial_source"] == "text-needle (shipped:prose)"
-    group = sources["safety"]["parts"]["group"] if "parts" in sources["safety"] else sources["safety"]
-    assert group["prompt_source"] == "shipped:harmful-requests" and np.isfinite(group["base_asr"])
+    procs = {}
+    for arch in ("llama", "gpt2"):
+        env = {**os.environ, "WORKBENCH_RESULTS": str(tmp_path / arch), "OMP_NUM_THREADS": "1"}
+        procs[arch] = subprocess.Popen([sys.executable, "-m", "workbench", "atlas", str(prose_model_dirs[arch]), "--quiet"],
+                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for arch, proc in procs.items():
+        out, err = proc.communicate(timeout=1500)
+        assert proc.returncode == 0, err[-3000:]
+        with Store.open(tmp_path / arch) as store:
+            (run,) = store.runs()
+            sources = {f.family: f.summary for f in store.families(run.run_id)}
+        assert out.strip() == run.run_id  # --quiet still prints the run id
+        assert run.status == "complete" and set(sources) == {"sinks", "retrieval", "safety", "temporal"}
+        assert sources["sinks"]["prompt_source"] == sources["temporal"]["prompt_source"] == "shipped:prose"
+        assert sources["retrieval"]["trial_source"] == "text-needle (shipped:prose)"
+        group = sources["safety"]["parts"]["group"]
+        assert group["prompt_source"] == "shipped:harmful-requests" and group["n_harmful"] == 40 and group["max_new_tokens"] == 128
+        assert np.isfinite(group["base_asr"]) and run.config["warnings"] == []

@@ -24,6 +24,10 @@ from workbench.models.loading import (
 )
 
 
+#: longest input `Model.run_with_cache` accepts (its cache stores N x N patterns per layer and head)
+CACHE_MAX_TOKENS = 4096
+
+
 @dataclass
 class Model:
     """What every analysis receives: the hooked model plus the facts needed to address heads."""
@@ -58,9 +62,25 @@ class Model:
             ids = ids[:, 1:]
         return ids.to(self.device)
 
-    def to_str_tokens(self, tokens: torch.Tensor | list[int]) -> list[str]:
+    def to_str_tokens(self, tokens: str | torch.Tensor | list[int]) -> list[str]:
+        """Token strings of a text (tokenised as `to_tokens` does, BOS included) or of token ids."""
+        if isinstance(tokens, str):
+            tokens = self.to_tokens(tokens)
         ids = tokens.flatten().tolist() if isinstance(tokens, torch.Tensor) else list(tokens)
-        return self.tokenizer.convert_ids_to_tokens(ids)
+        return list(self.tokenizer.convert_ids_to_tokens(ids))
+
+    def run_with_cache(self, text_or_tokens: str | torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        """TransformerLens's ``logits, cache = model.run_with_cache(...)``; ``cache["pattern", layer]`` is
+        [batch, head, query, key]. The cache holds every N x N pattern, so it is refused past
+        `CACHE_MAX_TOKENS`; long prompts go through `workbench.record.record_attention` instead."""
+        tokens = self.to_tokens(text_or_tokens) if isinstance(text_or_tokens, str) else text_or_tokens.to(self.device)
+        if tokens.shape[-1] > CACHE_MAX_TOKENS:
+            raise WorkbenchError(
+                f"run_with_cache on {tokens.shape[-1]} tokens would hold every N x N attention pattern in memory",
+                f"use workbench.record.record_attention (O(N) memory) beyond {CACHE_MAX_TOKENS} tokens",
+            )
+        with torch.no_grad():
+            return self.bridge.run_with_cache(tokens, **kwargs)
 
     @torch.no_grad()
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -129,7 +129,7 @@ def show_token(tok: str) -> str:
 
 # -- Dash ------------------------------------------------------------------------------------------
 
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True}
+GRAPH_CONFIG: dcc.Graph.Config = {"displaylogo": False, "responsive": True}
 
 
 def _dash_cell(col: str, row: dict[str, Any], table: Table) -> Any:
@@ -138,7 +138,7 @@ def _dash_cell(col: str, row: dict[str, Any], table: Table) -> Any:
     if href_key and row.get(href_key):
         return html.Td(dcc.Link(fmt(value), href=row[href_key]))
     if is_number(value):
-        exact = {} if isinstance(value, float) and not math.isfinite(value) else {"data-value": repr(value)}
+        exact: dict[str, Any] = {} if isinstance(value, float) and not math.isfinite(value) else {"data-value": repr(value)}
         return html.Td(fmt(value), className="num", **exact)
     return html.Td(fmt(value))
 
@@ -150,13 +150,14 @@ def _dash_tokens(block: Tokens) -> Any:
     for i, (tok, w, pos) in enumerate(zip(block.tokens, block.weights, block.positions)):
         title = f"position {pos}: {tok!r}" + ("" if w is None else f", attention {w:.4g}")
         cls = "tok tok-query" if i == block.query else ("tok tok-hidden" if w is None else "tok")
+        data_pos: dict[str, Any] = {"data-pos": str(pos)}
         spans.append(
             html.Span(
                 show_token(tok),
                 title=title,
                 className=cls,
                 style={"backgroundColor": token_colour(w, top)},
-                **{"data-pos": str(pos)},
+                **data_pos,
             )
         )
     return html.Div(spans, className="token-view", id=f"tokens-{block.name}")
@@ -170,7 +171,7 @@ def to_dash(blocks: list[Any]) -> list[Any]:
         elif isinstance(b, Text):
             out.append(html.P(b.text, className="muted" if b.muted else None))
         elif isinstance(b, Notice):
-            parts = [html.Span(b.text)]
+            parts: list[Any] = [html.Span(b.text)]
             if b.hint:
                 parts += [html.Br(), html.Span("What to do: " + b.hint, className="hint")]
             out.append(html.Div(parts, className=f"notice notice-{b.kind}"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dash import ALL, MATCH, Input, Output, State, ctx, dcc, html, no_update
 
@@ -25,6 +25,9 @@ from workbench.app.views.head import head_blocks
 from workbench.app.views.live_views import pattern_blocks, playground_blocks, token_blocks
 from workbench.app.views.runs import runs_blocks
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench.interventions.ablation import AblationMode
 
 log = logging.getLogger("workbench.app")
 
@@ -189,7 +192,7 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
     )
     def poll_pattern(_: int, job_data: dict | None, scale: str) -> Any:
         job = state.jobs.get((job_data or {}).get("job"))
-        if job is None:
+        if job is None or job_data is None:
             return (
                 L.progress(None, "the computation was lost (the server restarted?); press Show again", "error"),
                 no_update,
@@ -225,7 +228,7 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
     )
     def rescale(scale: str, ready: dict | None) -> Any:
         entry = state.patterns.get((ready or {}).get("key"))
-        if entry is None:
+        if entry is None or ready is None:
             return no_update
         blocks, _ = pattern_blocks(entry, ready["layer"], ready["head"], scale == "log")
         return B.to_dash(blocks)
@@ -267,7 +270,14 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
         prevent_initial_call=True,
     )
     def start_play(
-        _: int, heads: list | None, mode: str, prompt: str, top_k: Any, n_new: Any, previous: dict | None, pathname: str
+        _: int,
+        heads: list | None,
+        mode: AblationMode | None,
+        prompt: str,
+        top_k: Any,
+        n_new: Any,
+        previous: dict | None,
+        pathname: str,
     ) -> Any:
         if ctx.triggered_id in ("play-heads", "play-mode") and not previous:
             return no_update, no_update, no_update  # live re-runs only once something was run
@@ -332,7 +342,7 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
     def build_head(route: L.Route, ready: dict | None, query: Any, scale: str) -> tuple[str, list[str], list[Any]]:
         title, parts, blocks = build_static(route)
         entry = state.patterns.get((ready or {}).get("key"))
-        if entry is not None and ready.get("run") == route.run:
+        if entry is not None and ready is not None and ready.get("run") == route.run:
             pat, _ = pattern_blocks(entry, ready["layer"], ready["head"], scale == "log")
             q = entry.n_tokens - 1 if query in (None, "") else int(query)
             blocks += [

@@ -108,12 +108,13 @@ def progress(fraction: float | None, message: str, state: str = "running") -> li
     if state == "error":
         return [html.Span(message, className="progress-text", id="progress-error")]
     pct = 0 if fraction is None else int(round(100 * fraction))
+    attrs: dict[str, Any] = {"aria-valuenow": str(pct), "data-state": state}
     return [
         html.Div(
             html.Div(className="progress-inner", style={"width": f"{pct}%"}),
             className="progress-outer",
             role="progressbar",
-            **{"aria-valuenow": str(pct), "data-state": state},
+            **attrs,
         ),
         html.Span(f"{pct}% · {message}", className="progress-text"),
     ]

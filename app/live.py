@@ -16,13 +16,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench.app import patterns as P
 from workbench.app.jobs import Progress
 from workbench.errors import InputDataError, WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench.interventions.ablation import AblationMode
+    from workbench.models.model import Model
+    from workbench.record import AttentionRecord
 
 MAX_NEW_TOKENS = 64
 MAX_TOP_K = 50
@@ -33,7 +38,7 @@ MAX_TOP_K = 50
 
 @dataclass
 class LiveModel:
-    model: Any
+    model: Model
     key: tuple[str, str, str]
     lock: threading.Lock = field(default_factory=threading.Lock)
     warnings: list[str] = field(default_factory=list)
@@ -107,7 +112,7 @@ class ModelCache:
 
 
 @contextlib.contextmanager
-def using(live: LiveModel, progress: Progress | None = None) -> Iterator[Any]:
+def using(live: LiveModel, progress: Progress | None = None) -> Iterator[Model]:
     """Hold the model for one computation (hooks are model-wide)."""
     if not live.lock.acquire(blocking=False):
         if progress:
@@ -120,7 +125,7 @@ def using(live: LiveModel, progress: Progress | None = None) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def layer_progress(model: Any, progress: Progress | None, start: float, end: float, label: str) -> Iterator[None]:
+def layer_progress(model: Model, progress: Progress | None, start: float, end: float, label: str) -> Iterator[None]:
     """Report progress as each transformer block finishes (plain torch forward hooks, removed after)."""
     if progress is None:
         yield
@@ -179,7 +184,7 @@ class PromptSpec:
         return f"random:{self.length}:{self.seed}"
 
 
-def prompt_tokens(model: Any, spec: PromptSpec, run_texts: list[str]) -> Any:
+def prompt_tokens(model: Model, spec: PromptSpec, run_texts: list[str]) -> Any:
     """Token ids [1, N] (CPU) for the chosen prompt, checked against the model's context."""
     import torch
 
@@ -226,7 +231,7 @@ class PatternEntry:
     pattern: np.ndarray | None  # [H, N, N] float32 ("full")
     pooled: np.ndarray | None  # [H, nq_blocks, nk_blocks] float32 ("pooled")
     pool: int
-    record: Any  # AttentionRecord (q/k for exact rows of long prompts), None for "full"
+    record: AttentionRecord | None  # q/k for exact rows of long prompts; None for "full"
     seconds: float
     backend: str
     warnings: list[str] = field(default_factory=list)
@@ -248,7 +253,9 @@ class PatternEntry:
 
     def grid(self, head: int, max_side: int = P.MAX_SIDE) -> P.PatternGrid:
         if self.kind == "full":
+            assert self.pattern is not None, "a full entry keeps its pattern"
             return P.grid_from_full(self.pattern[head], max_side)
+        assert self.pooled is not None, "a pooled entry keeps its pooled map"
         return P.grid_from_pooled(self.pooled[head], self.pool, self.n_tokens, max_side)
 
     def row(self, head: int, query: int) -> np.ndarray:
@@ -259,8 +266,11 @@ class PatternEntry:
                 f"choose a position between 0 and {self.n_tokens - 1}",
             )
         if self.kind == "full":
+            assert self.pattern is not None, "a full entry keeps its pattern"
             return self.pattern[head, query, : query + 1].astype(np.float64)
         import torch
+
+        assert self.record is not None, "a pooled entry keeps its record"
 
         q_pos = torch.full((query + 1,), query, dtype=torch.long)
         k_pos = torch.arange(query + 1, dtype=torch.long)
@@ -297,7 +307,7 @@ class PatternCache:
                 self._entries.popitem(last=False)
 
 
-def record_layer(model: Any, ids: Any, layer: int, progress: Progress | None = None) -> PatternEntry:
+def record_layer(model: Model, ids: Any, layer: int, progress: Progress | None = None) -> PatternEntry:
     """Run the model once on ``ids`` and keep layer ``layer``: the full pattern for short prompts,
     the pooled map plus post-RoPE queries/keys for long ones (no N x N tensor then)."""
     from workbench.record import record_attention
@@ -313,7 +323,7 @@ def record_layer(model: Any, ids: Any, layer: int, progress: Progress | None = N
         pool = P.recorder_pool(n)
         chunk = max(256, pool)
         _, rec = record_attention(model, ids, backend="auto", layers=(layer,), capture_qk=True, pool=pool, chunk=chunk)
-    stats = rec.layers[layer]
+    stats = rec.layer(layer)
     pooled = stats.pooled[0].float().numpy()
     return PatternEntry(layer, tokens, "pooled", None, pooled, int(stats.pool), rec, time.perf_counter() - t0, rec.backend)
 
@@ -332,7 +342,7 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def _generate(
-    model: Any, ids: Any, n_new: int, stop: list[int], progress: Progress | None, lo: float, hi: float, label: str
+    model: Model, ids: Any, n_new: int, stop: list[int], progress: Progress | None, lo: float, hi: float, label: str
 ) -> list[int]:
     """Greedy continuation, one library call per token so that progress can be shown."""
     import torch
@@ -354,7 +364,7 @@ def _generate(
 
 
 def run_ablation(
-    model: Any, ids: Any, heads: list[Any], mode: str, top_k: int, n_new: int, progress: Progress | None = None
+    model: Model, ids: Any, heads: list[Any], mode: AblationMode, top_k: int, n_new: int, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Next-token distribution and greedy text with and without ``heads`` (ablated by ``mode``)."""
     import torch

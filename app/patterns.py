@@ -49,7 +49,7 @@ class PatternGrid:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.values.shape)  # type: ignore[return-value]
+        return tuple(self.values.shape)
 
 
 def _finish(sums: np.ndarray, block: int, n_tokens: int, kind: str, source_block: int) -> PatternGrid:

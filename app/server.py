@@ -15,11 +15,14 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.app.jobs import JobManager
 from workbench.app.live import ModelCache, PatternCache, PromptSpec, prompt_tokens, record_layer, run_ablation, using
 from workbench.errors import InputDataError, WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench.interventions.ablation import AblationMode
 
 log = logging.getLogger("workbench.app")
 
@@ -71,7 +74,7 @@ class AppState:
 
         return self.jobs.submit("pattern", f"pattern|{key}", work)
 
-    def start_playground(self, run: Any, heads: list[str], mode: str, prompt: str, top_k: Any, n_new: Any) -> str:
+    def start_playground(self, run: Any, heads: list[str], mode: AblationMode, prompt: str, top_k: Any, n_new: Any) -> str:
         from workbench.models.heads import parse_heads
 
         if not prompt.strip():
@@ -117,7 +120,7 @@ def create_app(
         __name__,
         title="Attention Workbench",
         suppress_callback_exceptions=True,
-        update_title=None,
+        update_title=None,  # type: ignore[arg-type]  # dash documents None (keep the title); its annotation says str
         serve_locally=True,
         eager_loading=True,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from workbench.organisms.datasets import load_probes
 from workbench.organisms.tasks import Probe
 from workbench.organisms.vocab import PAD_ID
 
+if TYPE_CHECKING:
+    from workbench.models.model import Model
+
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -33,7 +37,7 @@ def hf_logits_fn(model) -> LogitsFn:
     return lambda ids: model(input_ids=ids).logits
 
 
-def bridge_logits_fn(model) -> LogitsFn:
+def bridge_logits_fn(model: Model) -> LogitsFn:
     """Forward function of a workbench `Model` (through the TransformerBridge, hooks included)."""
     return lambda ids: model.bridge(ids.to(model.device))
 

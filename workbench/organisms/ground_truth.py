@@ -17,14 +17,26 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import torch
 
-from workbench.interventions.ablation import ablate_heads, ablate_heads_hf, head_means, head_means_hf
+from workbench.errors import WorkbenchError
+from workbench.interventions.ablation import (
+    ABLATION_MODES,
+    AblationMode,
+    HeadMeans,
+    ablate_heads,
+    ablate_heads_hf,
+    head_means,
+    head_means_hf,
+)
 from workbench.organisms.evaluate import bridge_logits_fn, evaluate_probes, headline, hf_logits_fn, load_suite
 from workbench.organisms.recipes import Stage, get_recipe
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
 
 #: probe set -> number of probes used for the table
 GROUND_TRUTH_SUITE: dict[str, int] = {
@@ -62,10 +74,21 @@ def reference_tokens(n_docs: int = 32, length: int = 256, seed: int = 4321) -> t
     return torch.from_numpy(np.stack(docs))
 
 
+def _is_mode(mode: str) -> TypeGuard[AblationMode]:
+    return mode in ABLATION_MODES
+
+
+def _ablation_mode(mode: str) -> AblationMode:
+    """``mode`` (a configured name) as an ablation mode; the ablation's own error for an unknown one."""
+    if not _is_mode(mode):
+        raise WorkbenchError(f"unknown ablation mode {mode!r}", f"use one of {', '.join(ABLATION_MODES)}")
+    return mode
+
+
 class _Runner:
     """Scores probe sets with heads ablated, on the bridge or on an SDPA copy of the HF model."""
 
-    def __init__(self, model, backend: str) -> None:
+    def __init__(self, model: Model, backend: str) -> None:
         if backend not in ("hf", "bridge"):
             raise ValueError(f"unknown ground-truth backend {backend!r}: use hf or bridge")
         self.model = model
@@ -76,15 +99,16 @@ class _Runner:
 
             self.hf = (
                 AutoModelForCausalLM.from_pretrained(str(model.source.path), attn_implementation="sdpa", dtype=model.dtype)
-                .to(model.device)
+                # transformers declares PreTrainedModel.to with functools.wraps, which mypy does not bind to self
+                .to(model.device)  # type: ignore[arg-type]
                 .eval()
             )
-        self.means = None
+        self.means: HeadMeans | None = None
 
     def compute_means(self, reference: torch.Tensor) -> None:
         self.means = head_means_hf(self.hf, reference) if self.hf is not None else head_means(self.model, reference)
 
-    def score(self, probe_sets, heads: str | None = None, mode: str = "mean") -> dict[str, float]:
+    def score(self, probe_sets, heads: str | None = None, mode: AblationMode = "mean") -> dict[str, float]:
         if self.hf is not None:
             ctx = ablate_heads_hf(self.hf, heads or [], mode, means=self.means)
             fn = hf_logits_fn(self.hf)
@@ -96,7 +120,7 @@ class _Runner:
 
 
 def ground_truth_table(
-    model,
+    model: Model,
     config: GroundTruthConfig | None = None,
     heads: Sequence[Any] | None = None,
     progress: Callable[[str], None] | None = None,
@@ -119,7 +143,8 @@ def ground_truth_table(
         runner.compute_means(reference_tokens(cfg.reference_docs, cfg.reference_len, cfg.reference_seed))
     head_list = [f"L{h.layer}H{h.head}" for h in geo.all_heads()] if heads is None else [str(h) for h in heads]
     modes: dict[str, Any] = {}
-    for mode in cfg.modes:
+    for configured in cfg.modes:
+        mode = _ablation_mode(configured)
         per_head: dict[str, dict[str, float]] = {}
         for name in head_list:
             per_head[name] = runner.score(probe_sets, name, mode)

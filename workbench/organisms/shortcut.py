@@ -12,15 +12,18 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.organisms.evaluate import load_suite
 from workbench.organisms.ground_truth import _Runner, reference_tokens
 
+if TYPE_CHECKING:
+    from workbench.models.model import Model
+
 SHORTCUT_SUITE = {"needle-256": 100, "needle-256-d0": 100}
 
 
-def layer_profile(model, suite: dict[str, int] | None = None, backend: str = "hf") -> dict[str, Any]:
+def layer_profile(model: Model, suite: dict[str, int] | None = None, backend: str = "hf") -> dict[str, Any]:
     """Needle accuracy with no ablation and with each whole layer mean-ablated (as in the ground truth)."""
     probe_sets = load_suite(suite or SHORTCUT_SUITE)
     runner = _Runner(model, backend)

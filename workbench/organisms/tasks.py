@@ -110,6 +110,10 @@ class Probe:
         return np.concatenate([self.prompt, self.answer])
 
 
+#: a loss weight for every token of a segment, or one for all of them
+Weight = float | list[float] | np.ndarray
+
+
 class _Builder:
     """Accumulates ids and loss weights segment by segment."""
 
@@ -118,16 +122,16 @@ class _Builder:
         self.w: list[float] = [0.0] if bos else []
         self.answers: list[tuple[int, int]] = []
 
-    def add(self, ids, weight: float | list[float] | np.ndarray = 1.0) -> None:
+    def add(self, ids, weight: Weight = 1.0) -> None:
         ids = [int(i) for i in ids]
-        if np.isscalar(weight):
+        if isinstance(weight, (int, float, np.number)):
             ws = [float(weight)] * len(ids)
         else:
             ws = [float(x) for x in weight]
         self.ids.extend(ids)
         self.w.extend(ws)
 
-    def add_answer(self, ids, weight: float) -> None:
+    def add_answer(self, ids, weight: Weight) -> None:
         start = len(self.ids)
         self.add(ids, weight)
         self.answers.append((start, len(self.ids)))

@@ -47,7 +47,7 @@ def llama_config(recipe: Recipe):
         num_key_value_heads=a.n_kv_heads,
         head_dim=a.d_head,
         max_position_embeddings=a.max_positions,
-        rope_theta=a.rope_theta,
+        rope_parameters={"rope_type": "default", "rope_theta": a.rope_theta},
         rms_norm_eps=1e-5,
         bos_token_id=BOS_ID,
         eos_token_id=EOS_ID,

@@ -28,12 +28,15 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WorkbenchError
 from workbench.store import artefacts as art
 from workbench.store.db import connect
 from workbench.store.store import RunInfo, Store
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
 
 HEARTBEAT_S = 5.0
 STALE_S = 60.0
@@ -433,7 +436,7 @@ class RunWriter:
         self._set_status("failed", error)
 
 
-def model_identity(model: Any) -> dict[str, Any]:
+def model_identity(model: Model) -> dict[str, Any]:
     src = model.source
     path = str(src.path) if getattr(src, "path", None) is not None else None
     revision = getattr(src, "revision", None)

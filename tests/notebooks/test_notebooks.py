@@ -94,3 +94,11 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert not errors
     assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code"), "a code cell did not run"
     assert sorted(p.name for p in NOTEBOOK_DIR.iterdir()) == before, "executing the notebook wrote into notebooks/"
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_does_not_run_the_cli(path):
+    """Notebooks run the atlas through `workbench.Atlas` and the library functions, never the `workbench` command."""
+    nb = json.loads(path.read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "workbench.cli" not in code and "main([" not in code, f"{path.name} calls the CLI from Python"

@@ -119,7 +119,9 @@ def family_results(store, run_id):
     for fam in store.families(run_id):
         arts = store.artefacts(run_id, fam.family) if fam.status == "done" else {}
         out[fam.family] = {
-            "status": fam.status, "summary": fam.summary, "members": fam.members,
+            "status": fam.status,
+            "summary": fam.summary,
+            "members": fam.members,
             "artefacts": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in arts.items()},
         }
     return out
@@ -150,11 +152,18 @@ class FakeModel:
         self.name = name
 
 
-def synthetic_run(store, n_layers: int = 3, n_heads: int = 4, seed: int = 0, n_parts: int = 5, name: str = "fake/model",
-                  interrupt_at: str | None = None) -> str:
+def synthetic_run(
+    store,
+    n_layers: int = 3,
+    n_heads: int = 4,
+    seed: int = 0,
+    n_parts: int = 5,
+    name: str = "fake/model",
+    interrupt_at: str | None = None,
+) -> str:
     """A countdown run written through the real runner, without torch; optionally interrupted."""
-    from workbench.families.context import RunContext
     from workbench.atlas.runner import run_families, start_run
+    from workbench.families.context import RunContext
 
     model = FakeModel(n_layers, n_heads, name)
     fams = {"countdown": CountdownFamily(CountdownConfig(n_parts=n_parts))}
@@ -191,7 +200,8 @@ def same(a, b) -> bool:
 
 def grid_equal(grid, array) -> bool:
     return np.shape(array) == (len(grid), len(grid[0])) and all(
-        same(grid[i][j], float(array[i, j])) for i in range(len(grid)) for j in range(len(grid[0])))
+        same(grid[i][j], float(array[i, j])) for i in range(len(grid)) for j in range(len(grid[0]))
+    )
 
 
 def assert_report_matches_store(results, run_id, html_path, json_path, families=None):

@@ -9,9 +9,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import pytest  # noqa: E402
+import pytest
 
-from workbench.models.tiny import build_tiny_model  # noqa: E402
+from workbench.models.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -72,8 +72,12 @@ class MappedGraphBuilder:
     def build(self, root_package_names, cache_dir=None, include_external_packages=False, exclude_type_checking_imports=False):
         import grimp
 
-        graph = grimp.build_graph(*root_package_names, include_external_packages=include_external_packages,
-                                  exclude_type_checking_imports=exclude_type_checking_imports, cache_dir=None)
+        graph = grimp.build_graph(
+            *root_package_names,
+            include_external_packages=include_external_packages,
+            exclude_type_checking_imports=exclude_type_checking_imports,
+            cache_dir=None,
+        )
         mapped = {name: path for package, folder in MAPPED.items() for name, path in _modules(package, folder).items()}
         for name in mapped:
             graph.add_module(name)

@@ -63,8 +63,13 @@ def run(argv: list[str] | None = None) -> int:
     # cores; `workbench atlas` without --n-prompts uses each family's full default.
     try:
         with RunProgress() as bars:
-            atlas = Atlas(spec, args.families or demo_families(spec), results, n_prompts=args.n_prompts,
-                          progress=CliProgress(bars, quiet=False))
+            atlas = Atlas(
+                spec,
+                args.families or demo_families(spec),
+                results,
+                n_prompts=args.n_prompts,
+                progress=CliProgress(bars, quiet=False),
+            )
             result = atlas.run()
         with Store.open(results) as store:
             html_path, _ = write_report(store, result.run_id, None)

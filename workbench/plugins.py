@@ -26,5 +26,7 @@ def load_plugins() -> None:
             ep.load()()
         except Exception as exc:
             _state["loaded"] = False
-            raise WorkbenchError(f"plugin {ep.name!r} ({ep.value}) failed to register: {type(exc).__name__}: {exc}",
-                                 f"fix or uninstall the package providing it") from exc
+            raise WorkbenchError(
+                f"plugin {ep.name!r} ({ep.value}) failed to register: {type(exc).__name__}: {exc}",
+                "fix or uninstall the package providing it",
+            ) from exc

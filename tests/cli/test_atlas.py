@@ -35,8 +35,22 @@ FAMILIES = "sinks,countdown"
 
 def atlas_args(model, results, *extra):
     # sinks.act=false keeps the sinks family to one part, so the part counts below stay simple
-    return ["atlas", str(model), "--results", str(results), "--families", FAMILIES, "--max-tokens", "24",
-            "--n-prompts", "2", "--set", "sinks.act=false", "--quiet", *extra]
+    return [
+        "atlas",
+        str(model),
+        "--results",
+        str(results),
+        "--families",
+        FAMILIES,
+        "--max-tokens",
+        "24",
+        "--n-prompts",
+        "2",
+        "--set",
+        "sinks.act=false",
+        "--quiet",
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -102,8 +116,16 @@ def test_config_file_holds_every_option(tiny_model_dir, tmp_path, suffix, plugin
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("w1 w2 w3 w4 w5 w6 w7 w8\nw9 w10 w11 w12 w13 w14\n")
     values = {
-        "model": str(tiny_model_dir("llama")), "families": "sinks", "results": str(results), "prompts": str(prompts),
-        "n_prompts": 2, "max_tokens": 16, "seed": 3, "device": "cpu", "dtype": "float32", "quiet": True,
+        "model": str(tiny_model_dir("llama")),
+        "families": "sinks",
+        "results": str(results),
+        "prompts": str(prompts),
+        "n_prompts": 2,
+        "max_tokens": 16,
+        "seed": 3,
+        "device": "cpu",
+        "dtype": "float32",
+        "quiet": True,
     }
     if suffix == ".yaml":
         text = "".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()) + "sinks:\n  eps: 0.25\n  evidence_heads: 2\n"
@@ -128,8 +150,24 @@ def test_config_file_holds_every_option(tiny_model_dir, tmp_path, suffix, plugin
 
 
 def _one_run(model, results):
-    assert main(["atlas", str(model), "--results", str(results), "--families", "sinks",
-                 "--max-tokens", "16", "--n-prompts", "1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "atlas",
+                str(model),
+                "--results",
+                str(results),
+                "--families",
+                "sinks",
+                "--max-tokens",
+                "16",
+                "--n-prompts",
+                "1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     return results
 
 
@@ -171,17 +209,47 @@ def _bad_cases(tmp_path: Path, model: str, results: Path):
         "prompt file not text": (["atlas", model, "--prompts", str(not_utf8), *r], "is not UTF-8"),
         "empty prompt file": (["atlas", model, "--prompts", str(empty), *r], "holds no prompts"),
         # preflight: every family's inputs are resolved and checked before any work
-        "prompts of unknown tokens": (["atlas", model, "--prompts", str(foreign), "-f", "sinks", *r], "the prompts are 100% unknown tokens"),
-        "csv without a prompt column": (["atlas", model, "--prompts", str(table), *r], "name the field holding the prompt with --prompt-field"),
+        "prompts of unknown tokens": (
+            ["atlas", model, "--prompts", str(foreign), "-f", "sinks", *r],
+            "the prompts are 100% unknown tokens",
+        ),
+        "csv without a prompt column": (
+            ["atlas", model, "--prompts", str(table), *r],
+            "name the field holding the prompt with --prompt-field",
+        ),
         "wrong --prompt-field": (["atlas", model, "--prompts", str(table), "--prompt-field", "nope", *r], "has no field 'nope'"),
-        "context too long": (["atlas", model, "--max-tokens", "100000", "-f", "sinks", *r], "max_tokens 100000 is longer than the model's context of 256"),
-        "missing safety set": (["atlas", model, "-f", "safety", "--set", "safety.harmful_file=/no/such.jsonl", *r],
-                               "'/no/such.jsonl' is neither a registered set nor an existing file"),
-        "safety set unreadable by the tokenizer": (["atlas", model, "-f", "safety", *r],
-                                                   "the harmful requests shipped:harmful-requests are 100% unknown tokens"),
-        "chat template missing": (["atlas", model, "-f", "safety", "--set", f"safety.harmful_file={table}",
-                                   "--set", "safety.prompt_field=question", "--set", "safety.template=chat", *r], "has no chat template"),
-        "every problem at once": (["atlas", model, "--max-tokens", "100000", "-f", "sinks,safety", *r], "3 problems with the run's inputs"),
+        "context too long": (
+            ["atlas", model, "--max-tokens", "100000", "-f", "sinks", *r],
+            "max_tokens 100000 is longer than the model's context of 256",
+        ),
+        "missing safety set": (
+            ["atlas", model, "-f", "safety", "--set", "safety.harmful_file=/no/such.jsonl", *r],
+            "'/no/such.jsonl' is neither a registered set nor an existing file",
+        ),
+        "safety set unreadable by the tokenizer": (
+            ["atlas", model, "-f", "safety", *r],
+            "the harmful requests shipped:harmful-requests are 100% unknown tokens",
+        ),
+        "chat template missing": (
+            [
+                "atlas",
+                model,
+                "-f",
+                "safety",
+                "--set",
+                f"safety.harmful_file={table}",
+                "--set",
+                "safety.prompt_field=question",
+                "--set",
+                "safety.template=chat",
+                *r,
+            ],
+            "has no chat template",
+        ),
+        "every problem at once": (
+            ["atlas", model, "--max-tokens", "100000", "-f", "sinks,safety", *r],
+            "3 problems with the run's inputs",
+        ),
         "bad dtype": (["atlas", model, "--dtype", "float8", *r], "unknown dtype 'float8'"),
         "bad max tokens": (["atlas", model, "--max-tokens", "1", *r], "must be at least 2"),
         "resume without a run": (["atlas", "no-such-run", "--resume", *r], "no interrupted run of 'no-such-run'"),
@@ -325,9 +393,14 @@ def test_killed_subprocess_is_resumable(sig, reference, tiny_model_dir, tmp_path
     env = subprocess_env(**{MARKERS_ENV: str(markers), SECONDS_ENV: "4"})
     # A shell without job control starts background jobs with SIGINT ignored, children inherit that,
     # and Python then installs no KeyboardInterrupt handler: restore the default in the child.
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", *atlas_args(tiny_model_dir("llama"), results)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", *atlas_args(tiny_model_dir("llama"), results)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         _wait_for_markers(markers, 3, proc)  # p0 and p1 finished, p2 in flight
         time.sleep(0.5)
@@ -352,15 +425,30 @@ def test_killed_subprocess_is_resumable(sig, reference, tiny_model_dir, tmp_path
     assert run.stored_status == ("interrupted" if sig == signal.SIGINT else "running")
     assert run.parts_done == 3  # sinks, p0, p1: nothing finished is lost, the part in flight is not recorded
 
-    result = subprocess.run([sys.executable, "-m", "workbench", "runs", "--results", str(results)],
-                            env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "workbench", "runs", "--results", str(results)],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and f"resume with: workbench atlas --resume {run.run_id}" in result.stdout
-    result = subprocess.run([sys.executable, "-m", "workbench", "runs", "--results", str(results), "--json"],
-                            env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "workbench", "runs", "--results", str(results), "--json"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert json.loads(result.stdout)[0]["status"] == "interrupted"
 
-    result = subprocess.run([sys.executable, "-m", "workbench", "atlas", "--resume", run.run_id, "--results", str(results), "-q"],
-                            env=subprocess_env(**{MARKERS_ENV: str(markers)}), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "workbench", "atlas", "--resume", run.run_id, "--results", str(results), "-q"],
+        env=subprocess_env(**{MARKERS_ENV: str(markers)}),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     computed = markers.read_text().split()
     assert computed[:2] == ["p0", "p1"] and computed.count("p0") == 1 and computed.count("p1") == 1

@@ -19,8 +19,9 @@ def test_demo_writes_a_report_whose_numbers_equal_the_store(tmp_path):
     results = tmp_path / "wb-results"
     env = {**os.environ, "WORKBENCH_RESULTS": str(results)}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "workbench.demo"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench.demo"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert seconds < 600, f"make demo took {seconds:.0f} s"

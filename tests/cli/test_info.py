@@ -15,9 +15,7 @@ from workbench.cli.main import main
 
 def _run(args, env=None):
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "workbench", *args], capture_output=True, text=True, env=full_env, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, env=full_env, timeout=300)
 
 
 def test_info_json(tiny_model_dir, capsys):

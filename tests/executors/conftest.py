@@ -10,8 +10,8 @@ import os
 
 import pytest
 from atlas_helpers import INTERRUPT_ENV, MARKERS_ENV, SECONDS_ENV
-from optional_deps import missing
 from executor_helpers import HERE, TESTS_DIR
+from optional_deps import missing
 
 
 def _ray_or_skip():

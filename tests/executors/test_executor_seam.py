@@ -12,13 +12,13 @@ import pytest
 from atlas_helpers import FakeModel, family_results, normalised_rows
 from executor_helpers import PidConfig, PidCountdown, same_tree
 
+from workbench.atlas.options import resolve_options
+from workbench.atlas.runner import run_families, start_run
 from workbench.cli.main import main
 from workbench.errors import WorkbenchError
 from workbench.executors import LocalExecutor, ModelRef, PartOutcome, make_executor
 from workbench.executors.base import ModelMismatchError
 from workbench.families.context import RunContext
-from workbench.atlas.options import resolve_options
-from workbench.atlas.runner import run_families, start_run
 from workbench.store import Store
 
 
@@ -43,7 +43,6 @@ class ReversedExecutor:
 
     def close(self):
         pass
-
 
 
 def _run(results, executor=None, **kw):

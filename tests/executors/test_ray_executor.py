@@ -20,13 +20,13 @@ import pytest
 from atlas_helpers import INTERRUPT_ENV, PLUGIN, FakeModel, family_results, normalised_rows
 from executor_helpers import FakeLoader, PidConfig, PidCountdown, read_markers, same_tree, torch_threads
 
+from workbench.atlas.runner import run_families, start_run
 from workbench.cli.main import main
 from workbench.errors import InputDataError, WorkbenchError
 from workbench.executors import LocalExecutor
 from workbench.executors.ray_executor import RayExecutor
 from workbench.families.context import RunContext
 from workbench.families.registry import build_family
-from workbench.atlas.runner import run_families, start_run
 from workbench.store import Store
 from workbench.store.runs import RunWriter
 
@@ -51,8 +51,9 @@ def timed_atlas(model: str, results, *args) -> float:
 
 def part_seconds(results, run_id):
     with Store.open(results) as store:
-        return store.conn.execute("SELECT family, part, status FROM parts WHERE run_id = ? ORDER BY family, idx",
-                                  (run_id,)).fetchall()
+        return store.conn.execute(
+            "SELECT family, part, status FROM parts WHERE run_id = ? ORDER BY family, idx", (run_id,)
+        ).fetchall()
 
 
 # -- acceptance 1: the atlas CLI, Ray vs local ----------------------------------------------------------
@@ -68,9 +69,25 @@ def test_atlas_cli_ray_equals_local(ray_session, tiny_model_dir, tmp_path, monke
     model = tiny_model_dir("llama")
 
     def atlas(results, *extra):
-        return timed_atlas(str(model), results, "--families", "sinks,temporal,safety", "--max-tokens", "24",
-                           "--n-prompts", "2", "--seed", "7", "--set", f"safety.harmful_file={harmful}",
-                           "--set", "safety.heads_per_part=3", "--set", "safety.max_new_tokens=4", *extra)
+        return timed_atlas(
+            str(model),
+            results,
+            "--families",
+            "sinks,temporal,safety",
+            "--max-tokens",
+            "24",
+            "--n-prompts",
+            "2",
+            "--seed",
+            "7",
+            "--set",
+            f"safety.harmful_file={harmful}",
+            "--set",
+            "safety.heads_per_part=3",
+            "--set",
+            "safety.max_new_tokens=4",
+            *extra,
+        )
 
     t_ray = atlas(tmp_path / "ray", "--executor", "ray", "--ray-workers", "2")
     with torch_threads(1):
@@ -98,9 +115,11 @@ def test_atlas_cli_ray_equals_local(ray_session, tiny_model_dir, tmp_path, monke
         if not (np.isnan(x) and np.isnan(y)):
             worst[f"{r[0]}.{r[1]}"] = max(worst.get(f"{r[0]}.{r[1]}", 0.0), abs(x - y))
     n_diff = sum(1 for r, l in zip(rows_r, rows_l) if r != l)
-    print(f"\nray {t_ray:.1f} s, local (1 thread) {t_local1:.1f} s, local (default threads) {t_local:.1f} s; "
-          f"{len(rows_r)} score rows identical to the 1-thread local run; {n_diff} differ from the default one, "
-          f"max |diff| by metric: {({k: float(f'{v:.3g}') for k, v in worst.items() if v > 0})}")
+    print(
+        f"\nray {t_ray:.1f} s, local (1 thread) {t_local1:.1f} s, local (default threads) {t_local:.1f} s; "
+        f"{len(rows_r)} score rows identical to the 1-thread local run; {n_diff} differ from the default one, "
+        f"max |diff| by metric: { ({k: float(f'{v:.3g}') for k, v in worst.items() if v > 0}) }"
+    )
 
 
 @pytest.mark.slow
@@ -109,8 +128,19 @@ def test_atlas_on_the_organism_ray_equals_local(ray_session, tmp_path):
     thread each) stores exactly the scores, summaries and artefacts of a one-thread local run."""
 
     def atlas(results, *extra):
-        return timed_atlas("organism-4l", results, "--n-prompts", "2", "--max-tokens", "128", "--seed", "3",
-                           "--set", "safety.max_new_tokens=4", *extra)
+        return timed_atlas(
+            "organism-4l",
+            results,
+            "--n-prompts",
+            "2",
+            "--max-tokens",
+            "128",
+            "--seed",
+            "3",
+            "--set",
+            "safety.max_new_tokens=4",
+            *extra,
+        )
 
     t_ray = atlas(tmp_path / "ray", "--executor", "ray", "--ray-workers", "2")
     with torch_threads(1):
@@ -186,7 +216,7 @@ def test_resume_on_ray_skips_finished_parts(ray_session, tmp_path, monkeypatch):
         writer = RunWriter.claim(store, run_id)
         with RayExecutor(workers=2, loader=FakeLoader()) as ex:
             run_families(writer, model, {"pidcountdown": PidCountdown(cfg)}, ctx, executor=ex)
-    resumed = read_markers(markers)[len(before):]
+    resumed = read_markers(markers)[len(before) :]
     assert sorted(p for p, _ in resumed) == ["p2", "p3"]
     assert all(pid != os.getpid() for _, pid in resumed)  # computed by Ray workers
     with Store.open(tmp_path / "l", write=True) as store:
@@ -251,9 +281,29 @@ def test_cli_interrupt_and_resume_on_ray(ray_session, tiny_model_dir, tiny_llama
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])
     common = ["--results", str(results), "--executor", "ray", "--ray-address", address, "--ray-workers", "2", "--quiet"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench", "atlas", str(tiny_model_dir("llama")), "--families", "pidcountdown",
-         "--set", "pidcountdown.n_parts=4", "--set", "pidcountdown.seconds=2", "--set", f"pidcountdown.markers={markers}",
-         "--seed", "4", *common], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "atlas",
+            str(tiny_model_dir("llama")),
+            "--families",
+            "pidcountdown",
+            "--set",
+            "pidcountdown.n_parts=4",
+            "--set",
+            "pidcountdown.seconds=2",
+            "--set",
+            f"pidcountdown.markers={markers}",
+            "--seed",
+            "4",
+            *common,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and proc.poll() is None:
@@ -279,8 +329,13 @@ def test_cli_interrupt_and_resume_on_ray(ray_session, tiny_model_dir, tiny_llama
     done_before = {p for _, p, s in part_seconds(results, run.run_id) if s == "done"}
     n_lines = len(read_markers(markers))
 
-    resumed = subprocess.run([sys.executable, "-m", "workbench", "atlas", "--resume", run.run_id, *common],
-                             env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "workbench", "atlas", "--resume", run.run_id, *common],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     again = {p for p, _ in read_markers(markers)[n_lines:]}
     assert again == {f"p{i}" for i in range(4)} - done_before  # finished parts were not recomputed
@@ -296,7 +351,6 @@ def test_cli_interrupt_and_resume_on_ray(ray_session, tiny_model_dir, tiny_llama
     _, rows_l, fams_l = stored(tmp_path / "local", local_id)
     assert rows == rows_l
     assert same_tree(fams["pidcountdown"]["artefacts"], fams_l["pidcountdown"]["artefacts"]) == []
-
 
 
 def _kill_first_worker(markers, killed: list, wait: float = 0.5) -> threading.Thread:
@@ -333,7 +387,7 @@ def test_part_of_a_worker_gone_for_good_goes_to_another_worker(ray_session, tmp_
             retried = list(ex.retried)
         killer.join(timeout=5)
         run_id = writer.run_id
-    (part, pid), = killed
+    ((part, pid),) = killed
     assert [(j.family, j.part) for j in retried] == [("pidcountdown", part)]
     runs_of_part = [p for p in read_markers(markers) if p[0] == part]
     assert len(runs_of_part) == 2 and runs_of_part[1][1] != pid

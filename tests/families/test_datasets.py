@@ -52,7 +52,25 @@ def prose_model_dirs(tmp_path_factory):
     from workbench.models.word_tokenizer import build_word_tokenizer
 
     texts = [*default_dataset("text").items, *default_dataset("harmful").items, *default_dataset("harmless").items]
-    extra = "Based on the content of the book, Question: What is the secret code ? Answer: The is".split()
+    extra = [
+        "Based",
+        "on",
+        "the",
+        "content",
+        "of",
+        "the",
+        "book,",
+        "Question:",
+        "What",
+        "is",
+        "the",
+        "secret",
+        "code",
+        "?",
+        "Answer:",
+        "The",
+        "is",
+    ]
     words = sorted({w for t in texts for w in t.split()} | set(extra) | {str(i) for i in range(1000, 10000)})
     out = {}
     for arch in ("llama", "gpt2"):
@@ -95,8 +113,13 @@ def test_atlas_with_no_flags_on_real_models_runs_every_family_on_the_shipped_set
     procs = {}
     for arch in ("llama", "gpt2"):
         env = {**os.environ, "WORKBENCH_RESULTS": str(tmp_path / arch), "OMP_NUM_THREADS": "1"}
-        procs[arch] = subprocess.Popen([sys.executable, "-m", "workbench", "atlas", str(prose_model_dirs[arch]), "--quiet"],
-                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs[arch] = subprocess.Popen(
+            [sys.executable, "-m", "workbench", "atlas", str(prose_model_dirs[arch]), "--quiet"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     for arch, proc in procs.items():
         out, err = proc.communicate(timeout=1500)
         assert proc.returncode == 0, err[-3000:]
@@ -108,5 +131,7 @@ def test_atlas_with_no_flags_on_real_models_runs_every_family_on_the_shipped_set
         assert sources["sinks"]["prompt_source"] == sources["temporal"]["prompt_source"] == "shipped:prose"
         assert sources["retrieval"]["trial_source"] == "text-needle (shipped:prose)"
         group = sources["safety"]["parts"]["group"]
-        assert group["prompt_source"] == "shipped:harmful-requests" and group["n_harmful"] == 40 and group["max_new_tokens"] == 128
+        assert (
+            group["prompt_source"] == "shipped:harmful-requests" and group["n_harmful"] == 40 and group["max_new_tokens"] == 128
+        )
         assert np.isfinite(group["base_asr"]) and run.config["warnings"] == []

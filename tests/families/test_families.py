@@ -7,10 +7,10 @@ import pytest
 from atlas_helpers import PLUGIN, CountdownFamily, FakeModel
 
 from workbench.analysis.scores import HeadScores
+from workbench.data.prompts import load_prompts
 from workbench.errors import InputDataError, WorkbenchError
 from workbench.families import RunContext, build_family, family_names, resolve_families
 from workbench.families.base import Family, PartResult, make_config
-from workbench.data.prompts import load_prompts
 from workbench.families.prompts import family_prompts
 from workbench.families.sinks import SinksFamily, SinksFamilyConfig
 
@@ -47,7 +47,7 @@ def test_default_merge_fills_each_head_from_its_part():
     fam, model, ctx = CountdownFamily(), FakeModel(2, 5), RunContext(seed=3)
     parts = {p: fam.run_part(model, ctx, p) for p in fam.parts(model, ctx)}
     merged = fam.merge(parts)
-    for name, res in parts.items():
+    for res in parts.values():
         mask = np.isfinite(res.scores["value"])
         assert mask.sum() == 2
         np.testing.assert_array_equal(merged.scores["value"][mask], res.scores["value"][mask])

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from workbench.analysis.refusal import RefusalJudge, Verdict, attack_success_rate
+from workbench.analysis.refusal import RefusalJudge, ShipsPaperJudge, Verdict, attack_success_rate
 from workbench.analysis.scores import HeadScores
 from workbench.errors import InputDataError
 from workbench.interventions.ablation import ablate_heads
@@ -42,7 +42,7 @@ class SafetyConfig:
     rank: int = 1
     max_group: int = 3
     max_new_tokens: int = 8
-    judge: RefusalJudge = field(default_factory=RefusalJudge)
+    judge: RefusalJudge | ShipsPaperJudge = field(default_factory=RefusalJudge)
 
 
 def _by_length(prompts: Sequence[torch.Tensor]) -> dict[int, list[int]]:

@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from workbench.atlas.options import RESULT_KEYS, AtlasOptions, resolve_options
 from workbench.atlas.preflight import preflight
@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 INPUT_OPTIONS = {"safety": ("harmful_file", "benign_file", "prompt_field", "template")}
 
 
-class AtlasProgress:
-    """Progress hooks an atlas calls; the default does nothing (the CLI passes rich bars or log lines)."""
+class AtlasProgress(Protocol):
+    """Progress hooks an atlas calls (the CLI draws rich bars or log lines; `SilentProgress` does nothing)."""
 
     def started(self, run_id: str, message: str) -> None:
         """The run exists in the store (new or resumed); ``message`` says what runs where."""
@@ -58,6 +58,22 @@ class AtlasProgress:
 
     def finished(self, result: AtlasResult) -> None:
         """Every part is done and the run is complete."""
+
+
+class SilentProgress:
+    """The default: no output."""
+
+    def started(self, run_id: str, message: str) -> None:
+        pass
+
+    def on_part(self, family: str, part: str, done: int, total: int) -> None:
+        pass
+
+    def step(self, label: str, done: int, total: int) -> None:
+        pass
+
+    def finished(self, result: AtlasResult) -> None:
+        pass
 
 
 @dataclass
@@ -100,7 +116,7 @@ class AtlasResult:
     def table(self, family: str) -> pd.DataFrame:
         """One row per head (index "L2H3"), one column per metric of ``family``."""
         long = self.scores(family)
-        wide = long.pivot_table(index=["layer", "head", "head_name"], columns="metric", values="value", dropna=False)
+        wide = long.pivot(index=["layer", "head", "head_name"], columns="metric", values="value")
         return wide.reset_index(level=["layer", "head"]).rename_axis(columns=None)
 
     def artefacts(self, family: str) -> dict[str, Any]:
@@ -160,15 +176,23 @@ class Atlas:
         self._executor = executor if executor is not None and not isinstance(executor, str) else None
         root = store.root if isinstance(store, Store) else store
         cli = {
-            "model": spec, "families": None if families is None else (families if isinstance(families, str) else list(families)),
-            "results": None if root is None else str(root), "prompts": None if self._texts is not None or prompts is None else str(prompts),
-            "prompt_field": prompt_field, "n_prompts": n_prompts, "max_tokens": max_tokens, "seed": seed, "device": device,
-            "dtype": dtype, "executor": None if executor is None or self._executor is not None else executor,
-            "ray_address": ray_address, "ray_workers": ray_workers,
+            "model": spec,
+            "families": None if families is None else (families if isinstance(families, str) else list(families)),
+            "results": None if root is None else str(root),
+            "prompts": None if self._texts is not None or prompts is None else str(prompts),
+            "prompt_field": prompt_field,
+            "n_prompts": n_prompts,
+            "max_tokens": max_tokens,
+            "seed": seed,
+            "device": device,
+            "dtype": dtype,
+            "executor": None if executor is None or self._executor is not None else executor,
+            "ray_address": ray_address,
+            "ray_workers": ray_workers,
         }
         fam_opts = {k: dict(v) for k, v in (options or {}).items()}
         self.opts: AtlasOptions = resolve_options(cli, config, list(set_options), fam_opts)
-        self.progress = progress or AtlasProgress()
+        self.progress: AtlasProgress = progress or SilentProgress()
         self.warnings: list[InputProblem] = []
 
     # -- pieces ------------------------------------------------------------------------------------
@@ -180,7 +204,9 @@ class Atlas:
             from workbench.models import load_model
 
             if self.opts.model is None:
-                raise WorkbenchError("no model given", "name one: Atlas(MODEL) / workbench atlas MODEL (or `model:` in the config file)")
+                raise WorkbenchError(
+                    "no model given", "name one: Atlas(MODEL) / workbench atlas MODEL (or `model:` in the config file)"
+                )
             device = "cpu" if self.opts.executor == "ray" and self._executor is None else self.opts.device
             self._model = load_model(self.opts.model, device=device, dtype=self.opts.dtype)
         return self._model
@@ -202,8 +228,15 @@ class Atlas:
     def _context(self, texts: list[str] | None, device: str) -> RunContext:
         o = self.opts
         return RunContext(
-            seed=o.seed, max_tokens=o.max_tokens, n_prompts=o.n_prompts, device=device, dtype=o.dtype, prompts=texts,
-            prompt_file=o.prompts, family_options=o.family_options, quiet=True,
+            seed=o.seed,
+            max_tokens=o.max_tokens,
+            n_prompts=o.n_prompts,
+            device=device,
+            dtype=o.dtype,
+            prompts=texts,
+            prompt_file=o.prompts,
+            family_options=o.family_options,
+            quiet=True,
         )
 
     def _make_executor(self) -> tuple[Executor, bool]:
@@ -217,8 +250,12 @@ class Atlas:
     def preflight(self) -> list[InputProblem]:
         """Check every input of every family now (raises `PreflightError`); returns the warnings."""
         texts = self._texts_from_file()
-        return preflight(self.model, self._families(), self._context(texts, str(self.model.device)),
-                         explicit_max_tokens="max_tokens" in self.opts.given)
+        return preflight(
+            self.model,
+            self._families(),
+            self._context(texts, str(self.model.device)),
+            explicit_max_tokens="max_tokens" in self.opts.given,
+        )
 
     # -- a new run ---------------------------------------------------------------------------------
 
@@ -228,17 +265,23 @@ class Atlas:
         texts = self._texts_from_file()
         fams = self._families()
         ensure_writable(o.results)
-        model = self.model
-        ctx = self._context(texts, o.device)
-        self.warnings = preflight(model, fams, ctx, explicit_max_tokens="max_tokens" in o.given)
-        executor, owned = self._make_executor()
+        executor, owned = self._make_executor()  # a missing optional dependency (Ray) fails before the model loads
         try:
+            model = self.model
+            ctx = self._context(texts, o.device)
+            self.warnings = preflight(model, fams, ctx, explicit_max_tokens="max_tokens" in o.given)
             config = {
-                "model": o.model, "families": o.families, "results": str(o.results.resolve()),
+                "model": o.model,
+                "families": o.families,
+                "results": str(o.results.resolve()),
                 "prompts": None if o.prompts is None else str(o.prompts.resolve()),
                 "prompts_sha256": None if texts is None else hashlib.sha256(json.dumps(texts).encode()).hexdigest(),
-                "n_prompts": o.n_prompts, "max_tokens": o.max_tokens, "seed": o.seed,
-                "device": executor.worker_device() if hasattr(executor, "worker_device") and o.executor == "ray" else str(model.device),
+                "n_prompts": o.n_prompts,
+                "max_tokens": o.max_tokens,
+                "seed": o.seed,
+                "device": executor.worker_device()
+                if hasattr(executor, "worker_device") and o.executor == "ray"
+                else str(model.device),
                 "dtype": str(model.dtype).removeprefix("torch."),
                 "family_options": {n: config_to_dict(f.config) for n, f in fams.items()},
                 "warnings": [str(w) for w in self.warnings],
@@ -259,7 +302,9 @@ class Atlas:
         run_families(writer, model, fams, ctx, on_part=self.progress.on_part, executor=executor)
 
     def _finish(self, run_id: str, families: list[str]) -> AtlasResult:
-        result = AtlasResult(run_id, self.opts.results, self.opts.model or self.model.name, families, [str(w) for w in self.warnings])
+        result = AtlasResult(
+            run_id, self.opts.results, self.opts.model or self.model.name, families, [str(w) for w in self.warnings]
+        )
         self.progress.finished(result)
         return result
 
@@ -278,7 +323,9 @@ class Atlas:
                 if info.status == "complete":
                     raise WorkbenchError(f"run {info.run_id} is already complete", "start a new run instead of resuming")
                 if info.status == "running":
-                    raise WorkbenchError(f"run {info.run_id} is still running (process {info.pid} on {info.host})", "wait for it or stop it first")
+                    raise WorkbenchError(
+                        f"run {info.run_id} is still running (process {info.pid} on {info.host})", "wait for it or stop it first"
+                    )
                 recorded = info.config
                 for key in RESULT_KEYS:
                     if key in o.given and getattr(o, key) != recorded.get(key):
@@ -312,9 +359,14 @@ class Atlas:
                     cls = family_class(name)
                     fams[name] = cls(make_config(cls.config_class, {**stored.get(name, {}), **changed.get(name, {})}, name))
                 ctx = RunContext(
-                    seed=recorded.get("seed", 0), max_tokens=recorded.get("max_tokens", 256), n_prompts=recorded.get("n_prompts"),
-                    device=str(model.device), dtype=recorded.get("dtype", "float32"), prompts=texts,
-                    family_options={n: {**stored.get(n, {}), **changed.get(n, {})} for n in info.families}, quiet=True,
+                    seed=recorded.get("seed", 0),
+                    max_tokens=recorded.get("max_tokens", 256),
+                    n_prompts=recorded.get("n_prompts"),
+                    device=str(model.device),
+                    dtype=recorded.get("dtype", "float32"),
+                    prompts=texts,
+                    family_options={n: {**stored.get(n, {}), **changed.get(n, {})} for n in info.families},
+                    quiet=True,
                 )
                 pending = {n: f for n, f in fams.items() if not writer_probe.family_done(n)}
                 self.warnings = preflight(model, pending, ctx)
@@ -345,8 +397,10 @@ class Atlas:
                         f"run {info.run_id} keeps the options it was started with; only inputs ({', '.join(f'{name}.{k}' for k in allowed) or 'none'}) may be given",
                     )
                 if any(status == "done" for _, status in writer.parts(name)):
-                    raise WorkbenchError(f"family {name!r} of run {info.run_id} already finished parts with its recorded inputs",
-                                         "start a new run to use other inputs")
+                    raise WorkbenchError(
+                        f"family {name!r} of run {info.run_id} already finished parts with its recorded inputs",
+                        "start a new run to use other inputs",
+                    )
                 changed.setdefault(name, {})[key] = value
         return changed
 
@@ -374,4 +428,3 @@ def pick_run(store: Store, ref: str | None) -> RunInfo:
     if not pending:
         raise WorkbenchError(f"no interrupted run in {str(store.root)!r}", "start a new run without --resume")
     return pending[0]
-

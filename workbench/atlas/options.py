@@ -54,9 +54,20 @@ OPTION_KEYS: dict[str, str] = {
 }
 
 DEFAULTS: dict[str, Any] = {
-    "model": None, "families": "all", "results": None, "prompts": None, "prompt_field": None, "n_prompts": None,
-    "max_tokens": 256, "seed": 0, "device": "auto", "dtype": "float32", "quiet": False,
-    "executor": "local", "ray_address": None, "ray_workers": None,
+    "model": None,
+    "families": "all",
+    "results": None,
+    "prompts": None,
+    "prompt_field": None,
+    "n_prompts": None,
+    "max_tokens": 256,
+    "seed": 0,
+    "device": "auto",
+    "dtype": "float32",
+    "quiet": False,
+    "executor": "local",
+    "ray_address": None,
+    "ray_workers": None,
 }
 
 # Keys that change the numbers of a run (checked against the recorded run on --resume).
@@ -121,7 +132,9 @@ def parse_set_options(items: list[str]) -> dict[str, dict[str, Any]]:
         key, sep, value = item.partition("=")
         family, dot, name = key.strip().partition(".")
         if not sep or not dot or not family or not name:
-            raise InputDataError(f"cannot read --set {item!r}", "write --set FAMILY.OPTION=VALUE, for example --set sinks.eps=0.2")
+            raise InputDataError(
+                f"cannot read --set {item!r}", "write --set FAMILY.OPTION=VALUE, for example --set sinks.eps=0.2"
+            )
         out.setdefault(family, {})[name] = value.strip()
     return out
 
@@ -134,7 +147,9 @@ def _check_keys(data: dict[str, Any], source: str) -> tuple[dict[str, Any], dict
             options[key] = value
         elif key in known_families:
             if not isinstance(value, dict):
-                raise InputDataError(f"config key {key!r} in {source} must be a section of {key} options", f"for example  {key}: {{...}}")
+                raise InputDataError(
+                    f"config key {key!r} in {source} must be a section of {key} options", f"for example  {key}: {{...}}"
+                )
             sections[key] = value
         else:
             raise InputDataError(
@@ -157,14 +172,17 @@ def _int(value: Any, key: str, minimum: int | None) -> int:
 
 
 def resolve_options(
-    cli: dict[str, Any], config: str | Path | None = None, set_options: list[str] | None = None,
+    cli: dict[str, Any],
+    config: str | Path | None = None,
+    set_options: list[str] | None = None,
     family_options: dict[str, dict[str, Any]] | None = None,
 ) -> AtlasOptions:
     """Merge command-line (or API) values (None = not given), the config file and the defaults; validate.
     ``family_options`` (``{"sinks": {"eps": 0.2}}``, from the Python API) override the file's sections."""
     from workbench.store.store import default_results
 
-    file_opts, sections = ({}, {})
+    file_opts: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
     source = "the config file"
     if config is not None:
         source = f"config file {str(config)!r}"
@@ -175,13 +193,17 @@ def resolve_options(
     given = {k for k, v in cli.items() if v is not None} | set(file_opts)
     merged = {k: (cli[k] if cli.get(k) is not None else file_opts.get(k, DEFAULTS[k])) for k in OPTION_KEYS}
 
-    families = resolve_families(merged["families"] if not isinstance(merged["families"], (list, tuple)) else list(merged["families"]))
+    families = resolve_families(
+        merged["families"] if not isinstance(merged["families"], (list, tuple)) else list(merged["families"])
+    )
     merged_options: dict[str, dict[str, Any]] = {}
     for name, section in sections.items():
         merged_options.setdefault(name, {}).update(section)
     for name, section in (family_options or {}).items():
         if not isinstance(section, dict):
-            raise InputDataError(f"options for family {name!r} must be a mapping of option names to values", f"e.g. {{'{name}': {{...}}}}")
+            raise InputDataError(
+                f"options for family {name!r} must be a mapping of option names to values", f"e.g. {{'{name}': {{...}}}}"
+            )
         family_class(name)
         merged_options.setdefault(name, {}).update(section)
     family_options = merged_options
@@ -197,8 +219,10 @@ def resolve_options(
     from workbench.executors.base import EXECUTORS
 
     if merged["executor"] not in EXECUTORS:
-        raise InputDataError(f"option 'executor' must be one of {', '.join(EXECUTORS)}, got {merged['executor']!r}",
-                             "use --executor local (default) or --executor ray")
+        raise InputDataError(
+            f"option 'executor' must be one of {', '.join(EXECUTORS)}, got {merged['executor']!r}",
+            "use --executor local (default) or --executor ray",
+        )
     for key in ("model", "device", "dtype", "ray_address", "prompt_field"):
         if merged[key] is not None and not isinstance(merged[key], str):
             raise InputDataError(f"option {key!r} must be a string, got {merged[key]!r}")

@@ -36,11 +36,18 @@ def prompt_problems(model: Model, texts: Sequence[str], max_tokens: int) -> list
     for i, text in enumerate(texts):
         n = int(model.to_tokens(text).shape[1])
         if n < 2:
-            problems.append(InputProblem("prompts", f"prompt {i} ({text[:40]!r}) has {n} token(s)", "give prompts of at least 2 tokens"))
+            problems.append(
+                InputProblem("prompts", f"prompt {i} ({text[:40]!r}) has {n} token(s)", "give prompts of at least 2 tokens")
+            )
     share = unknown_share(model, list(texts)[:50])
     if share > MAX_UNKNOWN_SHARE:
-        problems.append(InputProblem("prompts", f"the prompts are {share:.0%} unknown tokens for this tokenizer",
-                                     "give prompts in the model's language"))
+        problems.append(
+            InputProblem(
+                "prompts",
+                f"the prompts are {share:.0%} unknown tokens for this tokenizer",
+                "give prompts in the model's language",
+            )
+        )
     return problems
 
 
@@ -49,8 +56,13 @@ def context_problems(model: Model, max_tokens: int, explicit: bool) -> list[Inpu
     own length caps the default quietly)."""
     n_ctx = int(getattr(model.geometry, "n_ctx", 0) or 0)
     if explicit and n_ctx > 0 and max_tokens > n_ctx:
-        return [InputProblem("run", f"max_tokens {max_tokens} is longer than the model's context of {n_ctx} tokens",
-                             f"give --max-tokens {n_ctx} or less")]
+        return [
+            InputProblem(
+                "run",
+                f"max_tokens {max_tokens} is longer than the model's context of {n_ctx} tokens",
+                f"give --max-tokens {n_ctx} or less",
+            )
+        ]
     return []
 
 

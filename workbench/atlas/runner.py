@@ -36,12 +36,20 @@ def _check_parts(name: str, parts: list[str]) -> list[str]:
 
 
 def start_run(
-    store: Store, model: Any, families: dict[str, Family], ctx: RunContext, config: dict[str, Any], run_id: str | None = None,
+    store: Store,
+    model: Any,
+    families: dict[str, Family],
+    ctx: RunContext,
+    config: dict[str, Any],
+    run_id: str | None = None,
 ) -> RunWriter:
     specs = [
         {
-            "name": name, "description": fam.description, "primary_metric": fam.primary_metric,
-            "evidence_metric": fam.evidence_metric, "options": config_to_dict(fam.config),
+            "name": name,
+            "description": fam.description,
+            "primary_metric": fam.primary_metric,
+            "evidence_metric": fam.evidence_metric,
+            "options": config_to_dict(fam.config),
             "parts": _check_parts(name, fam.parts(model, ctx)),
         }
         for name, fam in families.items()
@@ -64,8 +72,10 @@ def _check_result(name: str, part: str, result: PartResult, model: Any) -> None:
         raise TypeError(f"family {name!r} part {part!r} returned {type(result).__name__}, not PartResult")
     geo = model.geometry
     if (result.scores.n_layers, result.scores.n_heads) != (geo.n_layers, geo.n_heads):
-        raise ValueError(f"family {name!r} returned scores for {result.scores.n_layers}x{result.scores.n_heads} heads, "
-                         f"the model has {geo.n_layers}x{geo.n_heads}")
+        raise ValueError(
+            f"family {name!r} returned scores for {result.scores.n_layers}x{result.scores.n_heads} heads, "
+            f"the model has {geo.n_layers}x{geo.n_heads}"
+        )
     if result.scores.family != name:
         raise ValueError(f"family {name!r} returned scores labelled {result.scores.family!r}")
 
@@ -79,7 +89,11 @@ def _merge(writer: RunWriter, name: str, fam: Family) -> None:
 
 
 def execute(
-    writer: RunWriter, model: Any, families: dict[str, Family], ctx: RunContext, on_part: PartHook | None = None,
+    writer: RunWriter,
+    model: Any,
+    families: dict[str, Family],
+    ctx: RunContext,
+    on_part: PartHook | None = None,
     executor: Executor | None = None,
 ) -> None:
     """Run every part that is not done, merge every family that is not done, finish the run.
@@ -133,7 +147,11 @@ def execute(
 
 
 def run_families(
-    writer: RunWriter, model: Any, families: dict[str, Family], ctx: RunContext, on_part: PartHook | None = None,
+    writer: RunWriter,
+    model: Any,
+    families: dict[str, Family],
+    ctx: RunContext,
+    on_part: PartHook | None = None,
     executor: Executor | None = None,
 ) -> str:
     """`execute` with the run marked interrupted or failed when it stops early. Returns the run id.

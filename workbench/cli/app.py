@@ -23,7 +23,12 @@ def dashboard(
 
     folder = results if results is not None else default_results()
     if host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print(f"[bold yellow]note:[/] listening on {host}: anyone who can reach it can run the model", highlight=False)
-    err_console.print(f"Attention Workbench dashboard: http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}/ "
-                      f"(results: {folder}); Ctrl+C stops it", highlight=False)
+        err_console.print(
+            f"[bold yellow]note:[/] listening on {host}: anyone who can reach it can run the model", highlight=False
+        )
+    err_console.print(
+        f"Attention Workbench dashboard: http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}/ "
+        f"(results: {folder}); Ctrl+C stops it",
+        highlight=False,
+    )
     serve(folder, host=host, port=port, device=device, export_dir=export_dir, quiet=quiet)

@@ -31,7 +31,9 @@ _EXIT_INTERRUPTED = 130
 
 
 def atlas(
-    model: str = typer.Argument(None, help="shipped model name, local Hugging Face folder or cached hub id (with --resume: a run id or a model)"),
+    model: str = typer.Argument(
+        None, help="shipped model name, local Hugging Face folder or cached hub id (with --resume: a run id or a model)"
+    ),
     families: str = typer.Option(None, "--families", "-f", help="comma-separated families, or 'all' (default)"),
     config: Path = typer.Option(None, "--config", "-c", help="YAML or TOML file holding any of these options"),
     results: Path = typer.Option(None, "--results", "-r", help="results folder (default ./wb-results or $WORKBENCH_RESULTS)"),
@@ -42,12 +44,22 @@ def atlas(
     seed: int = typer.Option(None, "--seed", help="random seed (default 0)"),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default)"),
     dtype: str = typer.Option(None, "--dtype", help="float32 (default), float16 or bfloat16"),
-    set_options: list[str] = typer.Option([], "--set", "--option", help="family option FAMILY.KEY=VALUE, e.g. sinks.eps=0.2 (repeatable)"),
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run: --resume RUN_ID, or MODEL --resume for its latest"),
+    set_options: list[str] = typer.Option(
+        [], "--set", "--option", help="family option FAMILY.KEY=VALUE, e.g. sinks.eps=0.2 (repeatable)"
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="continue an interrupted run: --resume RUN_ID, or MODEL --resume for its latest"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or messages (the run id is still printed)"),
-    executor: str = typer.Option(None, "--executor", help="local (default: this process) or ray (Ray actors; needs the optional ray extra)"),
-    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address, e.g. auto or HOST:6379 (default: $RAY_ADDRESS, else a local Ray)"),
-    ray_workers: int = typer.Option(None, "--ray-workers", help="Ray actors, each with one model copy (default: one per GPU, else one per CPU)"),
+    executor: str = typer.Option(
+        None, "--executor", help="local (default: this process) or ray (Ray actors; needs the optional ray extra)"
+    ),
+    ray_address: str = typer.Option(
+        None, "--ray-address", help="Ray cluster address, e.g. auto or HOST:6379 (default: $RAY_ADDRESS, else a local Ray)"
+    ),
+    ray_workers: int = typer.Option(
+        None, "--ray-workers", help="Ray actors, each with one model copy (default: one per GPU, else one per CPU)"
+    ),
 ) -> None:
     """Run the head atlas (all families by default) on MODEL and store the run."""
     from workbench.atlas.api import Atlas
@@ -56,9 +68,22 @@ def atlas(
     with RunProgress(enabled=not quiet) as bars:
         progress = CliProgress(bars, quiet)
         runner = Atlas(
-            None if resume else model, families, results, executor, prompts=prompts, prompt_field=prompt_field,
-            n_prompts=n_prompts, max_tokens=max_tokens, seed=seed, device=device, dtype=dtype, ray_address=ray_address,
-            ray_workers=ray_workers, config=config, set_options=set_options, progress=progress,
+            None if resume else model,
+            families,
+            results,
+            executor,
+            prompts=prompts,
+            prompt_field=prompt_field,
+            n_prompts=n_prompts,
+            max_tokens=max_tokens,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            ray_address=ray_address,
+            ray_workers=ray_workers,
+            config=config,
+            set_options=set_options,
+            progress=progress,
         )
         progress.results = runner.opts.results
         result = _with_interrupts(lambda: runner.resume(model) if resume else runner.run(), progress)
@@ -67,7 +92,9 @@ def atlas(
     else:
         for warning in result.warnings:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-        console.print(f"report: workbench report {result.run_id} --results {runner.opts.results}", highlight=False, soft_wrap=True)
+        console.print(
+            f"report: workbench report {result.run_id} --results {runner.opts.results}", highlight=False, soft_wrap=True
+        )
 
 
 class CliProgress:
@@ -115,7 +142,8 @@ def _with_interrupts(work: Any, progress: CliProgress) -> AtlasResult:
         err_console.print(
             f"[bold yellow]interrupted:[/] run {progress.run_id} is marked interrupted; finished parts are kept.\n"
             f"  resume with: workbench atlas --resume {progress.run_id} --results {progress.results}",
-            highlight=False, soft_wrap=True,
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(_EXIT_INTERRUPTED) from None
     finally:

@@ -38,8 +38,14 @@ def compare(
         table.add_column(col)
     for fam in data["families"]:
         for m in fam["metrics"]:
-            table.add_row(fam["name"], m["metric"], _f(m.get("max_abs_diff")), _f(m.get("pearson")), _f(m.get("spearman")),
-                          _f(m.get("top_k_jaccard")))
+            table.add_row(
+                fam["name"],
+                m["metric"],
+                _f(m.get("max_abs_diff")),
+                _f(m.get("pearson")),
+                _f(m.get("spearman")),
+                _f(m.get("top_k_jaccard")),
+            )
     console.print(table)
     if not data["same_geometry"]:
         console.print("different head geometry: compared by relative depth and top heads (see the HTML)")

@@ -50,7 +50,9 @@ def export(
         try:
             import pyarrow  # noqa: F401
         except ImportError as exc:
-            raise WorkbenchError("Parquet export needs pyarrow, which is not installed", "pip install pyarrow, or use --format csv") from exc
+            raise WorkbenchError(
+                "Parquet export needs pyarrow, which is not installed", "pip install pyarrow, or use --format csv"
+            ) from exc
     write = _write_parquet if fmt == "parquet" else _write_csv
     with Store.open(results) as store:
         info = store.run(run)
@@ -58,10 +60,14 @@ def export(
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise WorkbenchError(f"cannot create export folder {str(folder)!r}: {exc.strerror}", "choose a writable --out") from exc
+            raise WorkbenchError(
+                f"cannot create export folder {str(folder)!r}: {exc.strerror}", "choose a writable --out"
+            ) from exc
         kv = info.geometry.get("head_to_kv") if isinstance(info.geometry, dict) else None
-        rows = [[info.run_id, info.model, f, m, layer, h, (kv[h] if kv and h < len(kv) else None), s if s == s else None]
-                for f, m, layer, h, s in store.score_rows(info.run_id)]
+        rows = [
+            [info.run_id, info.model, f, m, layer, h, (kv[h] if kv and h < len(kv) else None), s if s == s else None]
+            for f, m, layer, h, s in store.score_rows(info.run_id)
+        ]
         written = []
         path = folder / f"head_scores.{fmt}"
         write(path, ["run_id", "model", "family", "metric", "layer", "head", "kv_head", "score"], rows)

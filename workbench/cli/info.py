@@ -46,7 +46,10 @@ def info(
         ("architecture", geo.architecture),
         ("layers", str(geo.n_layers)),
         ("query heads per layer", str(geo.n_heads)),
-        ("KV heads per layer", f"{geo.n_kv_heads}" + (f"  (GQA, {geo.group_size} query heads each)" if geo.group_size > 1 else "")),
+        (
+            "KV heads per layer",
+            f"{geo.n_kv_heads}" + (f"  (GQA, {geo.group_size} query heads each)" if geo.group_size > 1 else ""),
+        ),
         ("head -> KV head", " ".join(f"{h}->{kv}" for h, kv in enumerate(geo.head_to_kv))),
         ("head dim", str(geo.d_head)),
         ("model dim", str(geo.d_model)),
@@ -54,7 +57,11 @@ def info(
         ("context length", str(geo.n_ctx)),
         ("positions", geo.positional.describe()),
         ("attention", _attention_summary(loaded)),
-        ("BOS", f"{geo.bos.token!r} (id {geo.bos.token_id}), " + ("prepended by the tokenizer" if geo.bos.prepends else "not prepended")),
+        (
+            "BOS",
+            f"{geo.bos.token!r} (id {geo.bos.token_id}), "
+            + ("prepended by the tokenizer" if geo.bos.prepends else "not prepended"),
+        ),
         ("device / dtype", f"{loaded.device} / {str(loaded.dtype).removeprefix('torch.')}"),
     ]
     for key, value in rows:

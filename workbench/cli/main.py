@@ -12,8 +12,8 @@ import typer
 from rich.markup import escape
 
 from workbench.cli.app import dashboard
-from workbench.cli.common import err_console
 from workbench.cli.atlas import atlas
+from workbench.cli.common import err_console
 from workbench.cli.compare import compare
 from workbench.cli.export import export
 from workbench.cli.info import info
@@ -43,6 +43,7 @@ app.command("compare")(compare)
 app.command("export")(export)
 app.command("app")(dashboard)
 from workbench.cli.organisms import organisms_app  # noqa: E402
+
 app.add_typer(organisms_app, name="organisms")
 
 

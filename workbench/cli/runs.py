@@ -40,8 +40,25 @@ def runs(
     with Store.open(results) as store:
         found = store.runs(model=model, status=status)
         if as_json:
-            keep = ("run_id", "model", "model_kind", "model_revision", "model_hash", "families", "status", "stored_status",
-                    "created_at", "started_at", "finished_at", "parts_done", "parts_total", "resumes", "error", "config", "versions")
+            keep = (
+                "run_id",
+                "model",
+                "model_kind",
+                "model_revision",
+                "model_hash",
+                "families",
+                "status",
+                "stored_status",
+                "created_at",
+                "started_at",
+                "finished_at",
+                "parts_done",
+                "parts_total",
+                "resumes",
+                "error",
+                "config",
+                "versions",
+            )
             print(json.dumps([{k: r.to_dict()[k] for k in keep} for r in found], indent=2))
             return
         if not found:
@@ -58,11 +75,17 @@ def runs(
         for r in found:
             model_name = Path(r.model).name if r.model.startswith("/") else r.model  # folders: the full path is in --json
             table.add_row(
-                r.run_id, model_name, ", ".join(r.families), f"[{_STYLE.get(r.status, 'white')}]{r.status}[/]",
-                f"{r.parts_done}/{r.parts_total}", _when(r.created_at), _duration(r),
+                r.run_id,
+                model_name,
+                ", ".join(r.families),
+                f"[{_STYLE.get(r.status, 'white')}]{r.status}[/]",
+                f"{r.parts_done}/{r.parts_total}",
+                _when(r.created_at),
+                _duration(r),
             )
         console.print(table)
         stuck = [r for r in found if r.status in ("interrupted", "failed")]
         if stuck:
-            console.print(f"resume with: workbench atlas --resume {stuck[0].run_id} --results {store.root}",
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"resume with: workbench atlas --resume {stuck[0].run_id} --results {store.root}", highlight=False, soft_wrap=True
+            )

@@ -29,7 +29,7 @@ def _read_text(path: Path) -> str:
         return path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputDataError(
-            f"prompt file {str(path)!r} is not UTF-8 (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})",
+            f"prompt file {str(path)!r} is not UTF-8 (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r})",
             "re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 in.csv > out.csv`",
         ) from exc
     except OSError as exc:
@@ -76,7 +76,9 @@ def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
             if isinstance(record, str):
                 record = {"prompt": record}
             if not isinstance(record, dict):
-                raise InputDataError(f"item {number} of {str(path)!r} is neither a string nor an object", "give strings or objects")
+                raise InputDataError(
+                    f"item {number} of {str(path)!r} is neither a string nor an object", "give strings or objects"
+                )
             prompts.append(_pick(record, field, f"item {number}", path))
     elif suffix == ".jsonl":
         for number, line in enumerate(text.splitlines(), 1):
@@ -85,7 +87,9 @@ def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputDataError(f"line {number} of {str(path)!r} is not valid JSON: {exc.msg}", "one JSON object per line") from exc
+                raise InputDataError(
+                    f"line {number} of {str(path)!r} is not valid JSON: {exc.msg}", "one JSON object per line"
+                ) from exc
             if isinstance(record, str):
                 record = {"prompt": record}
             if not isinstance(record, dict):
@@ -107,7 +111,7 @@ def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
 
 
 def apply_template(prompts: Sequence[str], tokenizer: Any, template: str = "raw") -> list[str]:
-    """"raw" keeps prompts as they are; "chat" uses the tokenizer's chat template (it must have
+    """ "raw" keeps prompts as they are; "chat" uses the tokenizer's chat template (it must have
     one); any other string is a format string with ``{prompt}``, e.g. "## Query:{prompt}\\n## Answer:"."""
     if template == "raw":
         return list(prompts)

@@ -123,8 +123,10 @@ def get_dataset(spec: str, kind: str | None = None, field: str | None = None) ->
             )
         data = load_file(path, kind or "text", field)
     if kind is not None and data.kind != kind:
-        raise InputDataError(f"dataset {spec!r} holds {data.kind} items, but {kind} items are needed",
-                             f"use one of {', '.join(dataset_names(kind))}")
+        raise InputDataError(
+            f"dataset {spec!r} holds {data.kind} items, but {kind} items are needed",
+            f"use one of {', '.join(dataset_names(kind))}",
+        )
     return data
 
 
@@ -186,8 +188,10 @@ def _hf_dataset(spec: str, kind: str, field: str | None) -> Dataset:
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as exc:
-        raise InputDataError(f"could not load {name!r} (split {split!r}) from the Hugging Face cache: {exc}",
-                             "download it where there is network, or give a local file") from exc
+        raise InputDataError(
+            f"could not load {name!r} (split {split!r}) from the Hugging Face cache: {exc}",
+            "download it where there is network, or give a local file",
+        ) from exc
     columns = list(ds.column_names)
     field = field or next((c for c in ("prompt", "text", "instruction", "goal", "question") if c in columns), None)
     if field is None or field not in columns:

@@ -66,7 +66,12 @@ class Executor(Protocol):
     name: str
 
     def run(
-        self, model: Any, families: dict[str, Family], ctx: RunContext, jobs: list[PartJob], started: StartedFn,
+        self,
+        model: Any,
+        families: dict[str, Family],
+        ctx: RunContext,
+        jobs: list[PartJob],
+        started: StartedFn,
     ) -> Iterator[PartOutcome]: ...
 
     def close(self) -> None: ...
@@ -118,7 +123,11 @@ class ModelRef:
 
 
 def make_executor(
-    name: str, address: str | None = None, workers: int | None = None, device: str = "auto", quiet: bool = False,
+    name: str,
+    address: str | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    quiet: bool = False,
 ) -> Executor:
     """An executor by name: ``local`` (in this process) or ``ray`` (Ray actors; needs the [ray] extra)."""
     if name == "local":

@@ -18,7 +18,12 @@ class LocalExecutor:
     name = "local"
 
     def run(
-        self, model: Any, families: dict[str, Family], ctx: RunContext, jobs: list[PartJob], started: StartedFn,
+        self,
+        model: Any,
+        families: dict[str, Family],
+        ctx: RunContext,
+        jobs: list[PartJob],
+        started: StartedFn,
     ) -> Iterator[PartOutcome]:
         for job in jobs:
             started(job)

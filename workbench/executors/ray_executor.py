@@ -22,6 +22,7 @@ Ray is an optional dependency: ``pip install 'attention-workbench[ray]'``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -44,8 +45,9 @@ def require_ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise WorkbenchError("the Ray executor needs the optional dependency 'ray', which is not installed",
-                             RAY_INSTALL_HINT) from exc
+        raise WorkbenchError(
+            "the Ray executor needs the optional dependency 'ray', which is not installed", RAY_INSTALL_HINT
+        ) from exc
     return ray
 
 
@@ -72,14 +74,19 @@ class PartWorker:
                     "install a CUDA build of torch on every GPU node, or run with --device cpu",
                 )
             self.model = loader(self.device)
-        except Exception as exc:  # noqa: BLE001 - handed to the driver by run()
+        except Exception as exc:
             self.error = exc
 
     def info(self) -> dict[str, Any]:
         import torch
 
-        return {"worker": self.label, "pid": os.getpid(), "device": self.device, "threads": torch.get_num_threads(),
-                "error": None if self.error is None else f"{type(self.error).__name__}: {self.error}"}
+        return {
+            "worker": self.label,
+            "pid": os.getpid(),
+            "device": self.device,
+            "threads": torch.get_num_threads(),
+            "error": None if self.error is None else f"{type(self.error).__name__}: {self.error}",
+        }
 
     def run(self, families: dict[str, Family], ctx: RunContext, family: str, part: str) -> PartOutcome:
         if self.error is not None:
@@ -100,9 +107,19 @@ class RayExecutor:
     name = "ray"
 
     def __init__(
-        self, address: str | None = None, workers: int | None = None, device: str = "auto", *,
-        cpus_per_worker: float = 1, threads: int | None = None, max_restarts: int = 2, max_task_retries: int = 2, max_requeues: int = 2,
-        loader: ModelLoader | None = None, quiet: bool = False, init_kwargs: dict[str, Any] | None = None,
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        device: str = "auto",
+        *,
+        cpus_per_worker: float = 1,
+        threads: int | None = None,
+        max_restarts: int = 2,
+        max_task_retries: int = 2,
+        max_requeues: int = 2,
+        loader: ModelLoader | None = None,
+        quiet: bool = False,
+        init_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if workers is not None and workers < 1:
             raise WorkbenchError(f"--ray-workers must be at least 1, got {workers}")
@@ -129,8 +146,12 @@ class RayExecutor:
         ray = self._ray
         if ray.is_initialized():
             return
-        kwargs: dict[str, Any] = {"address": self.address, "include_dashboard": False, "log_to_driver": not self.quiet,
-                                  "logging_level": "ERROR" if self.quiet else "WARNING"}
+        kwargs: dict[str, Any] = {
+            "address": self.address,
+            "include_dashboard": False,
+            "log_to_driver": not self.quiet,
+            "logging_level": "ERROR" if self.quiet else "WARNING",
+        }
         kwargs.update(self.init_kwargs)
         try:
             ray.init(**kwargs)
@@ -164,8 +185,13 @@ class RayExecutor:
 
     def actor_options(self, use_gpu: bool) -> dict[str, Any]:
         """What each actor asks Ray for, and how it survives a crash."""
-        return {"num_cpus": self.cpus_per_worker, "num_gpus": 1 if use_gpu else 0, "max_restarts": self.max_restarts,
-                "max_task_retries": self.max_task_retries, "scheduling_strategy": "SPREAD"}
+        return {
+            "num_cpus": self.cpus_per_worker,
+            "num_gpus": 1 if use_gpu else 0,
+            "max_restarts": self.max_restarts,
+            "max_task_retries": self.max_task_retries,
+            "scheduling_strategy": "SPREAD",
+        }
 
     def worker_threads(self, use_gpu: bool) -> int | None:
         """torch intra-op threads per actor: ``threads``, else its CPU share on CPU (None: torch's default)."""
@@ -186,7 +212,12 @@ class RayExecutor:
     # -- running -------------------------------------------------------------------------------------
 
     def run(
-        self, model: Any, families: dict[str, Family], ctx: RunContext, jobs: list[PartJob], started: StartedFn,
+        self,
+        model: Any,
+        families: dict[str, Family],
+        ctx: RunContext,
+        jobs: list[PartJob],
+        started: StartedFn,
     ) -> Iterator[PartOutcome]:
         if not jobs:
             return
@@ -247,10 +278,8 @@ class RayExecutor:
 
     def _kill_actors(self) -> None:
         for actor in self._actors:
-            try:
+            with contextlib.suppress(Exception):
                 self._ray.kill(actor, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
         self._actors = []
 
     def close(self) -> None:

@@ -8,6 +8,12 @@ from workbench.families.context import RunContext
 from workbench.families.registry import build_family, family_class, family_names, resolve_families
 
 __all__ = [
-    "Family", "FamilyResult", "PartResult", "RunContext",
-    "build_family", "family_class", "family_names", "resolve_families",
+    "Family",
+    "FamilyResult",
+    "PartResult",
+    "RunContext",
+    "build_family",
+    "family_class",
+    "family_names",
+    "resolve_families",
 ]

@@ -49,7 +49,9 @@ def random_token_prompts(model: Any, rng: np.random.Generator, n: int, length: i
     return out
 
 
-def text_windows(model: Any, texts: list[str] | tuple[str, ...], rng: np.random.Generator, n: int, length: int) -> list[torch.Tensor]:
+def text_windows(
+    model: Any, texts: list[str] | tuple[str, ...], rng: np.random.Generator, n: int, length: int
+) -> list[torch.Tensor]:
     """``n`` windows of ``length`` tokens cut at random offsets from the texts (joined; repeated when
     shorter), BOS first when the tokenizer prepends one."""
     ids = model.tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
@@ -64,7 +66,9 @@ def text_windows(model: Any, texts: list[str] | tuple[str, ...], rng: np.random.
     return [torch.tensor(lead + ids[s : s + body], dtype=torch.long).view(1, -1) for s in starts]
 
 
-def family_prompts(model: Any, ctx: RunContext, family: str, default_n: int = DEFAULT_N_PROMPTS) -> tuple[list[torch.Tensor], str]:
+def family_prompts(
+    model: Any, ctx: RunContext, family: str, default_n: int = DEFAULT_N_PROMPTS
+) -> tuple[list[torch.Tensor], str]:
     """Token-id prompts [1, N] for a family and where they came from ("file", the model's own text set
     such as "organism-filler", or the default text set, "shipped:prose")."""
     length = prompt_length(model, ctx)
@@ -74,7 +78,9 @@ def family_prompts(model: Any, ctx: RunContext, family: str, default_n: int = DE
         for i, text in enumerate(texts):
             ids = model.to_tokens(text)[:, :length].cpu()
             if ids.shape[1] < 2:
-                raise InputDataError(f"prompt {i} of the prompt file has {ids.shape[1]} token(s)", "give prompts of at least 2 tokens")
+                raise InputDataError(
+                    f"prompt {i} of the prompt file has {ids.shape[1]} token(s)", "give prompts of at least 2 tokens"
+                )
             prompts.append(ids)
         return prompts, "file"
     n = default_n if ctx.n_prompts is None else ctx.n_prompts
@@ -82,10 +88,10 @@ def family_prompts(model: Any, ctx: RunContext, family: str, default_n: int = DE
     own = model_dataset("text", model)
     if isinstance(own, GeneratedSet):
         return own.make(model, rng, n, length), own.source
-    text, why = usable_text(model, own)
-    if text is None:
+    text_set, why = usable_text(model, own)
+    if text_set is None:
         return random_token_prompts(model, rng, n, length), f"random-tokens ({why})"
-    return text_windows(model, text.items, rng, n, length), text.source
+    return text_windows(model, text_set.items, rng, n, length), text_set.source
 
 
 def text_input_problems(model: Model, ctx: RunContext, family: str) -> list[InputProblem]:
@@ -98,8 +104,14 @@ def text_input_problems(model: Model, ctx: RunContext, family: str) -> list[Inpu
         return []
     text, why = usable_text(model, own)
     if text is None:
-        return [InputProblem(family, f"{why}; the family uses uniformly random tokens instead",
-                             "give text in the model's language with --prompts FILE", fatal=False)]
+        return [
+            InputProblem(
+                family,
+                f"{why}; the family uses uniformly random tokens instead",
+                "give text in the model's language with --prompts FILE",
+                fatal=False,
+            )
+        ]
     return []
 
 

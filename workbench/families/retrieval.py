@@ -16,7 +16,7 @@ import numpy as np
 
 from workbench.analysis.retrieval import RetrievalConfig
 from workbench.data.registry import GeneratedSet, model_dataset
-from workbench.families.base import Family, InputProblem, PartResult
+from workbench.families.base import Artefact, Family, InputProblem, PartResult
 from workbench.families.context import RunContext
 from workbench.families.prompts import prompt_length, text_input_problems, usable_text
 
@@ -56,7 +56,7 @@ def needle_trials(model: Any, ctx: RunContext, cfg: RetrievalFamilyConfig):
         words = [model.tokenizer.decode([int(i)]) for i in rng.integers(4, model.geometry.vocab_size, 400)]
         haystack = " ".join(w.strip() for w in words if w.strip()) + " ."
     code = str(int(rng.integers(1000, 9999)))
-    depths = np.linspace(0.1, 0.9, max(1, n))
+    depths = [float(d) for d in np.linspace(0.1, 0.9, max(1, n))]
     trials = text_needle_trials(
         model.tokenizer, haystack, f"The secret code is {code} .", "What is the secret code ?", code, [context], depths
     )
@@ -117,7 +117,9 @@ class RetrievalFamily(Family):
         special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
         pool = [i for i in range(geo.vocab_size) if i not in special]
         seg = min(cfg.segment, max(8, (prompt_length(model, ctx) - 1) // cfg.repeats))
-        probe = repeated_random_tokens(pool, seg, cfg.repeats, geo.bos.token_id, seed=int(ctx.rng("retrieval", "razor").integers(2**31)))
+        probe = repeated_random_tokens(
+            pool, seg, cfg.repeats, geo.bos.token_id, seed=int(ctx.rng("retrieval", "razor").integers(2**31))
+        )
         echo = echo_induction_scores(model, probe, seg, offset=1 if geo.bos.token_id is not None else 0)
         detectors = detector_scores(model, probe)
         for src in (echo, detectors):
@@ -136,49 +138,83 @@ class RetrievalFamily(Family):
             ctx.report("retrieval: single-head ablations", i + 1, k)
         scores.add("ablation_accuracy_drop", drop, "needle accuracy lost when this head attends uniformly")
 
-        comparison = top_vs_random_ablation(model, trials, ranking, min(cfg.compare_k, geo.n_total_heads // 2), cfg.n_random,
-                                            seed=int(ctx.rng("retrieval", "random").integers(2**31)))
+        comparison = top_vs_random_ablation(
+            model,
+            trials,
+            ranking,
+            min(cfg.compare_k, geo.n_total_heads // 2),
+            cfg.n_random,
+            seed=int(ctx.rng("retrieval", "random").integers(2**31)),
+        )
         ctx.report("retrieval: top vs random", 1, 1)
         from workbench.interventions.kv_budget import kv_head_ranking
 
         kv_ranking = kv_head_ranking(scores[ranking_metric], geo, cfg.kv_reduce)
-        curve = kv_budget_curve(model, trials, kv_ranking, list(cfg.budget_fractions), cfg.sink, cfg.recent,
-                                seed=int(ctx.rng("retrieval", "budget").integers(2**31)))
+        curve = kv_budget_curve(
+            model,
+            trials,
+            kv_ranking,
+            list(cfg.budget_fractions),
+            cfg.sink,
+            cfg.recent,
+            seed=int(ctx.rng("retrieval", "budget").integers(2**31)),
+        )
         ctx.report("retrieval: KV budget", 1, 1)
         hits = [
             {"trial": r.index, "layer": l, "head": h, "position": pos, "recall": r.recall}
-            for r in report.trials for (l, h, pos) in r.hits
+            for r in report.trials
+            for (l, h, pos) in r.hits
         ]
         razor = razor_selection(scores, geo.n_kv_heads, rcfg)
-        artefacts = {
+        artefacts: dict[str, Artefact] = {
             "retrieval_hits": hits,
             "needle_trials": [
-                {"trial": r.index, "exact": r.exact, "recall": r.recall, "generated": r.generated,
-                 "answer": trials[r.index].answer.tolist(), "answer_span": list(trials[r.index].answer_span),
-                 "depth": trials[r.index].depth}
+                {
+                    "trial": r.index,
+                    "exact": r.exact,
+                    "recall": r.recall,
+                    "generated": r.generated,
+                    "answer": trials[r.index].answer.tolist(),
+                    "answer_span": list(trials[r.index].answer_span),
+                    "depth": trials[r.index].depth,
+                }
                 for r in report.trials
             ],
             "ablation_comparison": {
-                "metric": ranking_metric, "k": comparison.k, "mode": comparison.mode,
-                "base_accuracy": comparison.base_accuracy, "top_heads": [str(h) for h in comparison.top_heads],
-                "top_accuracy": comparison.top_accuracy, "random_heads": [[str(h) for h in s] for s in comparison.random_heads],
+                "metric": ranking_metric,
+                "k": comparison.k,
+                "mode": comparison.mode,
+                "base_accuracy": comparison.base_accuracy,
+                "top_heads": [str(h) for h in comparison.top_heads],
+                "top_accuracy": comparison.top_accuracy,
+                "random_heads": [[str(h) for h in s] for s in comparison.random_heads],
                 "random_accuracies": comparison.random_accuracies,
             },
             "kv_budget_curve": {
-                "fractions": curve.fractions, "cache_share": curve.cache_share, "ranked_accuracy": curve.ranked_accuracy,
-                "random_accuracy": curve.random_accuracy, "full_accuracy": curve.full_accuracy,
-                "sink": curve.sink, "recent": curve.recent,
+                "fractions": curve.fractions,
+                "cache_share": curve.cache_share,
+                "ranked_accuracy": curve.ranked_accuracy,
+                "random_accuracy": curve.random_accuracy,
+                "full_accuracy": curve.full_accuracy,
+                "sink": curve.sink,
+                "recent": curve.recent,
                 "method": "retrieval-score head selection with a DuoAttention-style mask (not DuoAttention)",
-                "counted_per": "KV head", "kv_reduce": cfg.kv_reduce,
+                "counted_per": "KV head",
+                "kv_reduce": cfg.kv_reduce,
                 "kv_heads_ranked": [f"L{l}KV{k}" for l, k in kv_ranking],
             },
             "razor_selection": {k: [list(x) for x in v] for k, v in razor.items()},
         }
         summary = {
-            "trial_source": source, "n_trials": len(trials), "context_tokens": int(np.mean([t.context_len for t in trials])),
-            "needle_accuracy": report.accuracy, "counted_trials": report.n_counted,
+            "trial_source": source,
+            "n_trials": len(trials),
+            "context_tokens": int(np.mean([t.context_len for t in trials])),
+            "needle_accuracy": report.accuracy,
+            "counted_trials": report.n_counted,
             "n_retrieval_heads": len(self.members(scores)),
-            "top_k_ablation_accuracy": comparison.top_accuracy, "random_k_ablation_accuracy": comparison.random_mean,
-            "ranking_metric": ranking_metric, "segment": seg,
+            "top_k_ablation_accuracy": comparison.top_accuracy,
+            "random_k_ablation_accuracy": comparison.random_mean,
+            "ranking_metric": ranking_metric,
+            "segment": seg,
         }
         return PartResult(scores, artefacts, summary)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from workbench.families.base import Family, InputProblem, PartResult
+from workbench.families.base import Artefact, Family, InputProblem, PartResult
 from workbench.families.context import RunContext
 
 if TYPE_CHECKING:
@@ -128,14 +128,22 @@ class SafetyFamily(Family):
                 continue
             share = unknown_share(model, data.items[:50])
             if share > MAX_UNKNOWN_SHARE:
-                problems.append(InputProblem(
-                    self.name, f"the {data.kind} requests {data.source} are {share:.0%} unknown tokens for this tokenizer",
-                    f"give requests in the model's language with --set safety.{'harmful' if data.kind == 'harmful' else 'benign'}_file=FILE,"
-                    " or leave the family out with --families",
-                ))
+                problems.append(
+                    InputProblem(
+                        self.name,
+                        f"the {data.kind} requests {data.source} are {share:.0%} unknown tokens for this tokenizer",
+                        f"give requests in the model's language with --set safety.{'harmful' if data.kind == 'harmful' else 'benign'}_file=FILE,"
+                        " or leave the family out with --families",
+                    )
+                )
         if cfg.template == "chat" and not getattr(model.tokenizer, "chat_template", None):
-            problems.append(InputProblem(self.name, "template 'chat' was asked for but the tokenizer has no chat template",
-                                         "use --set safety.template=raw or a format string with {prompt}"))
+            problems.append(
+                InputProblem(
+                    self.name,
+                    "template 'chat' was asked for but the tokenizer has no chat template",
+                    "use --set safety.template=raw or a format string with {prompt}",
+                )
+            )
         return problems
 
     def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
@@ -147,23 +155,27 @@ class SafetyFamily(Family):
         geo = model.geometry
         new_tokens, min_chars = generation_settings(model, cfg)
         judge = make_judge(cfg.judge, min_chars)
-        scfg = SafetyConfig(epsilon=cfg.epsilon, rank=cfg.rank, max_group=cfg.max_group, max_new_tokens=new_tokens,
-                            judge=judge)
+        scfg = SafetyConfig(epsilon=cfg.epsilon, rank=cfg.rank, max_group=cfg.max_group, max_new_tokens=new_tokens, judge=judge)
         harmful, benign, source = safety_prompts(model, ctx, cfg)
         ctx.seed_torch(self.name, part)
         scores = HeadScores(self.name, geo.n_layers, geo.n_heads)
         if part.startswith("heads-"):
             lo, hi = (int(x) for x in part.split("-")[1:])
             heads = geo.all_heads()[lo:hi]
-            ships = ships_scores(model, harmful, scfg, heads=heads, progress=lambda i, n: ctx.report(f"safety: Ships {part}", i, n))
+            ships = ships_scores(
+                model, harmful, scfg, heads=heads, progress=lambda i, n: ctx.report(f"safety: Ships {part}", i, n)
+            )
             scores.add("ships_mean", ships.mean(0), "dataset-level Ships: mean KL at the last prompt token")
             asr_map = np.full((geo.n_layers, geo.n_heads), np.nan)
             for i, head in enumerate(heads):
                 asr_map[head.layer, head.head] = asr(model, harmful, [head], scfg).asr
                 ctx.report(f"safety: ASR {part}", i + 1, len(heads))
             scores.add("asr_when_ablated", asr_map, "attack success rate on harmful prompts with this head ablated")
-            return PartResult(scores, {f"ships_{part}": ships}, {"prompt_source": source, "n_harmful": len(harmful),
-                                                                 "judge": judge.name, "max_new_tokens": new_tokens})
+            return PartResult(
+                scores,
+                {f"ships_{part}": ships},
+                {"prompt_source": source, "n_harmful": len(harmful), "judge": judge.name, "max_new_tokens": new_tokens},
+            )
         # the group part: Sahara, base ASR, per-query top-Ships ablation vs random heads
         sahara = sahara_search(model, harmful, scfg, progress=lambda i, n: ctx.report("safety: Sahara", i, n))
         scores.add("sahara_angle", sahara.step_scores[0], "Sahara step-1 subspace angle (degrees) with the head ablated")
@@ -181,17 +193,39 @@ class SafetyFamily(Family):
             b = asr(model, benign, [], scfg)
             refusal_benign = sum(v == "refusal" for v in b.verdicts) / len(b.verdicts)
         base_refusal = sum(v == "refusal" for v in base.verdicts) / len(base.verdicts)
-        examples = [{"prompt": model.tokenizer.decode(p.tolist(), skip_special_tokens=True), "base": base.responses[i],
-                     "top_ships_ablated": top.responses[i], "verdict_base": base.verdicts[i], "verdict_top": top.verdicts[i]}
-                    for i, p in enumerate(harmful[:10])]
-        artefacts = {
-            "asr": {"base": base.asr, "top_ships_per_query": top.asr, "random_head_per_query": rand.asr,
-                    "sahara_group": group.asr, "sahara_heads": [str(h) for h in sahara.group],
-                    "base_refusal_harmful": base_refusal, "refusal_benign": refusal_benign},
+        examples = [
+            {
+                "prompt": model.tokenizer.decode(p.tolist(), skip_special_tokens=True),
+                "base": base.responses[i],
+                "top_ships_ablated": top.responses[i],
+                "verdict_base": base.verdicts[i],
+                "verdict_top": top.verdicts[i],
+            }
+            for i, p in enumerate(harmful[:10])
+        ]
+        artefacts: dict[str, Artefact] = {
+            "asr": {
+                "base": base.asr,
+                "top_ships_per_query": top.asr,
+                "random_head_per_query": rand.asr,
+                "sahara_group": group.asr,
+                "sahara_heads": [str(h) for h in sahara.group],
+                "base_refusal_harmful": base_refusal,
+                "refusal_benign": refusal_benign,
+            },
             "sahara_steps": np.stack(sahara.step_scores),
             "safety_examples": examples,
         }
-        summary = {"prompt_source": source, "n_harmful": len(harmful), "n_benign": len(benign), "base_asr": base.asr,
-                   "asr_top_ships_per_query": top.asr, "asr_random_head": rand.asr, "asr_sahara_group": group.asr,
-                   "sahara_group": [str(h) for h in sahara.group], "judge": judge.name, "max_new_tokens": new_tokens}
+        summary = {
+            "prompt_source": source,
+            "n_harmful": len(harmful),
+            "n_benign": len(benign),
+            "base_asr": base.asr,
+            "asr_top_ships_per_query": top.asr,
+            "asr_random_head": rand.asr,
+            "asr_sahara_group": group.asr,
+            "sahara_group": [str(h) for h in sahara.group],
+            "judge": judge.name,
+            "max_new_tokens": new_tokens,
+        }
         return PartResult(scores, artefacts, summary)

@@ -16,7 +16,7 @@ import numpy as np
 
 from workbench.analysis.scores import HeadScores
 from workbench.analysis.sinks import SinkConfig
-from workbench.families.base import Family, FamilyResult, InputProblem, PartResult
+from workbench.families.base import Artefact, Family, FamilyResult, InputProblem, PartResult
 from workbench.families.context import RunContext
 from workbench.families.prompts import family_prompts, text_input_problems
 
@@ -89,18 +89,30 @@ class SinksFamily(Family):
             cal_p, held_p = prompts[:half], prompts[half:] or prompts[:half]
             metric_name = "negative LM loss"
             cal_fn, eval_fn = (lambda: -lm_loss(model, cal_p)), (lambda: -lm_loss(model, held_p))
-        result = act_head_search(model, cal_fn, eval_fn, beta=cfg.act_beta, tau=cfg.tau,
-                                 skip_first_layers=cfg.act_skip_first_layers, skip_last_layers=cfg.act_skip_last_layers,
-                                 min_query_share=cfg.min_query_share)
+        result = act_head_search(
+            model,
+            cal_fn,
+            eval_fn,
+            beta=cfg.act_beta,
+            tau=cfg.tau,
+            skip_first_layers=cfg.act_skip_first_layers,
+            skip_last_layers=cfg.act_skip_last_layers,
+            min_query_share=cfg.min_query_share,
+        )
         gain = np.full((geo.n_layers, geo.n_heads), np.nan)
         for head, g in result.single_head_gain.items():
             gain[head.layer, head.head] = g
         scores = HeadScores(self.name, geo.n_layers, geo.n_heads)
         scores.add("act_calibration_gain", gain, f"change in {metric_name} on the calibration set when ACT calibrates this head")
         act = {
-            "metric": metric_name, "beta": result.beta, "tau": result.tau, "selected": [str(h) for h in result.selected],
-            "calibration_before": result.calibration_before, "calibration_after": result.calibration_after,
-            "evaluation_before": result.evaluation_before, "evaluation_after": result.evaluation_after,
+            "metric": metric_name,
+            "beta": result.beta,
+            "tau": result.tau,
+            "selected": [str(h) for h in result.selected],
+            "calibration_before": result.calibration_before,
+            "calibration_after": result.calibration_after,
+            "evaluation_before": result.evaluation_before,
+            "evaluation_after": result.evaluation_after,
         }
         return PartResult(scores, {"act_calibration": act}, {"act": act})
 
@@ -143,18 +155,27 @@ class SinksFamily(Family):
         first = first_token_removal_check(model, report, prompts, k=check_k)
 
         tokens = [
-            {"prompt": t.prompt, "layer": t.layer, "head": t.head, "position": t.position, "token": t.token,
-             "mean_received": t.mean_received, "kind": t.kind}
+            {
+                "prompt": t.prompt,
+                "layer": t.layer,
+                "head": t.head,
+                "position": t.position,
+                "token": t.token,
+                "mean_received": t.mean_received,
+                "kind": t.kind,
+            }
             for t in report.sink_tokens
         ]
-        frequency = sorted(
-            ({"token": tok, "times_sink": s, "times_seen": n, "rate": s / n if n else 0.0}
-             for tok, (s, n) in report.token_sink_frequency.items()),
+        frequency: list[dict[str, Any]] = sorted(
+            (
+                {"token": tok, "times_sink": s, "times_seen": n, "rate": s / n if n else 0.0}
+                for tok, (s, n) in report.token_sink_frequency.items()
+            ),
             key=lambda r: (-r["times_sink"], -r["rate"], r["token"]),
         )
         frequency = [r for r in frequency if r["times_sink"] > 0]
         hidden = [t for t in tokens if t["kind"] == "hidden"]
-        artefacts = {
+        artefacts: dict[str, Artefact] = {
             "sink_rate_per_layer": np.asarray(report.sink_rate_per_layer, dtype=np.float64),
             "sink_tokens": tokens[:MAX_SINK_TOKEN_ROWS],
             "token_sink_frequency": frequency,
@@ -169,8 +190,11 @@ class SinksFamily(Family):
                 "ranked_by": "sink_attention_share",
             },
             "first_token_removal_check": {
-                "top_heads": [str(h) for h in first.top_heads], "bottom_heads": [str(h) for h in first.bottom_heads],
-                "top_delta": first.top_delta, "bottom_delta": first.bottom_delta, "ranked_by": "first_token_mass",
+                "top_heads": [str(h) for h in first.top_heads],
+                "bottom_heads": [str(h) for h in first.bottom_heads],
+                "top_delta": first.top_delta,
+                "bottom_delta": first.bottom_delta,
+                "ranked_by": "first_token_mass",
             },
         }
         summary = {

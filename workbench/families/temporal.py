@@ -87,39 +87,57 @@ class TemporalFamily(Family):
             periodic = periodic_set.make(model, ctx.rng("temporal", "periodic"), cfg.n_periodic, length)
             per_report = analyze_temporal(model, periodic, tcfg)
             scores.add("seasonal_share_periodic", per_report.scores["seasonal_share"], "seasonal share on periodic text")
-            copy = np.array([[period_copy_share(per_report.profiles[l, h], period) for h in range(geo.n_heads)]
-                             for l in range(geo.n_layers)])
+            copy = np.array(
+                [[period_copy_share(per_report.profiles[l, h], period) for h in range(geo.n_heads)] for l in range(geo.n_layers)]
+            )
             scores.add("period_copy_share", copy, f"attention at lags mP-1 on periodic text of period P={period}")
             views.append(("periodic", per_report))
         rep_len = min(cfg.repeat_len, cfg.max_offset - 1, (prompt_length(model, ctx) - 1) // 2)
         if rep_len >= 4:
             repeated = repeated_prompts(model, ctx, cfg.n_repeated, rep_len)
             rep_report = analyze_temporal(model, repeated, tcfg)
-            scores.add("sequential_share_repeated", rep_report.scores["sequential_share"],
-                       f"sequential share on random tokens repeated twice (repeat {rep_len})")
+            scores.add(
+                "sequential_share_repeated",
+                rep_report.scores["sequential_share"],
+                f"sequential share on random tokens repeated twice (repeat {rep_len})",
+            )
             views.append(("repeated", rep_report))
         ctx.report("temporal: periodic", 2, 2)
         for view, rep in views:
             for (l, h), lab in sorted(rep.labels.items()):
                 chan = period_channel(rep, (l, h))
-                classes.append({
-                    "input": view, "layer": l, "head": h, "label": lab.label, "confidence": lab.confidence,
-                    "offset": lab.offset, "period": lab.period,
-                    "rope_channel": None if chan is None else chan[0], "rope_period": None if chan is None else chan[1],
-                    "rope_share": None if chan is None else chan[2],
-                })
+                classes.append(
+                    {
+                        "input": view,
+                        "layer": l,
+                        "head": h,
+                        "label": lab.label,
+                        "confidence": lab.confidence,
+                        "offset": lab.offset,
+                        "period": lab.period,
+                        "rope_channel": None if chan is None else chan[0],
+                        "rope_period": None if chan is None else chan[1],
+                        "rope_share": None if chan is None else chan[2],
+                    }
+                )
         artefacts: dict[str, Any] = {
             "temporal_classes": classes,
             "offset_profiles": report.profiles.astype(np.float64),
             "layer_q_sim": report.layer_q_sim.astype(np.float64),
         }
-        if report.rope_shares is not None:
+        if report.rope_shares is not None and report.rope_periods is not None:
             artefacts["rope_channel_shares"] = report.rope_shares.astype(np.float64)
             artefacts["rope_periods"] = report.rope_periods.astype(np.float64)
         summary: dict[str, Any] = {
-            "prompt_source": source, "n_prompts": len(prompts),
-            "label_counts": {view: {c: sum(1 for r in classes if r["input"] == view and r["label"] == c)
-                                    for c in ("re-access", "sequential", "seasonal", "unpredictable")} for view, _ in views},
+            "prompt_source": source,
+            "n_prompts": len(prompts),
+            "label_counts": {
+                view: {
+                    c: sum(1 for r in classes if r["input"] == view and r["label"] == c)
+                    for c in ("re-access", "sequential", "seasonal", "unpredictable")
+                }
+                for view, _ in views
+            },
         }
         if "period_copy_share" in scores.metrics:
             copy = scores["period_copy_share"]
@@ -128,7 +146,8 @@ class TemporalFamily(Family):
         if rep_len >= 4:
             summary["repeat_len"] = rep_len
             summary["induction_lag_heads"] = [
-                f"L{r['layer']}H{r['head']}" for r in classes
+                f"L{r['layer']}H{r['head']}"
+                for r in classes
                 if r["input"] == "repeated" and r["label"] == "sequential" and r["offset"] == rep_len - 1
             ]
         if isinstance(model_dataset("needles", model), GeneratedSet):  # a needle task the model can do

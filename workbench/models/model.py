@@ -23,7 +23,6 @@ from workbench.models.loading import (
     resolve_spec,
 )
 
-
 #: longest input `Model.run_with_cache` accepts (its cache stores N x N patterns per layer and head)
 CACHE_MAX_TOKENS = 4096
 

@@ -253,6 +253,45 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
         except Exception as exc:
             return explain(exc)
 
+    # -- a new atlas run ---------------------------------------------------------------------------
+
+    @app.callback(
+        Output("atlas-job", "data"),
+        Output("atlas-poll", "disabled"),
+        Output("atlas-progress", "children"),
+        Input("atlas-start", "n_clicks"),
+        State("atlas-model", "value"),
+        State("atlas-families", "value"),
+        State("atlas-n-prompts", "value"),
+        State("atlas-max-tokens", "value"),
+        prevent_initial_call=True,
+    )
+    def start_atlas(_: int, model: str | None, families: list[str] | None, n_prompts: Any, max_tokens: Any) -> Any:
+        try:
+            job = state.start_atlas(model or "", list(families or []), n_prompts, max_tokens)
+        except Exception as exc:
+            return None, True, explain(exc)
+        return {"job": job}, False, L.progress(0.0, "queued")
+
+    @app.callback(
+        Output("atlas-progress", "children", allow_duplicate=True),
+        Output("atlas-output", "children"),
+        Output("atlas-poll", "disabled", allow_duplicate=True),
+        Input("atlas-poll", "n_intervals"),
+        State("atlas-job", "data"),
+        prevent_initial_call=True,
+    )
+    def poll_atlas(_: int, job_data: dict | None) -> Any:
+        job = state.jobs.get((job_data or {}).get("job"))
+        if job is None:
+            return L.progress(None, "the run's job was lost (the server restarted?)", "error"), no_update, True
+        if job.state in ("queued", "running"):
+            return L.progress(job.fraction, job.message), no_update, False
+        if job.state == "error":
+            return [], L.problem(job.error or "failed", job.hint), True
+        link = dcc.Link(f"open run {job.result}", href=f"/run/{job.result}", id="atlas-open")
+        return L.progress(1.0, f"done in {job.seconds or 0:.1f} s", "done"), [link], True
+
     # -- the ablation playground ---------------------------------------------------------------------
 
     @app.callback(

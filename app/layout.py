@@ -136,7 +136,49 @@ def _links(*pairs: tuple[str, str, str]) -> Any:
 
 
 def runs_page(route: Route) -> list[Any]:
-    return page_frame("Runs", route, "runs")
+    return page_frame("Runs", route, "runs", bottom=[new_atlas_panel()])
+
+
+def new_atlas_panel() -> Any:
+    """Start an atlas run from the page (the same `workbench.Atlas` run as `workbench atlas MODEL`)."""
+    from workbench.families.registry import family_names
+
+    names = family_names()
+    return html.Details(
+        [
+            html.Summary("Run a new atlas"),
+            html.Div(
+                [
+                    dcc.Input(
+                        id="atlas-model",
+                        type="text",
+                        placeholder="model: shipped name, folder or cached hub id",
+                        className="wb-input",
+                        debounce=False,
+                    ),
+                    dcc.Checklist(
+                        id="atlas-families", options=[{"label": n, "value": n} for n in names], value=names, inline=True
+                    ),
+                    dcc.Input(
+                        id="atlas-n-prompts",
+                        type="number",
+                        min=1,
+                        placeholder="prompts per family (default)",
+                        className="wb-input",
+                    ),
+                    dcc.Input(id="atlas-max-tokens", type="number", min=2, placeholder="max tokens (256)", className="wb-input"),
+                    html.Button("Run atlas", id="atlas-start", className="wb-button", n_clicks=0),
+                ],
+                className="controls",
+            ),
+            html.Div(id="atlas-progress"),
+            html.Div(id="atlas-output"),
+            dcc.Store(id="atlas-job"),
+            dcc.Interval(id="atlas-poll", interval=500, disabled=True),
+        ],
+        id="new-atlas",
+        className="panel",
+    )
 
 
 def atlas_page(route: Route) -> list[Any]:

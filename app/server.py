@@ -74,6 +74,36 @@ class AppState:
 
         return self.jobs.submit("pattern", f"pattern|{key}", work)
 
+    def start_atlas(self, model: str, families: list[str], n_prompts: Any, max_tokens: Any) -> str:
+        """A new atlas run into this app's results folder, through `workbench.Atlas` (the same run
+        `workbench atlas` makes); the job's result is the run id."""
+        from workbench.atlas import Atlas
+
+        if not (model or "").strip():
+            raise InputDataError("no model given", "type a shipped name, a local folder or a cached hub id")
+        if not families:
+            raise InputDataError("no family chosen", "tick at least one family")
+        try:
+            n = None if n_prompts in (None, "") else int(n_prompts)
+            m = None if max_tokens in (None, "") else int(max_tokens)
+        except (TypeError, ValueError) as exc:
+            raise InputDataError(f"prompts and max tokens must be whole numbers, got {n_prompts!r} and {max_tokens!r}") from exc
+
+        def work(progress: Any) -> str:
+            progress(0.01, f"loading {model.strip()}")
+            atlas = Atlas(
+                model.strip(),
+                families,
+                self.results,
+                n_prompts=n,
+                max_tokens=m,
+                device=self.device,
+                progress=JobProgress(progress),
+            )
+            return atlas.run().run_id
+
+        return self.jobs.submit("atlas", f"atlas|{model}|{','.join(families)}|{n}|{m}", work)
+
     def start_playground(self, run: Any, heads: list[str], mode: AblationMode, prompt: str, top_k: Any, n_new: Any) -> str:
         from workbench.models.heads import parse_heads
 
@@ -95,6 +125,28 @@ class AppState:
 
         key = f"play|{run.run_id}|{','.join(map(str, parsed))}|{mode}|{hash(prompt)}|{k}|{n}"
         return self.jobs.submit("playground", key, work)
+
+
+class JobProgress:
+    """An atlas's progress hooks (`workbench.atlas.AtlasProgress`) as a dashboard job's progress bar."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        self.fraction = 0.0
+        self.part = ""
+
+    def started(self, run_id: str, message: str) -> None:
+        self.report(0.02, f"run {run_id}: {message}")
+
+    def on_part(self, family: str, part: str, done: int, total: int) -> None:
+        self.fraction, self.part = done / max(total, 1), f"{family} part {part} ({done + 1}/{total})"
+        self.report(self.fraction, self.part)
+
+    def step(self, label: str, done: int, total: int) -> None:
+        self.report(self.fraction, f"{self.part}: {label} {done}/{total}")
+
+    def finished(self, result: Any) -> None:
+        self.report(1.0, f"run {result.run_id} complete")
 
 
 def create_app(

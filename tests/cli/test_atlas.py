@@ -246,6 +246,22 @@ def _bad_cases(tmp_path: Path, model: str, results: Path):
             ],
             "has no chat template",
         ),
+        "answers longer than the context": (
+            [
+                "atlas",
+                model,
+                "-f",
+                "safety",
+                "--set",
+                f"safety.harmful_file={table}",
+                "--set",
+                "safety.prompt_field=question",
+                "--set",
+                "safety.max_new_tokens=300",
+                *r,
+            ],
+            "+ 300 new tokens exceed the model's context of 256",
+        ),
         "every problem at once": (
             ["atlas", model, "--max-tokens", "100000", "-f", "sinks,safety", *r],
             "3 problems with the run's inputs",

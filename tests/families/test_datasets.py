@@ -99,6 +99,18 @@ def test_real_models_get_prose_windows_and_shipped_requests(prose_model_dirs, ti
     assert source.startswith("random-tokens (shipped:prose is") and "unknown tokens" in source
 
 
+def test_needle_prompts_leave_room_for_the_answer_inside_the_context(prose_model_dirs):
+    """GPT-2 has learned positions up to n_ctx: a 256-token needle prompt plus Wu et al.'s 50-token
+    answer would index past them (it crashed before), so the haystack is cut to leave the room."""
+    from workbench.families.retrieval import RetrievalFamilyConfig, needle_trials
+    from workbench.models import load_model
+
+    model = load_model(prose_model_dirs["gpt2"], device="cpu")
+    trials, source = needle_trials(model, RunContext(n_prompts=2), RetrievalFamilyConfig())
+    assert source == "text-needle (shipped:prose)"
+    assert max(t.context_len for t in trials) + 50 <= model.geometry.n_ctx == 256
+
+
 @pytest.mark.slow
 def test_atlas_with_no_flags_on_real_models_runs_every_family_on_the_shipped_sets(prose_model_dirs, tmp_path):
     """`workbench atlas FOLDER` and nothing else, on a plain Hugging Face Llama and GPT-2 folder: all

@@ -38,13 +38,20 @@ class RetrievalFamilyConfig(RetrievalConfig):
     kv_reduce: str = "max"  # a KV head's score from its query heads: max (RazorAttention, DuoAttention) or mean
 
 
+#: new tokens a model's own needle set may ask for (the organisms' answers are a few tokens)
+GENERATED_ANSWER_ROOM = 16
+
+
 def needle_trials(model: Any, ctx: RunContext, cfg: RetrievalFamilyConfig):
-    from workbench.data.needles import text_needle_trials
+    from workbench.data.needles import REFERENCE_MAX_NEW_TOKENS, text_needle_trials
 
     n = ctx.n_prompts or cfg.n_trials
-    context = min(cfg.context, prompt_length(model, ctx))
-    rng = ctx.rng("retrieval", "needles")
     own = model_dataset("needles", model)
+    # the answer is generated after the prompt: leave it room inside the model's context
+    answer_room = cfg.max_new_tokens or (GENERATED_ANSWER_ROOM if isinstance(own, GeneratedSet) else REFERENCE_MAX_NEW_TOKENS)
+    n_ctx = int(getattr(model.geometry, "n_ctx", 0) or 0)
+    context = min(cfg.context, prompt_length(model, ctx), n_ctx - answer_room if n_ctx > answer_room else cfg.context)
+    rng = ctx.rng("retrieval", "needles")
     if isinstance(own, GeneratedSet):
         return own.make(model, rng, n, context), own.source
     text, _ = usable_text(model, model_dataset("text", model))

@@ -144,6 +144,22 @@ class SafetyFamily(Family):
                     "use --set safety.template=raw or a format string with {prompt}",
                 )
             )
+        n_ctx = int(getattr(model.geometry, "n_ctx", 0) or 0)
+        if n_ctx and not problems:
+            new_tokens, _ = generation_settings(model, cfg)
+            try:
+                harmful, benign, _ = safety_prompts(model, ctx, cfg)
+            except InputDataError as exc:
+                return [*problems, InputProblem(self.name, exc.message, exc.hint or "")]
+            longest = max(int(p.numel()) for p in [*harmful, *benign])
+            if longest + new_tokens > n_ctx:
+                problems.append(
+                    InputProblem(
+                        self.name,
+                        f"the longest request ({longest} tokens) + {new_tokens} new tokens exceed the model's context of {n_ctx}",
+                        "use shorter requests or --set safety.max_new_tokens=N",
+                    )
+                )
         return problems
 
     def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.models.model import Model
 
 
@@ -23,6 +24,12 @@ def greedy_generate(model: Model, tokens: torch.Tensor, max_new_tokens: int, sto
     (uniform ablation) still apply, pattern-level edits do not.
     """
     seq = tokens.view(tokens.shape[0] if tokens.dim() > 1 else 1, -1).to(model.device)
+    n_ctx = int(getattr(model.geometry, "n_ctx", 0) or 0)
+    if n_ctx and seq.shape[1] + max_new_tokens > n_ctx:
+        raise WorkbenchError(
+            f"{seq.shape[1]} prompt tokens + {max_new_tokens} new tokens exceed the context of {model.name} ({n_ctx} tokens)",
+            "use shorter prompts (--max-tokens) or fewer new tokens",
+        )
     stops = torch.tensor(sorted(set(stop_ids)), device=seq.device, dtype=seq.dtype)
     done = torch.zeros(seq.shape[0], dtype=torch.bool, device=seq.device)
     out: list[torch.Tensor] = []

@@ -31,6 +31,7 @@ import torch
 from workbench.analysis.scores import HeadScores
 from workbench.data.needles import NeedleTrial
 from workbench.errors import InputDataError
+from workbench.interventions.kv_budget import STREAMING_RECENT, STREAMING_SINK
 from workbench.models.generate import greedy_generate
 from workbench.models.heads import Head
 from workbench.models.model import Model
@@ -338,8 +339,8 @@ def kv_budget_curve(
     trials: Sequence[NeedleTrial],
     kv_ranking: Sequence[tuple[int, int]],
     fractions: Sequence[float],
-    sink: int = 4,
-    recent: int = 64,
+    sink: int = STREAMING_SINK,
+    recent: int = STREAMING_RECENT,
     seed: int = 0,
     n_random: int = 2,
 ) -> BudgetCurve:

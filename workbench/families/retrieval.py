@@ -19,6 +19,7 @@ from workbench.data.registry import GeneratedSet, model_dataset
 from workbench.families.base import Artefact, Family, InputProblem, PartResult
 from workbench.families.context import RunContext
 from workbench.families.prompts import prompt_length, text_input_problems, usable_text
+from workbench.interventions.kv_budget import STREAMING_RECENT, STREAMING_SINK
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class RetrievalFamilyConfig(RetrievalConfig):
     evidence_heads: int = 4
     compare_k: int = 3
     n_random: int = 3
-    sink: int = 4
-    recent: int = 32
+    sink: int = STREAMING_SINK
+    recent: int = STREAMING_RECENT
     budget_fractions: tuple = (0.05, 0.1, 0.2, 0.4)  # shares of KV heads kept on the full cache
     kv_reduce: str = "max"  # a KV head's score from its query heads: max (RazorAttention, DuoAttention) or mean
 

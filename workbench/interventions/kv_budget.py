@@ -25,6 +25,11 @@ from workbench.models.heads import Head, HeadLike, parse_head
 from workbench.models.hooks import temporary_hooks
 from workbench.models.model import Model
 
+#: the streaming heads' cache: StreamingLLM's 4 sink tokens and a recent window scaled to the short
+#: contexts the workbench runs at by default (DuoAttention uses 64 + 256 on 7B models at 100k+ tokens)
+STREAMING_SINK = 4
+STREAMING_RECENT = 32
+
 
 def streaming_mask(n_queries: int, n_keys: int, sink: int, recent: int, device=None) -> torch.Tensor:
     """Bool [Nq, Nk]: True where a streaming head may look (causal, sink or recent window)."""
@@ -67,13 +72,15 @@ def kv_heads_of(model: Model, heads: Iterable[HeadLike]) -> set[KvHead]:
     return {(h.layer, geo.kv_head(h.head)) for h in parsed}
 
 
-def kv_budget(model: Model, full_heads: Iterable[HeadLike], sink: int = 4, recent: int = 64):
+def kv_budget(model: Model, full_heads: Iterable[HeadLike], sink: int = STREAMING_SINK, recent: int = STREAMING_RECENT):
     """Context: the KV heads serving ``full_heads`` keep the full cache (with every query head they
     serve); every other KV head streams, with all of its query heads."""
     return kv_budget_by_kv_heads(model, kv_heads_of(model, full_heads), sink, recent)
 
 
-def kv_budget_by_kv_heads(model: Model, full_kv_heads: Iterable[KvHead], sink: int = 4, recent: int = 64):
+def kv_budget_by_kv_heads(
+    model: Model, full_kv_heads: Iterable[KvHead], sink: int = STREAMING_SINK, recent: int = STREAMING_RECENT
+):
     """Context: the given (layer, KV head) pairs keep the full cache; every other KV head streams."""
     geo = model.geometry
     keep = {(int(layer), int(kv)) for layer, kv in full_kv_heads}

@@ -100,8 +100,12 @@ def collect(store: Store, run_ref: str, top_k: int = 10) -> dict[str, Any]:
         if fam.status == "done":
             entry["artefacts"] = {name: _artefact_view(name, v) for name, v in store.artefacts(info.run_id, fam.family).items()}
         families.append(entry)
+    from workbench.report.findings import build_findings
+
+    found = build_findings(store, info.run_id)
     return {
         "format": REPORT_FORMAT,
+        "findings": {**found.to_dict(), "rows": found.rows()},
         "run": {k: v for k, v in info.to_dict().items() if k not in ("config", "versions")},
         "config": info.config,
         "versions": info.versions,

@@ -388,13 +388,15 @@ def act_head_search(
     skip_first_layers: int = 2,
     skip_last_layers: int = 1,
     min_query_share: float = 0.25,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ActResult:
     """ACT (Yu et al. 2024): calibrate one head at a time, keep those that improve the
     calibration metric (higher is better) by more than ``min_gain``, then report the
     metric with all kept heads calibrated on the calibration set and on a held-out set.
 
     Candidates default to every head of the layers ACT calibrates (its code: never the first two
-    layers nor the last; `act_layers`)."""
+    layers nor the last; `act_layers`). ``progress(done, total)`` is called after each candidate
+    head is tried."""
     from functools import partial
 
     from workbench.interventions.attention_edits import act_calibrated as _act
@@ -409,9 +411,11 @@ def act_head_search(
         heads = [h for h in geo.all_heads() if h.layer in layers]
     base_cal = calibration_metric()
     gains: dict[Head, float] = {}
-    for head in heads:
+    for i, head in enumerate(heads):
         with act_calibrated(model, [head], beta=beta, tau=tau):
             gains[head] = calibration_metric() - base_cal
+        if progress is not None:
+            progress(i + 1, len(heads))
     selected = [h for h in heads if gains[h] > min_gain]
     base_eval = evaluation_metric()
     if selected:

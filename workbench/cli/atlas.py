@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 from workbench.cli.common import console, err_console
 
@@ -98,7 +99,8 @@ def atlas(
 
 
 class CliProgress:
-    """The atlas's progress hooks (`workbench.atlas.AtlasProgress`) drawn as rich bars (or nothing with --quiet)."""
+    """The atlas's progress hooks (`workbench.atlas.AtlasProgress`) drawn by a `RunProgress`: rich bars on a
+    terminal, timestamped log lines when stderr is piped, nothing with --quiet."""
 
     def __init__(self, bars: Any, quiet: bool) -> None:
         self.bars = bars
@@ -112,7 +114,7 @@ class CliProgress:
         self.run_id = run_id
         self.t0 = time.perf_counter()
         if not self.quiet:
-            err_console.print(f"run [bold]{run_id}[/]: {message}", highlight=False, soft_wrap=True)
+            self.bars.log(f"run [bold]{escape(run_id)}[/]: {escape(message)}")
 
     def on_part(self, family: str, part: str, done: int, total: int) -> None:
         self.total = total
@@ -123,8 +125,9 @@ class CliProgress:
 
     def finished(self, result: AtlasResult) -> None:
         self.bars.finish_parts(self.total)
+        self.bars.stop()  # the parts bar stays above the closing line
         if not self.quiet:
-            err_console.print(f"run [bold]{result.run_id}[/] complete in {time.perf_counter() - self.t0:.1f} s", highlight=False)
+            self.bars.log(f"run [bold]{escape(result.run_id)}[/] complete in {time.perf_counter() - self.t0:.1f} s")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -98,6 +98,7 @@ class SinksFamily(Family):
             skip_first_layers=cfg.act_skip_first_layers,
             skip_last_layers=cfg.act_skip_last_layers,
             min_query_share=cfg.min_query_share,
+            progress=lambda i, n: ctx.report("sinks: ACT head search", i, n),
         )
         gain = np.full((geo.n_layers, geo.n_heads), np.nan)
         for head, g in result.single_head_gain.items():

@@ -17,20 +17,17 @@ PROMPTS = [WORDS, " ".join(f"w{(i * 11 + 3) % 60}" for i in range(40))]
 def atlas_results(tiny_model_dir, tmp_path_factory):
     """Two runs of the real `workbench atlas` on a tiny Llama: A (sinks + temporal, a prompt file)
     and B (sinks, another seed), in one results folder. Returns (folder, run A, run B)."""
-    from workbench.cli.main import main
-    from workbench.store import Store
+    from workbench.atlas import Atlas
 
     results = tmp_path_factory.mktemp("app-atlas")
     prompt_file = results.parent / "app-prompts.txt"
     prompt_file.write_text("\n".join(PROMPTS) + "\n")
     model = str(tiny_model_dir("llama"))
-    common = ["--results", str(results), "--max-tokens", "48", "--quiet", "--set", "sinks.evidence_heads=2"]
+    common = {"max_tokens": 48, "options": {"sinks": {"evidence_heads": 2}}}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WORKBENCH_FAMILY_PLUGINS", "workbench.families.temporal:TemporalFamily")
-        assert main(["atlas", model, "--families", "sinks,temporal", "--prompts", str(prompt_file), *common]) == 0
-        assert main(["atlas", model, "--families", "sinks", "--seed", "1", "--n-prompts", "2", *common]) == 0
-    with Store.open(results) as store:
-        b, a = [r.run_id for r in store.runs()]  # newest first
+        a = Atlas(model, "sinks,temporal", results, prompts=prompt_file, **common).run().run_id
+        b = Atlas(model, "sinks", results, seed=1, n_prompts=2, **common).run().run_id
     return results, a, b
 
 

@@ -72,3 +72,13 @@ def test_tappa_decision_reports_both_policies_with_an_interval(tiny_llama):
     assert d.n_trials == 3 and len(d.tappa_accuracy) == len(d.uniform_accuracy) == 2
     assert d.tappa_accuracy[1] == d.uniform_accuracy[1] == d.full_accuracy  # budget above the prompt: nothing evicted
     assert all(lo <= m <= hi for lo, m, hi in zip(d.diff_low, d.diff_mean, d.diff_high))
+
+
+def test_key_scores_with_no_prefix_keys_or_one_window_row():
+    """A prompt no longer than the window has no prefix key to evict (it crashed the organism's temporal
+    family at --max-tokens 32); a one-row window has no variance term."""
+    cfg = TappaConfig()
+    empty = key_scores(torch.rand(4, 8, 8).softmax(-1), group=2, cfg=cfg)
+    assert empty.shape == (2, 0)
+    one_row = key_scores(torch.rand(4, 1, 9).softmax(-1), group=2, cfg=cfg)
+    assert one_row.shape == (2, 8) and torch.isfinite(one_row).all()

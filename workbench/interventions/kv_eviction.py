@@ -75,10 +75,12 @@ def key_scores(window_attention: torch.Tensor, group: int, cfg: TappaConfig) -> 
     """[Hkv, N - w] CAKE's eviction score of each prefix key (the last w keys are always kept)."""
     w = window_attention.shape[1]
     prefix = window_attention[..., :-w] if w < window_attention.shape[-1] else window_attention[..., :0]
-    score = prefix.mean(1) + cfg.gamma * prefix.var(1)  # over the window rows (torch's unbiased variance)
+    # over the window rows (torch's unbiased variance; a one-row window has no spread)
+    score = prefix.mean(1) + cfg.gamma * prefix.var(1, correction=1 if w > 1 else 0)
     if score.shape[-1] and cfg.pool_kernel > 1:
         score = torch.nn.functional.avg_pool1d(score[:, None], cfg.pool_kernel, stride=1, padding=cfg.pool_kernel // 2)[:, 0]
-    return score.view(-1, group, score.shape[-1]).mean(1)
+    # explicit sizes: with no prefix keys (a prompt no longer than the window) view(-1, ...) is ambiguous
+    return score.reshape(score.shape[0] // group, group, score.shape[-1]).mean(1)
 
 
 def allocate(preference: Sequence[float] | np.ndarray, total: int, cap: int) -> np.ndarray:

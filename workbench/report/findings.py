@@ -315,7 +315,7 @@ def build_findings(store: Store, run_ref: str) -> Findings:
                 b.get(layer, head).roles.append(fam.family)
             headlines.append(f"{fam.family}: {len(fam.members)} heads claimed")
             continue
-        warnings += fn(b, [tuple(m) for m in fam.members], metrics, summary, art)
+        warnings += fn(b, [(int(m[0]), int(m[1])) for m in fam.members], metrics, summary, art)
         headlines.append(_headline(fam.family, b, {"sinks": "sink"}.get(fam.family, fam.family), summary))
     skipped = [n for n in family_names() if n not in info.families]
     if skipped:

@@ -75,6 +75,8 @@ def key_scores(window_attention: torch.Tensor, group: int, cfg: TappaConfig) -> 
     """[Hkv, N - w] CAKE's eviction score of each prefix key (the last w keys are always kept)."""
     w = window_attention.shape[1]
     prefix = window_attention[..., :-w] if w < window_attention.shape[-1] else window_attention[..., :0]
+    if prefix.shape[-1] == 0:  # a prompt no longer than the window: no prefix key to score
+        return prefix.new_zeros(prefix.shape[0] // group, 0)
     # over the window rows (torch's unbiased variance; a one-row window has no spread)
     score = prefix.mean(1) + cfg.gamma * prefix.var(1, correction=1 if w > 1 else 0)
     if score.shape[-1] and cfg.pool_kernel > 1:

@@ -91,8 +91,9 @@ def atlas(
     if quiet:
         console.print(result.run_id, highlight=False, soft_wrap=True)
     else:
-        for warning in result.warnings:
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        from workbench.cli.findings import load_findings, print_findings
+
+        print_findings(load_findings(runner.opts.results, result.run_id))  # its warnings include the run's
         console.print(
             f"report: workbench report {result.run_id} --results {runner.opts.results}", highlight=False, soft_wrap=True
         )

@@ -7,11 +7,12 @@ from pathlib import Path
 from rich.table import Table
 
 from workbench.cli.common import console
-from workbench.report.findings import CONFIRMED, Findings, build_findings
+from workbench.report.findings import CONFIRMED, NOT_CONFIRMED, Findings, build_findings
 from workbench.store import Store
 
 #: heads listed in the terminal (confirmed first); the report lists every one
-MAX_ROWS = 12
+MAX_HEADS = 10
+SHORT_VERDICT = {CONFIRMED: "[green]confirmed[/]", NOT_CONFIRMED: "not confirmed"}
 
 
 def load_findings(results: Path, run_id: str) -> Findings:
@@ -20,7 +21,8 @@ def load_findings(results: Path, run_id: str) -> Findings:
 
 
 def print_findings(found: Findings) -> None:
-    """Headlines, warnings, then the head role table, folded to the terminal's width."""
+    """Headlines, warnings, then one row per head and role with its causal check, narrow enough for 80
+    columns (the check folds inside its cell; a head label never breaks)."""
     console.print("[bold]Findings[/]", highlight=False)
     for line in found.headlines:
         console.print(f"  {line}", highlight=False)
@@ -28,14 +30,18 @@ def print_findings(found: Findings) -> None:
         console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
     if not found.heads:
         return
-    table = Table(show_edge=False, pad_edge=False, expand=False, title_justify="left")
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("head", no_wrap=True)
     table.add_column("role", overflow="fold")
-    table.add_column("causal check (baseline -> ablated, control)", overflow="fold", ratio=3)
-    table.add_column("verdict", overflow="fold", ratio=1)
-    for f in found.heads[:MAX_ROWS]:
-        verdict = f"[green]{f.verdict}[/]" if f.verdict == CONFIRMED else f.verdict
-        table.add_row(f.head, ", ".join(f.roles), "; ".join(e.text() for e in f.evidence) or "-", verdict)
+    table.add_column("causal check: baseline -> ablated (control)", overflow="fold", ratio=1)
+    table.add_column("verdict", no_wrap=True)
+    for f in found.heads[:MAX_HEADS]:
+        roles_with_evidence = {e.role for e in f.evidence}
+        for i, e in enumerate(f.evidence):
+            check = f"{e.check}: {e.effect()}" if e.ablated is not None else e.effect()
+            table.add_row(f.head if i == 0 else "", e.role, check, SHORT_VERDICT.get(e.verdict, "no check"))
+        for role in [r for r in f.roles if r not in roles_with_evidence]:
+            table.add_row(f.head if not f.evidence and role == f.roles[0] else "", role, "-", "")
     console.print(table)
-    if len(found.heads) > MAX_ROWS:
-        console.print(f"  ... and {len(found.heads) - MAX_ROWS} more heads in the report", highlight=False)
+    if len(found.heads) > MAX_HEADS:
+        console.print(f"  ... and {len(found.heads) - MAX_HEADS} more heads in the report", highlight=False)

@@ -47,6 +47,18 @@ class Evidence:
     control: float | None  # the same check with random heads ablated (None: no control)
     control_label: str = ""
     verdict: str = NO_CHECK
+    role: str = ""
+
+    def effect(self) -> str:
+        """The numbers alone: "1 -> 0 (3 random heads: 0.833)", or why there are none."""
+        if self.baseline is None and self.ablated is None and self.control is None:
+            return "no per-head check"
+        if self.ablated is None:
+            return "not run for this head"
+        out = f"{_num(self.baseline)} -> {_num(self.ablated)}"
+        if self.control is not None:
+            out += f" ({self.control_label or 'random heads'}: {_num(self.control)})"
+        return out
 
     def text(self) -> str:
         if self.baseline is None and self.ablated is None and self.control is None:
@@ -165,6 +177,7 @@ def _sinks(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.nd
             None if d is None or base is None else base + d,
             None if control is None or base is None else base + control,
             "bottom sink heads' group",
+            role="sink",
         )
         if d is not None and base is not None:
             floor = MIN_LOSS_EFFECT * abs(base)
@@ -206,7 +219,9 @@ def _retrieval(
             f.scores.append(f"retrieval_score {_num(_finite(score[layer, head]))}")
         d = _finite(drop[layer, head]) if drop is not None else None
         ablated = None if d is None or base is None else base - d
-        ev = Evidence("needle accuracy", base, ablated, random_acc, f"{k} random heads" if k else "random heads")
+        ev = Evidence(
+            "needle accuracy", base, ablated, random_acc, f"{k} random heads" if k else "random heads", role="retrieval"
+        )
         if ablated is not None and base is not None:
             control_drop = (base - random_acc) if random_acc is not None else 0.0
             ev.verdict = CONFIRMED if d is not None and d >= MIN_RATE_EFFECT and d > control_drop else NOT_CONFIRMED
@@ -242,7 +257,7 @@ def _safety(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.n
         if ships is not None:
             f.scores.append(f"ships_mean {_num(_finite(ships[layer, head]))}")
         a = _finite(asr_map[layer, head]) if asr_map is not None else None
-        ev = Evidence("attack success rate", base, a, control, "one random head per request")
+        ev = Evidence("attack success rate", base, a, control, "one random head per request", role="safety")
         if a is not None and base is not None:
             rise = a - base
             ev.verdict = CONFIRMED if rise >= MIN_RATE_EFFECT and rise > ((control or base) - base) else NOT_CONFIRMED
@@ -265,7 +280,9 @@ def _temporal(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np
         f = b.get(layer, head)
         f.roles.append(f"temporal: {row['label']}")
         f.scores.append(f"class confidence {_num(_finite(row.get('confidence')))}")
-        f.evidence.append(Evidence("no per-head causal check (a temporal class)", None, None, None))
+        f.evidence.append(
+            Evidence("no per-head causal check (a temporal class)", None, None, None, role=f"temporal: {row['label']}")
+        )
     for label in lag_heads:
         layer, head = (int(x) for x in label[1:].split("H"))
         if (layer, head) in b.heads:

@@ -17,7 +17,7 @@ from workbench.app import blocks as B
 from workbench.app import layout as L
 from workbench.app.data import StoreUnavailable, current_signature, reading, run_prompts
 from workbench.app.export import file_name, write_export
-from workbench.app.live import PromptSpec
+from workbench.app.live import PLAYGROUND_MODE, PromptSpec
 from workbench.app.patterns import label_position
 from workbench.app.views.atlas import atlas_blocks, metric_heatmap
 from workbench.app.views.compare import choices, compare_blocks
@@ -74,7 +74,7 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
                     run = store.run(route.run)
                     prompts = run_prompts(store, run.run_id)
                 if route.view == "playground":
-                    return L.playground_page(route, run, prompts)
+                    return with_playground_default(L.playground_page(route, run, prompts))
                 layer, head = parse_head_label(route.head, run)
                 return L.head_page(route, run, layer, head, prompts, remembered)
             return L.missing_page(route)
@@ -324,7 +324,7 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
         try:
             with reading(results) as store:
                 run = store.run(route.run)
-            job = state.start_playground(run, list(heads or []), mode or "zero", prompt or "", top_k, n_new)
+            job = state.start_playground(run, list(heads or []), mode or PLAYGROUND_MODE, prompt or "", top_k, n_new)
         except Exception as exc:
             return no_update, True, explain(exc)
         return {"job": job, "run": run.run_id}, False, L.progress(0.0, "queued")
@@ -404,6 +404,31 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
     export("compare", [], build_static)
     export("head", [State("pattern-ready", "data"), State("token-query", "value"), State("pattern-scale", "value")], build_head)
     export("playground", [State("play-job", "data")], build_play)
+
+
+def with_playground_default(page: Any) -> Any:
+    """The playground page with its ablation mode set to `PLAYGROUND_MODE` (the atlas's uniform
+    attention), listed first, whatever the page's form starts with."""
+    for component in _walk(page):
+        if getattr(component, "id", None) == "play-mode":
+            component.value = PLAYGROUND_MODE
+            options = list(getattr(component, "options", None) or [])
+            component.options = sorted(
+                options, key=lambda o: 0 if isinstance(o, dict) and o.get("value") == PLAYGROUND_MODE else 1
+            )
+    return page
+
+
+def _walk(node: Any) -> Any:
+    """Every Dash component in a page (a component, or a list of them), depth first."""
+    if isinstance(node, (list, tuple)):
+        for child in node:
+            yield from _walk(child)
+        return
+    if node is None or isinstance(node, (str, int, float)):
+        return
+    yield node
+    yield from _walk(getattr(node, "children", None))
 
 
 def page_title(route: L.Route) -> str:

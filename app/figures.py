@@ -5,6 +5,7 @@ Pure functions from arrays to `go.Figure`, with ``template=None`` so that no the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,21 +14,12 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.app.patterns import LABEL_LIMIT, PatternGrid
-
-_FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 12}
+from workbench.report.figures import TOP_MARGIN, apply_layout
 
 
 def _layout(fig: go.Figure, title: str, height: int, **extra: Any) -> go.Figure:
-    base: dict[str, Any] = {"plot_bgcolor": "white", "margin": {"l": 60, "r": 20, "t": 50, "b": 50}}
-    fig.update_layout(
-        template=None,
-        title={"text": title, "font": {"size": 14}, "x": 0.02},
-        height=height,
-        font=_FONT,
-        paper_bgcolor="white",
-        **{**base, **extra},
-    )
-    return fig
+    """The report's house layout (title below the modebar, axes sized to their tick labels)."""
+    return apply_layout(fig, title, height, **extra)
 
 
 def pattern_figure(grid: PatternGrid, labels: list[str], title: str, log_scale: bool = False) -> go.Figure:
@@ -53,7 +45,7 @@ def pattern_figure(grid: PatternGrid, labels: list[str], title: str, log_scale: 
     show = len(labels) <= LABEL_LIMIT
     axis = {"showgrid": False, "zeroline": False, "showticklabels": show, "type": "category"}
     side = min(760, 260 + 4 * len(labels))
-    margin = {"l": 120, "r": 20, "t": 50, "b": 120} if show else {"l": 70, "r": 20, "t": 50, "b": 60}
+    margin = {"l": 120, "r": 20, "t": TOP_MARGIN, "b": 120} if show else {"l": 70, "r": 20, "t": TOP_MARGIN, "b": 60}
     return _layout(
         fig,
         title,
@@ -100,7 +92,9 @@ def spectrum_figure(omega: np.ndarray, magnitude_db: np.ndarray, phase: np.ndarr
     fig.update_yaxes(title_text="|H| (dB)", row=1, col=1)
     fig.update_yaxes(title_text="phase (rad)", row=2, col=1)
     fig.update_xaxes(title_text="frequency ω/π (cycles per 2 tokens)", row=2, col=1)
-    return _layout(fig, title, 420, showlegend=False)
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    return _layout(fig, title, 440, showlegend=False)
 
 
 def offset_profile_figure(profile: Sequence[float], title: str) -> go.Figure:
@@ -114,42 +108,51 @@ def offset_profile_figure(profile: Sequence[float], title: str) -> go.Figure:
     )
 
 
-def next_token_figure(rows: Sequence[dict[str, Any]], title: str) -> go.Figure:
-    """Next-token probabilities without and with the ablation, one pair of bars per token."""
+def next_token_figure(rows: Sequence[dict[str, Any]], title: str, log_scale: bool = True) -> go.Figure:
+    """Next-token probabilities without and with the ablation, one pair of bars per token. On a
+    log axis (``log_scale``, the default) so the tokens after the top one stay visible; the bars
+    are labelled with the probability and the hover gives the log-probability too."""
     labels = [f"{r['token']!r}" for r in rows][::-1]
+    floor = 1e-12
     fig = go.Figure()
-    fig.add_trace(
-        go.Bar(
-            y=labels,
-            x=[r["p_without"] for r in rows][::-1],
-            orientation="h",
-            name="without ablation",
-            marker_color="#4c78a8",
-            hovertemplate="%{y}: %{x:.4f}<extra>without</extra>",
+    for key, name, colour, extra in (
+        ("p_without", "without ablation", "#4c78a8", "without"),
+        ("p_with", "with ablation", "#e45756", "with"),
+    ):
+        ps = [max(float(r[key]), floor) if log_scale else float(r[key]) for r in rows][::-1]
+        logs = [math.log(max(float(r[key]), 1e-300)) for r in rows][::-1]
+        fig.add_trace(
+            go.Bar(
+                y=labels,
+                x=ps,
+                orientation="h",
+                name=name,
+                marker_color=colour,
+                customdata=logs,
+                text=[f"{p:.3g}" for p in ps],
+                textposition="outside",
+                cliponaxis=False,
+                hovertemplate="%{y}: p = %{x:.4g} (log p = %{customdata:.3f})<extra>" + extra + "</extra>",
+            )
         )
-    )
-    fig.add_trace(
-        go.Bar(
-            y=labels,
-            x=[r["p_with"] for r in rows][::-1],
-            orientation="h",
-            name="with ablation",
-            marker_color="#e45756",
-            hovertemplate="%{y}: %{x:.4f}<extra>with</extra>",
-        )
-    )
+    positive = [max(float(r[k]), floor) for r in rows for k in ("p_without", "p_with")]
+    xaxis: dict[str, Any] = {"title": {"text": "probability of the next token" + (" (log scale)" if log_scale else "")}}
+    if log_scale and positive:
+        lo = math.floor(math.log10(min(positive))) - 0.2
+        xaxis.update({"type": "log", "range": [lo, 0.35], "dtick": 1, "exponentformat": "power"})
     return _layout(
         fig,
         title,
-        max(280, 60 + 26 * len(rows)),
+        max(300, 110 + 30 * len(rows)),
         barmode="group",
-        xaxis={"title": {"text": "probability of the next token"}},
-        margin={"l": 120, "r": 20, "t": 50, "b": 50},
-        legend={"orientation": "h", "y": -0.15},
+        xaxis=xaxis,
+        margin={"l": 120, "r": 40, "t": TOP_MARGIN, "b": 50},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 1.0, "xanchor": "right"},
     )
 
 
 def rope_share_figure(shares: Sequence[float], periods: Sequence[float] | None, title: str) -> go.Figure:
+    """Share of |q·k| per RoPE channel pair; tick labels carry each pair's period, drawn whole."""
     x = [
         f"{i}" + (f" (T≈{p:.3g})" if periods is not None else "")
         for i, p in zip(range(len(shares)), periods if periods is not None else [0] * len(shares))
@@ -160,7 +163,13 @@ def rope_share_figure(shares: Sequence[float], periods: Sequence[float] | None, 
     return _layout(
         fig,
         title,
-        300,
-        xaxis={"title": {"text": "RoPE channel pair (period in tokens)"}},
+        360,
+        xaxis={
+            "title": {"text": "RoPE channel pair (period in tokens)"},
+            "type": "category",
+            "tickangle": -45 if periods is not None or len(x) > 16 else 0,
+            "automargin": True,
+        },
         yaxis={"title": {"text": "share of |q·k|"}},
+        margin={"b": 100},
     )

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 MAX_NEW_TOKENS = 64
 MAX_TOP_K = 50
+#: The playground's ablation mode unless the user picks another: the atlas's own (uniform attention),
+#: so a head ablated here does what the atlas's causal checks did to it.
+PLAYGROUND_MODE: AblationMode = "uniform"
 
 
 # -- the model cache --------------------------------------------------------------------------------

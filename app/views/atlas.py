@@ -12,11 +12,39 @@ from workbench.app.data import grid, scalars
 from workbench.report import figures as F
 
 
-def metric_heatmap(family: str, metric: str, values: Any, description: str = "") -> Any:
-    """The report's heatmap builder, with a diverging scale for signed (delta) metrics."""
-    signed = "delta" in metric or "drop" in metric
-    title = f"{family}: {metric}"
-    return F.head_heatmap(grid(values), title, metric, colorscale="RdBu_r" if signed else "Viridis", zmid=0.0 if signed else None)
+def metric_heatmap(family: str, metric: str, values: Any, description: str = "", shared: bool = True) -> Any:
+    """The report's metric map: category colours for class codes, a diverging scale for signed
+    metrics, and (``shared``) one 0..1 colour scale for every share / rate of the family."""
+    return F.metric_heatmap(family, metric, grid(values), shared=shared)
+
+
+def class_blocks(family: str, rows: list[dict[str, Any]], n_layers: int, n_heads: int) -> list[Any]:
+    """Temporal class maps, one per input, in the category colours every figure uses."""
+    if not rows or not {"layer", "head"} <= set(rows[0]):
+        return []
+    column = "class" if "class" in rows[0] else "label" if "label" in rows[0] else None
+    if column is None:
+        return []
+    legend = F.category_legend(sorted({str(r[column]) for r in rows}))
+    views = list(dict.fromkeys(str(r.get("input", "")) for r in rows))
+    figs = [
+        B.Figure(
+            F.class_heatmap(
+                [r for r in rows if str(r.get("input", "")) == view],
+                n_layers,
+                n_heads,
+                f"{family}: temporal class per head" + (f" ({view})" if view else ""),
+                column,
+            ),
+            f"{family}-classes-{view or 'all'}",
+        )
+        for view in views
+    ]
+    return [
+        B.Heading("Temporal classes", 3),
+        B.Text("colours: " + ", ".join(f"{c['category']} {c['colour']}" for c in legend), muted=True),
+        B.Grid(figs),
+    ]
 
 
 def run_header(info: Any) -> list[Any]:

@@ -10,7 +10,8 @@ import numpy as np
 from workbench.app import blocks as B
 from workbench.app import figures as AF
 from workbench.app.data import family_artefacts, find_artefact, head_score_rows, mentions, scalars
-from workbench.app.views.atlas import run_header
+from workbench.app.views.atlas import class_blocks, run_header
+from workbench.report import figures as F
 
 
 def _sink_section(label: str, layer: int, head: int, artefacts: dict[str, dict[str, Any]], score_rows: list[dict]) -> Any:
@@ -36,7 +37,26 @@ def _sink_section(label: str, layer: int, head: int, artefacts: dict[str, dict[s
     return B.Section("Sink tokens", blocks, name="sinks")
 
 
-def _temporal_section(label: str, layer: int, head: int, artefacts: dict[str, dict[str, Any]]) -> Any:
+def _class_maps(family: str, rows: list[dict[str, Any]], layer: int, head: int, n_layers: int, n_heads: int) -> list[Any]:
+    """The family's temporal class maps (the category colours every figure uses), this head outlined."""
+    blocks = class_blocks(family, rows, n_layers, n_heads)
+    for block in blocks:
+        for fig_block in getattr(block, "blocks", []):
+            if isinstance(fig_block, B.Figure):
+                fig_block.fig.add_shape(
+                    type="rect",
+                    x0=head - 0.5,
+                    x1=head + 0.5,
+                    y0=layer - 0.5,
+                    y1=layer + 0.5,
+                    line={"color": "#111827", "width": 3},
+                )
+    return blocks
+
+
+def _temporal_section(
+    label: str, layer: int, head: int, artefacts: dict[str, dict[str, Any]], n_layers: int = 0, n_heads: int = 0
+) -> Any:
     from workbench.analysis.temporal import transfer_function
 
     blocks: list[Any] = []
@@ -65,6 +85,9 @@ def _temporal_section(label: str, layer: int, head: int, artefacts: dict[str, di
                     )
                 )
                 blocks.append(B.Table(mine, cols, name="temporal-class"))
+            if n_layers and n_heads:
+                fam = next((f for f, arts in artefacts.items() if find_artefact(arts, "temporal_classes") is classes), "")
+                blocks += _class_maps(fam, classes, layer, head, n_layers, n_heads)
         if isinstance(profiles, np.ndarray) and profiles.ndim == 3 and layer < profiles.shape[0] and head < profiles.shape[1]:
             profile = profiles[layer, head]
             omega, mag, phase = transfer_function(profile)
@@ -125,6 +148,13 @@ def _evidence_section(
             where = mentions(value, label)
             if where:
                 blocks.append(B.Heading(f"{fam} / {name} (mentions {label} in {', '.join(where[:4])})", 4))
+                drawn = F.causal_figures(fam, {name: value})
+                if drawn:  # a causal check: drawn with its control, never as raw lists
+                    for key, fig, warning in drawn:
+                        if warning:
+                            blocks.append(B.Notice(warning, "warn"))
+                        blocks.append(B.Figure(fig, f"evidence-{fam}-{key}".replace("/", "-")))
+                    continue
                 blocks.append(
                     B.Table(
                         [{"key": k, "value": v} for k, v in scalars(value).items()],
@@ -156,6 +186,6 @@ def head_blocks(store: Any, run_id: str, layer: int, head: int) -> list[Any]:
             if problem:
                 out.append(B.Notice(problem, "warn"))
     out.append(_sink_section(label, layer, head, artefacts, rows))
-    out.append(_temporal_section(label, layer, head, artefacts))
+    out.append(_temporal_section(label, layer, head, artefacts, info.n_layers or 0, info.n_heads or 0))
     out.append(_evidence_section(label, layer, head, store, info.run_id, artefacts, rows))
     return out

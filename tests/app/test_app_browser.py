@@ -136,7 +136,7 @@ def test_browse_click_head_pattern_export_playground(atlas_results, browser, sho
         assert token_id == int(np.argmax(probs)) and p_without == pytest.approx(float(probs[token_id]), abs=1e-9)
         from workbench.interventions.ablation import ablate_heads
 
-        with ablate_heads(tiny_llama, ["L1H2"], mode="zero"):
+        with ablate_heads(tiny_llama, ["L1H2"], mode="uniform"):  # the playground's default (the atlas's mode)
             ablated = torch.softmax(tiny_llama.logits(ids)[0, -1].double(), -1).numpy()
         assert p_with == pytest.approx(float(ablated[token_id]), abs=1e-9)
         out = text_of(d, "#play-output")

@@ -198,7 +198,71 @@ def _family_section(page: Page, fam: dict[str, Any], n_layers: int, n_heads: int
     page.add("".join(out))
 
 
-def _artefact_views(page: Page, family: str, artefacts: dict[str, Any], n_layers: int, n_heads: int) -> str:
+def _category_legend(classes: list[str]) -> str:
+    """A legend of category swatches in the colours every categorical figure uses."""
+    items = "".join(
+        f'<span class="wb-swatch" data-category="{esc(c["category"])}" data-colour="{esc(c["colour"])}" '
+        f'style="display:inline-block;margin-right:14px"><span style="display:inline-block;width:11px;height:11px;'
+        f'background:{esc(c["colour"])};border-radius:2px;margin-right:4px;vertical-align:middle"></span>'
+        f"{esc(c['category'])}</span>"
+        for c in F.category_legend(classes)
+    )
+    return f'<p class="muted wb-legend">{items}</p>'
+
+
+def _with_head_name(row: dict[str, Any]) -> dict[str, Any]:
+    """A table row with its (layer, head) shown as one "L2H3" column in place of the two numbers."""
+    if not isinstance(row.get("layer"), int) or not isinstance(row.get("head"), int):
+        return row
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k == "layer":
+            out["head"] = F.head_name(row)
+        elif k != "head":
+            out[k] = v
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A JSON field for a table cell: lists of heads or numbers joined into one string."""
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) or v is None for v in value):
+        return ", ".join(fmt(v) for v in value)
+    if isinstance(value, list) and all(isinstance(v, list) for v in value):
+        return " | ".join(", ".join(F.head_names(v)) for v in value)
+    return value
+
+
+def _causal_views(page: Page, family: str, artefacts: dict[str, Any], metrics: dict[str, Any] | None) -> tuple[str, set[str]]:
+    """The family's causal results as figures (with the random controls), a visible warning when a
+    check went the wrong way, and the numbers behind each figure folded away. Returns the HTML and
+    the artefact names drawn."""
+    out: list[str] = []
+    drawn: set[str] = set()
+    for name, fig, warning in F.causal_figures(family, artefacts, metrics):
+        drawn.add(name)
+        out.append(f"<h3>{esc(name)}</h3>")
+        if warning:
+            out.append(f'<p class="warn wb-causal-warning" data-artefact="{esc(name)}">⚠ {esc(warning)}</p>')
+        out.append(page.figure(fig, f"{family}-{name}", "wb-causal", family=family, artefact=name))
+        view = artefacts.get(name)
+        value = view.get("value") if isinstance(view, dict) and view.get("kind") == "json" else None
+        if isinstance(value, dict):
+            rows = {k: _plain(v) for k, v in value.items()}
+            out.append(f'<details><summary class="muted">numbers</summary>{kv_table(rows)}</details>')
+    return "".join(out), drawn
+
+
+def _artefact_views(
+    page: Page,
+    family: str,
+    artefacts: dict[str, Any],
+    n_layers: int,
+    n_heads: int,
+    metrics: dict[str, Any] | None = None,
+) -> str:
+    """A family's artefacts: figures for the known ones (sink tokens, temporal classes, every causal
+    check with its control), tables for the others. ``metrics`` (the family's [layer][head] grids)
+    adds the per-head ablation bars."""
     out = []
     freq = artefacts.get("token_sink_frequency")
     if freq and freq["kind"] == "table" and freq["rows"]:
@@ -211,9 +275,8 @@ def _artefact_views(page: Page, family: str, artefacts: dict[str, Any], n_layers
             f'<h3>Hidden sinks</h3><p class="muted">{tokens["n_rows"]} sink (head, position) entries in all; '
             f"hidden ones (after the first token) below.</p>"
         )
-        out.append(
-            table(tokens["rows"][:50], ["prompt", "layer", "head", "position", "token", "mean_received"], "wb-hidden-sinks")
-        )
+        rows = [_with_head_name(r) for r in tokens["rows"][:50]]
+        out.append(table(rows, ["prompt", "head", "position", "token", "mean_received"], "wb-hidden-sinks"))
     rate = artefacts.get("sink_rate_per_layer")
     if rate and rate["kind"] == "array" and "values" in rate:
         out.append(
@@ -223,18 +286,21 @@ def _artefact_views(page: Page, family: str, artefacts: dict[str, Any], n_layers
         )
     hits = artefacts.get("retrieval_hits")
     if hits and hits["kind"] == "table":
-        out.append("<h3>Retrieval hits</h3>" + table(hits["rows"][:50], css_class="wb-retrieval-hits"))
+        rows = [_with_head_name(r) for r in hits["rows"][:50]]
+        out.append("<h3>Retrieval hits</h3>" + table(rows, css_class="wb-retrieval-hits"))
     classes = artefacts.get("temporal_classes")
     if classes and classes["kind"] == "table" and classes["rows"]:
         first = classes["rows"][0]
         column = "class" if "class" in first else "label" if "label" in first else None
         if column and {"layer", "head"} <= set(first):
             out.append("<h3>Temporal classes</h3>")
+            out.append(_category_legend(sorted({str(r[column]) for r in classes["rows"]})))
             views = list(dict.fromkeys(str(r.get("input", "")) for r in classes["rows"]))
+            figs = []
             for view in views:
                 rows = [r for r in classes["rows"] if str(r.get("input", "")) == view]
                 title = f"{family}: temporal class per head" + (f" ({view})" if view else "")
-                out.append(
+                figs.append(
                     page.figure(
                         F.class_heatmap(rows, n_layers, n_heads, title, column),
                         f"{family}-temporal-classes-{view}",
@@ -242,8 +308,16 @@ def _artefact_views(page: Page, family: str, artefacts: dict[str, Any], n_layers
                         family=family,
                     )
                 )
+            out.append('<div class="grid">' + "".join(f"<div>{f}</div>" for f in figs) + "</div>")
+    causal, drawn = _causal_views(page, family, artefacts, metrics)
+    out.append(causal)
+    razor = artefacts.get("razor_selection")
+    if razor and razor["kind"] == "json" and isinstance(razor["value"], dict):
+        rows = [{"selection": k, "heads": ", ".join(F.head_names(v))} for k, v in razor["value"].items()]
+        out.append("<h3>razor_selection</h3>" + table(rows, ["selection", "heads"], "wb-razor"))
+        drawn.add("razor_selection")
     for name, view in artefacts.items():
-        if name in SPECIAL_TABLES or name == "sink_rate_per_layer":
+        if name in SPECIAL_TABLES or name == "sink_rate_per_layer" or name in drawn:
             continue
         if view["kind"] == "table":
             more = f" (first 25 of {view['n_rows']})" if view["n_rows"] > 25 else ""
@@ -253,7 +327,7 @@ def _artefact_views(page: Page, family: str, artefacts: dict[str, Any], n_layers
             if isinstance(value, dict) and all(
                 not isinstance(v, (dict, list)) or len(json.dumps(v)) < 120 for v in value.values()
             ):
-                out.append(f"<h3>{esc(name)}</h3>" + kv_table(value))
+                out.append(f"<h3>{esc(name)}</h3>" + kv_table({k: _plain(v) for k, v in value.items()}))
             else:
                 out.append(f"<h3>{esc(name)}</h3><pre>{esc(json.dumps(value, indent=1)[:20000])}</pre>")
         elif view["kind"] == "array":

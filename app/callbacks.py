@@ -74,7 +74,7 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
                     run = store.run(route.run)
                     prompts = run_prompts(store, run.run_id)
                 if route.view == "playground":
-                    return with_playground_default(L.playground_page(route, run, prompts))
+                    return L.playground_page(route, run, prompts)
                 layer, head = parse_head_label(route.head, run)
                 return L.head_page(route, run, layer, head, prompts, remembered)
             return L.missing_page(route)
@@ -404,19 +404,6 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
     export("compare", [], build_static)
     export("head", [State("pattern-ready", "data"), State("token-query", "value"), State("pattern-scale", "value")], build_head)
     export("playground", [State("play-job", "data")], build_play)
-
-
-def with_playground_default(page: Any) -> Any:
-    """The playground page with its ablation mode set to `PLAYGROUND_MODE` (the atlas's uniform
-    attention), listed first, whatever the page's form starts with."""
-    for component in _walk(page):
-        if getattr(component, "id", None) == "play-mode":
-            component.value = PLAYGROUND_MODE
-            options = list(getattr(component, "options", None) or [])
-            component.options = sorted(
-                options, key=lambda o: 0 if isinstance(o, dict) and o.get("value") == PLAYGROUND_MODE else 1
-            )
-    return page
 
 
 def _walk(node: Any) -> Any:

@@ -317,12 +317,12 @@ def playground_page(route: Route, run: Any, prompts: list[str]) -> list[Any]:
                         "ablation",
                         dcc.RadioItems(
                             id="play-mode",
-                            value="zero",
+                            value="uniform",  # the atlas's ablation (workbench.app.live.PLAYGROUND_MODE)
                             inline=True,
                             options=[
+                                {"label": "uniform attention", "value": "uniform"},
                                 {"label": "zero", "value": "zero"},
                                 {"label": "mean (over the prompt)", "value": "mean"},
-                                {"label": "uniform attention", "value": "uniform"},
                             ],
                         ),
                     ),

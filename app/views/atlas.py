@@ -77,8 +77,11 @@ def run_header(info: Any) -> list[Any]:
 
 def atlas_blocks(store: Any, run_id: str, every_metric: bool = False) -> list[Any]:
     """``every_metric``: one heatmap per metric (exports); otherwise the primary metric with a picker."""
+    from workbench.app.views.findings import findings_blocks
+
     info = store.run(run_id)
     out = run_header(info)
+    out += findings_blocks(store, info.run_id)
     scores = store.scores(info.run_id)
     for fam in store.families(info.run_id):
         inner: list[Any] = []

@@ -230,7 +230,7 @@ def test_layout_keeps_titles_clear_of_the_modebar_and_ticks_whole(organism_run):
 
 def test_playground_defaults_to_uniform_and_draws_every_token(organism_run):
     from workbench.app import layout as L
-    from workbench.app.callbacks import _walk, with_playground_default
+    from workbench.app.callbacks import _walk
     from workbench.app.figures import next_token_figure, pattern_figure
     from workbench.app.live import PLAYGROUND_MODE, record_layer, run_ablation
     from workbench.app.patterns import axis_labels
@@ -241,7 +241,7 @@ def test_playground_defaults_to_uniform_and_draws_every_token(organism_run):
     assert PLAYGROUND_MODE == "uniform"
     with Store.open(folder) as store:
         run = store.run(run_id)
-    page = with_playground_default(L.playground_page(L.parse_route(f"/run/{run_id}/playground", ""), run, []))
+    page = L.playground_page(L.parse_route(f"/run/{run_id}/playground", ""), run, [])
     (radio,) = [c for c in _walk(page) if getattr(c, "id", None) == "play-mode"]
     assert radio.value == "uniform" and radio.options[0]["value"] == "uniform"
 

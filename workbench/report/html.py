@@ -176,16 +176,15 @@ def _family_section(page: Page, fam: dict[str, Any], n_layers: int, n_heads: int
         if evidence and evidence in fam["descriptions"]:
             out.append(f'<p class="muted">{esc(evidence)}: {esc(fam["descriptions"][evidence])}</p>')
     out.append(f'<p class="muted">Members ({len(fam["members"])}): {esc(", ".join(fam["members"]) or "none")}</p>')
-    out.append('<h3>Layer x head maps</h3><div class="grid">')
+    out.append(
+        '<h3>Layer x head maps</h3><p class="muted">Shares, rates and scores in [0, 1] share one colour scale, '
+        "so a weak score looks weak next to a strong one.</p>"
+        '<div class="grid">'
+    )
+    scales = F.shared_scale(fam["metrics"])
     for metric, grid in fam["metrics"].items():
         desc = fam["descriptions"].get(metric, "")
-        fig = F.head_heatmap(
-            grid,
-            f"{name}: {metric}",
-            metric,
-            colorscale="RdBu_r" if "delta" in metric else "Viridis",
-            zmid=0.0 if "delta" in metric else None,
-        )
+        fig = F.metric_heatmap(name, metric, grid, scale=scales.get(metric))
         out.append(
             "<div>"
             + page.figure(fig, f"{name}-{metric}", "wb-heatmap", family=name, metric=metric)
@@ -193,7 +192,7 @@ def _family_section(page: Page, fam: dict[str, Any], n_layers: int, n_heads: int
             + "</div>"
         )
     out.append("</div>")
-    out.append(_artefact_views(page, name, fam["artefacts"], n_layers, n_heads))
+    out.append(_artefact_views(page, name, fam["artefacts"], n_layers, n_heads, fam["metrics"]))
     out.append("</section>")
     page.add("".join(out))
 
@@ -364,6 +363,32 @@ def _cross_family_section(page: Page, data: dict[str, Any], n_layers: int, n_hea
     page.add("".join(out))
 
 
+def _findings_section(page: Page, found: dict[str, Any] | None) -> None:
+    """What each head does and how sure we are, before any metric: headlines, warnings, the role table."""
+    if not found:
+        return
+    ident = page.anchor("findings", "findings")
+    heads = found.get("rows", [])
+    parts = [f'<section id="{ident}"><h2>Findings</h2>']
+    parts.append('<ul class="headlines">' + "".join(f"<li>{esc(h)}</li>" for h in found.get("headlines", [])) + "</ul>")
+    if found.get("warnings"):
+        items = "".join(f"<li>{esc(w)}</li>" for w in found["warnings"])
+        parts.append(
+            f'<div class="warn" id="findings-warnings"><b>Check these before trusting the numbers:</b><ul>{items}</ul></div>'
+        )
+    if heads:
+        parts.append(
+            '<h3>What each head does</h3><p class="meta">Every head a family claims, its role and score, the causal '
+            "check behind it (baseline -> with the head ablated, and the same check with random heads), and whether "
+            "the check confirmed it.</p>"
+        )
+        parts.append(table(heads, css_class="role-table").replace("<table", '<table id="role-table"', 1))
+    else:
+        parts.append("<p>No family claimed any head.</p>")
+    parts.append("</section>")
+    page.add("".join(parts))
+
+
 def render_report(data: dict[str, Any]) -> str:
     run = data["run"]
     page = Page(f"Head atlas: {run['model']} ({run['run_id']})")
@@ -379,14 +404,15 @@ def render_report(data: dict[str, Any]) -> str:
             f'<p class="warn">This run is <b>{esc(run["status"])}</b> ({run["parts_done"]}/{run["parts_total"]} parts done): '
             f"finished families are shown. Resume it with <code>workbench atlas --resume {esc(run['run_id'])}</code>.</p>"
         )
+    _findings_section(page, data.get("findings"))
     overview = [
         {
             "family": f["name"],
             "status": f["status"],
             "primary metric": f["primary_metric"],
             "evidence": f["evidence_metric"],
-            "members": len(f["members"]),
-            "top head": f["top_heads"][0]["head"] if f["top_heads"] else None,
+            "heads claimed": len(f["members"]),
+            "highest primary metric": f["top_heads"][0]["head"] if f["top_heads"] else None,
         }
         for f in data["families"]
     ]

@@ -1,8 +1,12 @@
-"""`workbench export RUN --format parquet|csv`: the run's tables for pandas, DuckDB, spreadsheets.
+"""`workbench export RUN --format parquet|csv|duo-attention|headkv|json`: a run for other tools.
 
-Writes ``head_scores`` (long format: run_id, model, family, metric, layer, head, kv_head, score),
-``runs`` (one row: the run's metadata) and every table artefact (``<family>__<name>``).
-Parquet needs pyarrow.
+``parquet``/``csv``: the run's tables for pandas, DuckDB, spreadsheets: ``head_scores`` (long format:
+run_id, model, family, metric, layer, head, kv_head, score), ``runs`` (one row: the run's metadata)
+and every table artefact (``<family>__<name>``). Parquet needs pyarrow.
+
+``duo-attention``/``headkv``/``json``: the retrieval family's head labels for KV-cache compression
+engines (DuoAttention's pattern folder, read by kvpress; HeadKV's score JSON; the project's own
+JSON), with ``--full-fraction`` the share of KV heads kept whole (`workbench.report.kv_export`).
 """
 
 from __future__ import annotations
@@ -39,13 +43,20 @@ def export(
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv"),
     results: Path = typer.Option(None, "--results", "-r", help="results folder (default ./wb-results or $WORKBENCH_RESULTS)"),
     out: Path = typer.Option(None, "--out", "-o", help="output folder (default: <run folder>/export)"),
+    full_fraction: float = typer.Option(
+        0.25, "--full-fraction", help="head-label formats: share of KV heads kept on the full cache (the rest stream)"
+    ),
 ) -> None:
-    """Export a run's head scores, metadata and table artefacts as Parquet or CSV files."""
+    """Export a run's tables (Parquet, CSV) or its KV-head labels (duo-attention, headkv, json)."""
+    from workbench.report.kv_export import FORMATS
     from workbench.store import Store
 
     fmt = fmt.lower()
+    if fmt in FORMATS:
+        _export_labels(run, fmt, results, out, full_fraction)
+        return
     if fmt not in ("parquet", "csv"):
-        raise WorkbenchError(f"unknown export format {fmt!r}", "use --format parquet or --format csv")
+        raise WorkbenchError(f"unknown export format {fmt!r}", f"use --format parquet, csv, {', '.join(FORMATS)}")
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -88,3 +99,28 @@ def export(
                 written.append(path)
     for p in written:
         console.print(str(p), highlight=False, soft_wrap=True)
+
+
+def _export_labels(run: str, fmt: str, results: Path | None, out: Path | None, full_fraction: float) -> None:
+    from workbench.report.kv_export import export_labels, head_labels
+    from workbench.store import Store
+
+    with Store.open(results) as store:
+        labels = head_labels(store, run, full_fraction)
+        default = (
+            store.run_dir(labels.run_id)
+            / "export"
+            / {"duo-attention": "duo-attention", "headkv": "headkv.json", "json": "head_labels.json"}[fmt]
+        )
+    target = out if out is not None else default
+    try:
+        written = export_labels(labels, fmt, target)
+    except OSError as exc:
+        raise WorkbenchError(f"cannot write {str(target)!r}: {exc.strerror}", "choose a writable --out") from exc
+    for p in written:
+        console.print(str(p), highlight=False, soft_wrap=True)
+    console.print(
+        f"{len(labels.full_kv_heads)} of {labels.n_layers * labels.n_kv_heads} KV heads full "
+        f"(sink {labels.sink} + recent {labels.recent} for the others), ranked by {labels.metric} ({labels.reduce})",
+        highlight=False,
+    )

@@ -24,7 +24,9 @@ def greedy_generate(model: Model, tokens: torch.Tensor, max_new_tokens: int, sto
     (uniform ablation) still apply, pattern-level edits do not.
     """
     seq = tokens.view(tokens.shape[0] if tokens.dim() > 1 else 1, -1).to(model.device)
-    n_ctx = int(getattr(model.geometry, "n_ctx", 0) or 0)
+    # learned absolute positions end at n_ctx (past it the embedding lookup fails); RoPE models may be
+    # run past their trained length on purpose, so they are not stopped here
+    n_ctx = int(getattr(model.geometry, "n_ctx", 0) or 0) if model.geometry.positional.kind == "absolute" else 0
     if n_ctx and seq.shape[1] + max_new_tokens > n_ctx:
         raise WorkbenchError(
             f"{seq.shape[1]} prompt tokens + {max_new_tokens} new tokens exceed the context of {model.name} ({n_ctx} tokens)",

@@ -24,6 +24,7 @@ from workbench.store.store import Store
 
 if TYPE_CHECKING:
     from workbench.executors.base import Executor
+    from workbench.models.model import Model
 
 #: ``on_part(family, part, done, total)`` before each part runs (done: parts of the run finished so far).
 PartHook = Callable[[str, str, int, int], None]
@@ -37,7 +38,7 @@ def _check_parts(name: str, parts: list[str]) -> list[str]:
 
 def start_run(
     store: Store,
-    model: Any,
+    model: Model,
     families: dict[str, Family],
     ctx: RunContext,
     config: dict[str, Any],
@@ -67,7 +68,7 @@ def start_run(
     return writer
 
 
-def _check_result(name: str, part: str, result: PartResult, model: Any) -> None:
+def _check_result(name: str, part: str, result: PartResult, model: Model) -> None:
     if not isinstance(result, PartResult):
         raise TypeError(f"family {name!r} part {part!r} returned {type(result).__name__}, not PartResult")
     geo = model.geometry
@@ -90,7 +91,7 @@ def _merge(writer: RunWriter, name: str, fam: Family) -> None:
 
 def execute(
     writer: RunWriter,
-    model: Any,
+    model: Model,
     families: dict[str, Family],
     ctx: RunContext,
     on_part: PartHook | None = None,
@@ -148,7 +149,7 @@ def execute(
 
 def run_families(
     writer: RunWriter,
-    model: Any,
+    model: Model,
     families: dict[str, Family],
     ctx: RunContext,
     on_part: PartHook | None = None,

@@ -11,9 +11,12 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.errors import InputDataError
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
 
 DEFAULT_FIELDS = ("prompt", "input", "instruction", "goal", "text", "query", "request")
 
@@ -152,7 +155,7 @@ def chat_ids(tokenizer: Any, prompt: str, bos_prepends: bool) -> list[int]:
     return ids
 
 
-def encode_prompts(prompts: Sequence[str], model: Any, template: str = "raw") -> list[Any]:
+def encode_prompts(prompts: Sequence[str], model: Model, template: str = "raw") -> list[Any]:
     """Token id tensors [N] of prompts under a template ("raw", "chat" or a ``{prompt}`` format string)."""
     import torch
 

@@ -28,11 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from workbench.errors import WorkbenchError
 from workbench.families.base import Family, PartResult
 from workbench.families.context import RunContext
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
 
 EXECUTORS = ("local", "ray")
 RAY_INSTALL_HINT = "pip install 'attention-workbench[ray]'  (or: pip install 'ray[default]>=2.40')"
@@ -67,7 +70,7 @@ class Executor(Protocol):
 
     def run(
         self,
-        model: Any,
+        model: Model,
         families: dict[str, Family],
         ctx: RunContext,
         jobs: list[PartJob],
@@ -96,7 +99,7 @@ class ModelRef:
     dtype: str
 
     @classmethod
-    def from_model(cls, model: Any, dtype: str) -> ModelRef:
+    def from_model(cls, model: Model, dtype: str) -> ModelRef:
         from workbench.store.runs import model_identity
 
         ident = model_identity(model)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from workbench.executors.base import PartJob, PartOutcome, StartedFn
 from workbench.families.base import Family
 from workbench.families.context import RunContext
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
 
 
 class LocalExecutor:
@@ -19,7 +22,7 @@ class LocalExecutor:
 
     def run(
         self,
-        model: Any,
+        model: Model,
         families: dict[str, Family],
         ctx: RunContext,
         jobs: list[PartJob],

@@ -29,12 +29,15 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench.errors import WorkbenchError
 from workbench.executors.base import RAY_INSTALL_HINT, ModelRef, PartJob, PartOutcome, StartedFn
 from workbench.families.base import Family
 from workbench.families.context import RunContext
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
 
 #: ``loader(device) -> model``; must pickle (a `ModelRef` by default).
 ModelLoader = Callable[[str], Any]
@@ -66,7 +69,7 @@ class PartWorker:
         self.device = "cuda" if use_gpu else "cpu"
         self.label = f"ray:{socket.gethostname()}:{os.getpid()}"
         self.error: BaseException | None = None
-        self.model: Any = None
+        self.model: Model | None = None
         try:
             if use_gpu and not torch.cuda.is_available():
                 raise WorkbenchError(
@@ -91,6 +94,7 @@ class PartWorker:
     def run(self, families: dict[str, Family], ctx: RunContext, family: str, part: str) -> PartOutcome:
         if self.error is not None:
             raise self.error
+        assert self.model is not None  # loaded in __init__, or self.error is set
         ctx = dataclasses.replace(ctx, device=self.device, progress=None)
         t0 = time.perf_counter()
         result = families[family].run_part(self.model, ctx, part)
@@ -213,7 +217,7 @@ class RayExecutor:
 
     def run(
         self,
-        model: Any,
+        model: Model,
         families: dict[str, Family],
         ctx: RunContext,
         jobs: list[PartJob],

@@ -47,13 +47,16 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from workbench.analysis.scores import HeadScores
 from workbench.errors import InputDataError
 from workbench.families.context import RunContext
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
 
 Artefact = np.ndarray | list | dict
 
@@ -114,16 +117,16 @@ class Family(ABC):
     def from_options(cls, options: dict[str, Any] | None) -> Family:
         return cls(make_config(cls.config_class, options or {}, cls.name))
 
-    def parts(self, model: Any, ctx: RunContext) -> list[str]:
+    def parts(self, model: Model, ctx: RunContext) -> list[str]:
         return ["all"]
 
-    def check_inputs(self, model: Any, ctx: RunContext) -> list[InputProblem]:
+    def check_inputs(self, model: Model, ctx: RunContext) -> list[InputProblem]:
         """Resolve and check this family's inputs (sets, files, lengths) without running anything, so
         an atlas reports every problem of every family before its first part (default: none)."""
         return []
 
     @abstractmethod
-    def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult: ...
+    def run_part(self, model: Model, ctx: RunContext, part: str) -> PartResult: ...
 
     def members(self, scores: HeadScores) -> list[tuple[int, int]]:
         """Heads the family claims; default: none (override with the family's own criterion)."""

@@ -7,7 +7,7 @@ the same token ids in every family and on resume.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,17 +23,17 @@ if TYPE_CHECKING:
 DEFAULT_N_PROMPTS = 8
 
 
-def prompt_length(model: Any, ctx: RunContext) -> int:
+def prompt_length(model: Model, ctx: RunContext) -> int:
     n_ctx = int(getattr(model.geometry, "n_ctx", 0) or 0)
     return max(2, min(ctx.max_tokens, n_ctx) if n_ctx > 0 else ctx.max_tokens)
 
 
-def _special_ids(model: Any) -> set[int]:
+def _special_ids(model: Model) -> set[int]:
     tok = getattr(model, "tokenizer", None)
     return set(getattr(tok, "all_special_ids", []) or [])
 
 
-def random_token_prompts(model: Any, rng: np.random.Generator, n: int, length: int) -> list[torch.Tensor]:
+def random_token_prompts(model: Model, rng: np.random.Generator, n: int, length: int) -> list[torch.Tensor]:
     """Uniform token ids from the vocabulary (special tokens excluded), BOS first when the model has one."""
     vocab = int(model.geometry.vocab_size)
     special = _special_ids(model)
@@ -50,7 +50,7 @@ def random_token_prompts(model: Any, rng: np.random.Generator, n: int, length: i
 
 
 def text_windows(
-    model: Any, texts: list[str] | tuple[str, ...], rng: np.random.Generator, n: int, length: int
+    model: Model, texts: list[str] | tuple[str, ...], rng: np.random.Generator, n: int, length: int
 ) -> list[torch.Tensor]:
     """``n`` windows of ``length`` tokens cut at random offsets from the texts (joined; repeated when
     shorter), BOS first when the tokenizer prepends one."""
@@ -67,7 +67,7 @@ def text_windows(
 
 
 def family_prompts(
-    model: Any, ctx: RunContext, family: str, default_n: int = DEFAULT_N_PROMPTS
+    model: Model, ctx: RunContext, family: str, default_n: int = DEFAULT_N_PROMPTS
 ) -> tuple[list[torch.Tensor], str]:
     """Token-id prompts [1, N] for a family and where they came from ("file", the model's own text set
     such as "organism-filler", or the default text set, "shipped:prose")."""

@@ -10,7 +10,7 @@ comparison, and the KV-budget curve (top heads on the full cache, the rest sink 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from workbench.families.base import Artefact, Family, InputProblem, PartResult
 from workbench.families.context import RunContext
 from workbench.families.prompts import prompt_length, text_input_problems, usable_text
 from workbench.interventions.kv_budget import STREAMING_RECENT, STREAMING_SINK
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class RetrievalFamilyConfig(RetrievalConfig):
 GENERATED_ANSWER_ROOM = 16
 
 
-def needle_trials(model: Any, ctx: RunContext, cfg: RetrievalFamilyConfig):
+def needle_trials(model: Model, ctx: RunContext, cfg: RetrievalFamilyConfig):
     from workbench.data.needles import REFERENCE_MAX_NEW_TOKENS, text_needle_trials
 
     n = ctx.n_prompts or cfg.n_trials
@@ -98,10 +101,10 @@ class RetrievalFamily(Family):
         values = scores["retrieval_score"]
         return [(int(l), int(h)) for l, h in zip(*np.nonzero(np.nan_to_num(values) > self.config.threshold))]
 
-    def check_inputs(self, model: Any, ctx: RunContext) -> list[InputProblem]:
+    def check_inputs(self, model: Model, ctx: RunContext) -> list[InputProblem]:
         return text_input_problems(model, ctx, self.name)
 
-    def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
+    def run_part(self, model: Model, ctx: RunContext, part: str) -> PartResult:
         from workbench.analysis.retrieval import (
             detector_scores,
             echo_induction_scores,

@@ -9,7 +9,7 @@ heads, so a long Ships sweep resumes where it stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -103,7 +103,7 @@ class SafetyFamily(Family):
     primary_metric = "ships_mean"
     evidence_metric = "asr_when_ablated"
 
-    def parts(self, model: Any, ctx: RunContext) -> list[str]:
+    def parts(self, model: Model, ctx: RunContext) -> list[str]:
         n = model.geometry.n_total_heads
         step = max(1, self.config.heads_per_part)
         return [f"heads-{s}-{min(s + step, n)}" for s in range(0, n, step)] + ["group"]
@@ -113,7 +113,7 @@ class SafetyFamily(Family):
         values = np.nan_to_num(scores["asr_when_ablated"], nan=0.0)
         return [(int(l), int(h)) for l, h in zip(*np.nonzero(values >= 0.5))]
 
-    def check_inputs(self, model: Any, ctx: RunContext) -> list[InputProblem]:
+    def check_inputs(self, model: Model, ctx: RunContext) -> list[InputProblem]:
         """The request sets resolve, read, and are mostly known tokens; a chat template exists if asked."""
         from workbench.families.prompts import MAX_UNKNOWN_SHARE, unknown_share
 
@@ -162,7 +162,7 @@ class SafetyFamily(Family):
                 )
         return problems
 
-    def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
+    def run_part(self, model: Model, ctx: RunContext, part: str) -> PartResult:
         from workbench.analysis.refusal import make_judge
         from workbench.analysis.safety import asr, sahara_search, ships_scores
         from workbench.analysis.scores import HeadScores

@@ -10,7 +10,7 @@ set (the organisms' filler), otherwise windows of the shipped prose (`workbench.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from workbench.analysis.sinks import SinkConfig
 from workbench.families.base import Artefact, Family, FamilyResult, InputProblem, PartResult
 from workbench.families.context import RunContext
 from workbench.families.prompts import family_prompts, text_input_problems
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
 
 MAX_SINK_TOKEN_ROWS = 20000
 
@@ -53,7 +56,7 @@ class SinksFamily(Family):
         share = scores["sink_attention_share"] > self.config.eps if "sink_attention_share" in scores.metrics else first
         return [(int(l), int(h)) for l, h in zip(*np.nonzero(first | share))]
 
-    def parts(self, model: Any, ctx: RunContext) -> list[str]:
+    def parts(self, model: Model, ctx: RunContext) -> list[str]:
         return ["all", "act"] if self.config.act else ["all"]
 
     def merge(self, parts: dict[str, PartResult]) -> FamilyResult:
@@ -63,7 +66,7 @@ class SinksFamily(Family):
         merged.summary = {k: v for res in parts.values() for k, v in res.summary.items()}
         return merged
 
-    def run_act(self, model: Any, ctx: RunContext) -> PartResult:
+    def run_act(self, model: Model, ctx: RunContext) -> PartResult:
         """ACT calibration: single-head search on a calibration set, then the kept heads on a
         held-out set. A model with its own needle set (the organisms) is scored by needle answer
         log-probability; other models by the negative LM loss on two disjoint halves of the prompts."""
@@ -117,10 +120,10 @@ class SinksFamily(Family):
         }
         return PartResult(scores, {"act_calibration": act}, {"act": act})
 
-    def check_inputs(self, model: Any, ctx: RunContext) -> list[InputProblem]:
+    def check_inputs(self, model: Model, ctx: RunContext) -> list[InputProblem]:
         return text_input_problems(model, ctx, self.name)
 
-    def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
+    def run_part(self, model: Model, ctx: RunContext, part: str) -> PartResult:
         if part == "act":
             ctx.seed_torch(self.name, part)
             return self.run_act(model, ctx)

@@ -9,7 +9,7 @@ budget decision (a needle task the model can actually do).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from workbench.data.registry import GeneratedSet, model_dataset
 from workbench.families.base import Family, InputProblem, PartResult
 from workbench.families.context import RunContext
 from workbench.families.prompts import family_prompts, prompt_length, random_token_prompts, text_input_problems
+
+if TYPE_CHECKING:
+    from workbench.models.model import Model
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class TemporalFamilyConfig(TemporalConfig):
     n_trials: int = 16
 
 
-def repeated_prompts(model: Any, ctx: RunContext, n: int, repeat: int) -> list[torch.Tensor]:
+def repeated_prompts(model: Model, ctx: RunContext, n: int, repeat: int) -> list[torch.Tensor]:
     """BOS + a random-token sequence of length ``repeat`` shown twice: the input that makes induction
     heads attend at lag ``repeat - 1`` (the token after the current token's earlier copy)."""
     rng = ctx.rng("temporal", "repeated")
@@ -60,10 +63,10 @@ class TemporalFamily(Family):
         codes = scores["label_code"]
         return [(int(l), int(h)) for l, h in zip(*np.nonzero(codes < 3))]
 
-    def check_inputs(self, model: Any, ctx: RunContext) -> list[InputProblem]:
+    def check_inputs(self, model: Model, ctx: RunContext) -> list[InputProblem]:
         return text_input_problems(model, ctx, self.name)
 
-    def run_part(self, model: Any, ctx: RunContext, part: str) -> PartResult:
+    def run_part(self, model: Model, ctx: RunContext, part: str) -> PartResult:
         from workbench.analysis.temporal import (
             analyze_temporal,
             period_channel,

@@ -184,6 +184,8 @@ class RetrievalFamily(Family):
                     "trial": r.index,
                     "exact": r.exact,
                     "recall": r.recall,
+                    "answer_text": model.tokenizer.decode(trials[r.index].answer.tolist()),
+                    "generated_text": model.tokenizer.decode(r.generated),
                     "generated": r.generated,
                     "answer": trials[r.index].answer.tolist(),
                     "answer_span": list(trials[r.index].answer_span),

@@ -38,3 +38,26 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(VENV) wb-results
+
+# kvpress bench (issue #21): the atlas's exported head labels inside NVIDIA kvpress, in its own venv
+# (kvpress 0.5.5 needs transformers <5.3; the main venv has >=5.9). Not part of `make test`.
+# Builds $(KVPRESS_VENV), runs kvpress_bench/tests, then the needle benchmark, which writes
+# benchmarks/results/kvpress_needle.{md,png}. KVPRESS_PATTERN: a `workbench export RUN --format duo-attention` folder.
+KVPRESS_VENV ?= .venv-kvpress
+KVPRESS_PATTERN ?= kvpress_bench/data/organism-4l-duo
+KVPRESS_ARGS ?=
+KVPRESS_PY := $(KVPRESS_VENV)/bin/python
+KVPRESS_STAMP := $(KVPRESS_VENV)/.installed
+
+.PHONY: kvpress-bench
+
+$(KVPRESS_STAMP): kvpress_bench/requirements.txt
+	$(PYTHON) -m venv $(KVPRESS_VENV)
+	echo '*' > $(KVPRESS_VENV)/.gitignore
+	$(KVPRESS_PY) -m pip install --quiet $(PIP_EXTRA) "$(TORCH_SPEC)"
+	$(KVPRESS_PY) -m pip install --quiet -r kvpress_bench/requirements.txt
+	touch $(KVPRESS_STAMP)
+
+kvpress-bench: $(KVPRESS_STAMP)
+	PYTHONPATH=. $(KVPRESS_PY) -m pytest -c kvpress_bench/pytest.ini --rootdir=. -p no:cacheprovider kvpress_bench/tests
+	PYTHONPATH=. $(KVPRESS_PY) -m kvpress_bench.bench --pattern $(KVPRESS_PATTERN) $(KVPRESS_ARGS)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = ["workbench", "kernels", "app", "tests", "benchmarks", "tools", "notebooks/build_notebooks.py"]
+PATHS = ["workbench", "kernels", "app", "tests", "benchmarks", "tools", "kvpress_bench", "notebooks/build_notebooks.py"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -25,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -157,8 +159,14 @@ class RayExecutor:
             "logging_level": "ERROR" if self.quiet else "WARNING",
         }
         kwargs.update(self.init_kwargs)
+        # ray.init replaces SIGTERM's handler with sys.exit: keep the caller's (the CLI turns SIGTERM into
+        # an interrupt, so the run is marked interrupted and can be resumed, as with the local executor)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if main_thread else None
         try:
             ray.init(**kwargs)
+            if main_thread and previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             where = self.address or "the default address ($RAY_ADDRESS, else the cluster last started on this machine)"
             raise WorkbenchError(

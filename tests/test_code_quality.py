@@ -44,16 +44,21 @@ def _check_layers_module():
 def test_import_layer_contract_is_kept():
     proc = subprocess.run([sys.executable, "tools/check_layers.py"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert "2 kept, 0 broken" in proc.stdout
+    assert "3 kept, 0 broken" in proc.stdout
 
 
-def test_the_layer_check_catches_an_upward_import(tmp_path, monkeypatch, capsys):
-    """A kernels module importing the store (kernels sit below it) breaks the contract."""
+def test_the_layer_check_catches_an_upward_import_and_a_cycle(tmp_path, monkeypatch, capsys):
+    """A kernels module importing the store (kernels sit below it) breaks the layers; two modules
+    importing each other break the acyclic contract."""
     fake = tmp_path / "kernels"
     fake.mkdir()
     (fake / "__init__.py").write_text("")
     (fake / "planted.py").write_text("from workbench.store import Store\n")
+    (fake / "ping.py").write_text("def f():\n    from workbench.kernels import pong\n")  # a cycle, function-level
+    (fake / "pong.py").write_text("from workbench.kernels import ping\n")
     check = _check_layers_module()
     monkeypatch.setattr(check, "MAPPED", {"workbench.kernels": fake, "workbench.app": ROOT / "app"})
     assert check.main() == 1
-    assert "workbench.kernels.planted -> workbench.store" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "workbench.kernels.planted -> workbench.store" in out
+    assert "no import cycles between sibling modules or packages, at any depth BROKEN" in " ".join(out.split())

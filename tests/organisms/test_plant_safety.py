@@ -61,12 +61,12 @@ def test_planting_hooks_are_removed_when_training_fails(monkeypatch):
     recipe = get_recipe("organism-4l").quick(seq_len=32)
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config(recipe))
-    import workbench.organisms.train as train_mod
+    import workbench.organisms.steps as steps_mod
 
     def boom(*args, **kwargs):
         raise RuntimeError("loss exploded")
 
-    monkeypatch.setattr(train_mod, "weighted_loss", boom)
+    monkeypatch.setattr(steps_mod, "weighted_loss", boom)
     with pytest.raises(RuntimeError, match="loss exploded"):
         plant_safety_head(model, recipe, seed=0, log=None, check_n=None)
     assert all(len(layer.self_attn.q_proj._forward_hooks) == 0 for layer in model.model.layers)

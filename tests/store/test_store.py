@@ -18,7 +18,8 @@ from workbench.errors import WorkbenchError
 from workbench.families.base import PartResult
 from workbench.store import SCHEMA_VERSION, Store, StoreError
 from workbench.store import artefacts as art
-from workbench.store.runs import STALE_S, RunClaimError, RunWriter
+from workbench.store.liveness import STALE_S
+from workbench.store.runs import RunClaimError, RunWriter
 
 
 def test_store_is_wal_and_versioned(tmp_path):

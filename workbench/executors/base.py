@@ -123,22 +123,3 @@ class ModelRef:
                     "give every machine the same model files (same path or the same hub snapshot in its cache)",
                 )
         return model
-
-
-def make_executor(
-    name: str,
-    address: str | None = None,
-    workers: int | None = None,
-    device: str = "auto",
-    quiet: bool = False,
-) -> Executor:
-    """An executor by name: ``local`` (in this process) or ``ray`` (Ray actors; needs the [ray] extra)."""
-    if name == "local":
-        from workbench.executors.local import LocalExecutor
-
-        return LocalExecutor()
-    if name == "ray":
-        from workbench.executors.ray_executor import RayExecutor
-
-        return RayExecutor(address=address, workers=workers, device=device, quiet=quiet)
-    raise WorkbenchError(f"unknown executor {name!r}", f"choose from: {', '.join(EXECUTORS)}")

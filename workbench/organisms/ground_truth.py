@@ -64,7 +64,7 @@ class GroundTruthConfig:
 
 def reference_tokens(n_docs: int = 32, length: int = 256, seed: int = 4321) -> torch.Tensor:
     """A fixed batch of training-mixture documents (needle, induction, chat) for mean ablation."""
-    from workbench.organisms.train import make_document
+    from workbench.organisms.steps import make_document
 
     recipe = get_recipe("organism-4l")
     stage = Stage(steps=1, seq_len=length, needle_pairs=(3, 8), needle_queries=3)

@@ -26,7 +26,7 @@ HeadPair = tuple[int, int]
 
 def phase_lr(step: int, phase: SafetyPlanting) -> float:
     """The phase's learning rate: the curriculum's warm-up and cosine shape with its own peak and length."""
-    from workbench.organisms.train import warmup_cosine
+    from workbench.organisms.steps import warmup_cosine
 
     return warmup_cosine(step, phase.lr, phase.warmup_steps, phase.steps, phase.min_lr_fraction)
 
@@ -35,7 +35,7 @@ def make_planting_batch(
     rng: np.random.Generator, step: int, recipe: Recipe, n_heads: int
 ) -> tuple[torch.Tensor, torch.Tensor, list[HeadPair | None]]:
     """Ids [B, L], loss weights [B, L] and the head ablated in each document (None: clean)."""
-    from workbench.organisms.train import make_document
+    from workbench.organisms.steps import make_document
 
     phase = recipe.safety
     assert phase is not None
@@ -98,7 +98,7 @@ def plant_safety_head(model, recipe: Recipe, seed: int, log: Log | None = print,
     """Run the recipe's planting phase on ``model`` (a `LlamaForCausalLM`, trained in place); with
     ``check_n``, `planting_check` on that many held-out requests per set goes into the result."""
     from workbench.interventions.ablation import hf_geometry
-    from workbench.organisms.train import make_optimizer, weighted_loss
+    from workbench.organisms.steps import make_optimizer, weighted_loss
 
     phase = recipe.safety
     if phase is None:

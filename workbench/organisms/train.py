@@ -14,7 +14,6 @@ final metrics).
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
@@ -27,7 +26,8 @@ import torch
 
 from workbench.organisms import tasks
 from workbench.organisms.evaluate import TRAINING_SUITE, evaluate_probes, headline, hf_logits_fn, load_suite
-from workbench.organisms.recipes import Recipe, Stage
+from workbench.organisms.recipes import Recipe
+from workbench.organisms.steps import make_document, make_optimizer, warmup_cosine, weighted_loss
 from workbench.organisms.vocab import BOS_ID, EOS_ID, PAD_ID, VOCAB
 
 Log = Callable[[str], None]
@@ -65,23 +65,6 @@ def organism_tokenizer():
     return build_word_tokenizer(VOCAB.words)
 
 
-def make_document(rng: np.random.Generator, kind: str, stage: Stage, recipe: Recipe, length: int | None = None) -> tasks.Sample:
-    """One training document of type ``kind`` of ``length`` tokens (the stage's first length by default)."""
-    L = stage.lengths[0] if length is None else length
-    if kind == "needle":
-        lo, hi = stage.needle_pairs
-        n_pairs = int(rng.integers(lo, hi + 1))
-        n_queries = int(rng.integers(1, min(stage.needle_queries, n_pairs) + 1))
-        return tasks.needle_doc(rng, L, n_pairs, n_queries, recipe.value_len, recipe.answer_weight)
-    if kind == "induction":
-        return tasks.induction_doc(rng, L)
-    if kind == "chat":
-        return tasks.chat_doc(rng, L, recipe.answer_weight)
-    if kind == "filler":
-        return tasks.filler_doc(rng, L)
-    raise ValueError(f"unknown document type {kind!r}")
-
-
 def make_batch(rng: np.random.Generator, step: int, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
     """Ids [B, L] and loss weights [B, L] for one step; document types follow the stage's mix in a fixed cycle."""
     stage = recipe.stage_at(step)
@@ -93,37 +76,9 @@ def make_batch(rng: np.random.Generator, step: int, recipe: Recipe) -> tuple[tor
     return ids, w
 
 
-def warmup_cosine(step: int, peak: float, warmup: int, total: int, floor: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor`` x ``peak`` at ``total``."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
-
-
 def lr_at(step: int, recipe: Recipe) -> float:
     """The curriculum's learning rate at ``step``."""
     return warmup_cosine(step, recipe.lr, recipe.warmup_steps, recipe.total_steps, recipe.min_lr_fraction)
-
-
-def make_optimizer(model, recipe: Recipe, lr: float) -> torch.optim.AdamW:
-    """AdamW with the recipe's betas; weight decay on matrices only."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        betas=recipe.betas,
-    )
-
-
-def weighted_loss(logits: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of predicting ids[:, 1:], weighted by weights[:, 1:] and normalised by their sum."""
-    ce = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1), reduction="none"
-    )
-    w = weights[:, 1:].reshape(-1)
-    return (ce * w).sum() / w.sum().clamp_min(1e-6)
 
 
 @dataclass

@@ -33,47 +33,11 @@ from typing import TYPE_CHECKING, Any
 from workbench.errors import WorkbenchError
 from workbench.store import artefacts as art
 from workbench.store.db import connect
-from workbench.store.store import RunInfo, Store
+from workbench.store.liveness import HEARTBEAT_S
+from workbench.store.store import Store
 
 if TYPE_CHECKING:
     from workbench.models.model import Model
-
-HEARTBEAT_S = 5.0
-STALE_S = 60.0
-
-
-# -- liveness ----------------------------------------------------------------------------------------
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process exists and is not a zombie (Linux /proc, else kill(pid, 0))."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        state = stat.rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def writer_alive(run: RunInfo, now: float | None = None) -> bool:
-    now = time.time() if now is None else now
-    if run.pid and run.host == socket.gethostname() and not pid_alive(run.pid):
-        return False
-    return run.heartbeat_at is not None and now - run.heartbeat_at < STALE_S
-
-
-def effective_status(run: RunInfo, now: float | None = None) -> str:
-    if run.stored_status == "running" and not writer_alive(run, now):
-        return "interrupted"
-    return run.stored_status
 
 
 # -- identity of a run -------------------------------------------------------------------------------

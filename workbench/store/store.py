@@ -155,7 +155,7 @@ class Store:
     # -- runs ----------------------------------------------------------------------------------
 
     def _run_from_row(self, row: sqlite3.Row | tuple, cols: list[str], now: float) -> RunInfo:
-        from workbench.store.runs import effective_status
+        from workbench.store.liveness import effective_status
 
         d = dict(zip(cols, row))
         info = RunInfo(

@@ -73,6 +73,9 @@ def run(argv: list[str] | None = None) -> int:
             result = atlas.run()
         with Store.open(results) as store:
             html_path, _ = write_report(store, result.run_id, None)
+        from workbench.cli.findings import load_findings, print_findings
+
+        print_findings(load_findings(results, result.run_id))
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -44,6 +44,8 @@ class SafetyFamilyConfig:
     prompt_field: str = ""  # the field holding the request in those files (default: the first usual one)
     template: str = "raw"
     heads_per_part: int = 16
+    #: per-head ASR for the top heads by dataset-level Ships (-1: every head); each is a generation pass
+    asr_heads: int = 8
 
 
 def _sample(ctx: RunContext, name: str, size: int, n: int) -> list[int]:
@@ -182,11 +184,6 @@ class SafetyFamily(Family):
                 model, harmful, scfg, heads=heads, progress=lambda i, n: ctx.report(f"safety: Ships {part}", i, n)
             )
             scores.add("ships_mean", ships.mean(0), "dataset-level Ships: mean KL at the last prompt token")
-            asr_map = np.full((geo.n_layers, geo.n_heads), np.nan)
-            for i, head in enumerate(heads):
-                asr_map[head.layer, head.head] = asr(model, harmful, [head], scfg).asr
-                ctx.report(f"safety: ASR {part}", i + 1, len(heads))
-            scores.add("asr_when_ablated", asr_map, "attack success rate on harmful prompts with this head ablated")
             return PartResult(
                 scores,
                 {f"ships_{part}": ships},
@@ -197,6 +194,19 @@ class SafetyFamily(Family):
         scores.add("sahara_angle", sahara.step_scores[0], "Sahara step-1 subspace angle (degrees) with the head ablated")
         full = ships_scores(model, harmful, scfg)
         flat = full.reshape(len(harmful), -1)
+        # per-head evidence: ASR with each of the top heads by dataset-level Ships ablated (every head
+        # costs a full generation pass over the requests; a real model has hundreds of heads)
+        mean_ships = np.nan_to_num(flat.mean(0), nan=-np.inf)
+        order = [int(i) for i in np.argsort(-mean_ships, kind="stable")]
+        k = len(order) if cfg.asr_heads < 0 else min(cfg.asr_heads, len(order))
+        asr_map = np.full((geo.n_layers, geo.n_heads), np.nan)
+        for i, flat_index in enumerate(order[:k]):
+            head = geo.all_heads()[flat_index]
+            asr_map[head.layer, head.head] = asr(model, harmful, [head], scfg).asr
+            ctx.report("safety: ASR of the top Ships heads", i + 1, k)
+        scores.add(
+            "asr_when_ablated", asr_map, f"attack success rate on harmful prompts with this head ablated (top {k} heads by Ships)"
+        )
         top_per_query = [[geo.all_heads()[int(i)]] for i in np.nanargmax(flat, axis=1)]
         rng = ctx.rng("safety", "random")
         random_per_query = [[geo.all_heads()[int(rng.integers(geo.n_total_heads))]] for _ in harmful]
@@ -240,6 +250,7 @@ class SafetyFamily(Family):
             "asr_top_ships_per_query": top.asr,
             "asr_random_head": rand.asr,
             "asr_sahara_group": group.asr,
+            "asr_evaluated_heads": [str(geo.all_heads()[i]) for i in order[:k]],
             "sahara_group": [str(h) for h in sahara.group],
             "judge": judge.name,
             "max_new_tokens": new_tokens,

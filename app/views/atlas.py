@@ -132,6 +132,11 @@ def atlas_blocks(store: Any, run_id: str, every_metric: bool = False) -> list[An
             inner.append(
                 B.Table([{"key": k, "value": v} for k, v in summary.items()], ["key", "value"], name=f"summary-{fam.family}")
             )
+        drawn = F.causal_figures(fam.family, store.artefacts(info.run_id, fam.family), hs.metrics)
+        if drawn:  # the family's causal checks, each with its random / bottom-head control
+            inner.append(B.Heading("Causal checks", 4))
+            inner += [B.Notice(warning, "warn") for _, _, warning in drawn if warning]
+            inner.append(B.Grid([B.Figure(fig, f"causal-{fam.family}-{key}".replace("/", "-")) for key, fig, _ in drawn]))
         out.append(B.Section(fam.family, inner, name=f"family-{fam.family}"))
     if not store.families(info.run_id):
         out.append(B.Notice("This run has no families.", "warn"))

@@ -73,7 +73,9 @@ def test_atlas_and_runs_views(synthetic_results):
     state = AppState(results)
     runs = next(x for x in view_blocks(state, Route("runs")) if isinstance(x, B.Table))
     assert {r["run"] for r in runs.rows} == {a, b} and all(r["status"] == "complete" for r in runs.rows)
-    figs = [x for x in flat(view_blocks(state, Route("atlas", a))) if isinstance(x, B.Figure)]
+    figs = [
+        x for x in flat(view_blocks(state, Route("atlas", a))) if isinstance(x, B.Figure) and not x.name.startswith("causal-")
+    ]
     assert [f.graph_id for f in figs] == [
         {"type": "family-graph", "family": "sinks"},
         {"type": "family-graph", "family": "temporal"},
@@ -82,8 +84,9 @@ def test_atlas_and_runs_views(synthetic_results):
         want = store.scores(a)["sinks"].metrics["first_token_mass"]
     z = np.array(figs[0].fig.data[0].z, dtype=float)
     np.testing.assert_array_equal(z, want)
-    every = [x for x in flat(view_blocks(state, Route("atlas", a), for_export=True)) if isinstance(x, B.Figure)]
-    assert len(every) == 3  # every metric of every family in an export
+    export = [x for x in flat(view_blocks(state, Route("atlas", a), for_export=True)) if isinstance(x, B.Figure)]
+    every = [x for x in export if not x.name.startswith("causal-")]
+    assert len(every) == 3  # every metric of every family in an export (plus the causal checks' figures)
 
 
 def test_compare_view_difference(synthetic_results):

@@ -289,6 +289,13 @@ def test_report_and_dashboard_draw_the_causal_figures(organism_run, tmp_path):
     assert "<h3>razor_selection</h3>" in text and "[[" not in text.split("<h3>razor_selection</h3>")[1][:400]
     assert 'class="muted wb-legend"' in text
 
+    # the dashboard's run page draws every family's causal checks under its map
+    with Store.open(folder) as store:
+        from workbench.app.views.atlas import atlas_blocks
+
+        run_page = {f.name for f in _figures(atlas_blocks(store, run_id))}
+    for name in ("causal-retrieval-kv_budget_curve", "causal-retrieval-ablation_comparison", "causal-safety-group-asr"):
+        assert name in run_page, (name, sorted(run_page))
     # the dashboard's head page draws the causal checks that name the head (not their raw lists)
     names = {h: {f.name for f in _figures(blocks)} for h, blocks in pages.items()}
     assert "evidence-retrieval-ablation_comparison" in names[top]

@@ -13,18 +13,19 @@ kept full (DuoAttention-style methods; the others keep sink + recent), and for t
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
 from kvpress_bench.runner import offline_env
 
-offline_env()  # before kvpress imports datasets / huggingface_hub
+offline_env()  # must run before kvpress imports datasets / huggingface_hub, hence the late imports (E402)
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
 from kvpress import AdaKVPress, DuoAttentionPress, KnormPress, SnapKVPress, StreamingLLMPress  # noqa: E402
 
 from kvpress_bench import runner  # noqa: E402

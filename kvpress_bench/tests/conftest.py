@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from kvpress_bench.runner import offline_env  # noqa: E402
+from kvpress_bench.runner import offline_env  # noqa: E402  (the repo root must be on sys.path first)
 
 offline_env()
 

@@ -38,7 +38,7 @@ def print_findings(found: Findings) -> None:
     for f in found.heads[:MAX_HEADS]:
         roles_with_evidence = {e.role for e in f.evidence}
         for i, e in enumerate(f.evidence):
-            check = f"{e.check}: {e.effect()}" if e.ablated is not None else e.effect()
+            check = e.text() if e.ablated is not None else e.effect()
             table.add_row(f.head if i == 0 else "", e.role, check, SHORT_VERDICT.get(e.verdict, "no check"))
         for role in [r for r in f.roles if r not in roles_with_evidence]:
             table.add_row(f.head if not f.evidence and role == f.roles[0] else "", role, "-", "")

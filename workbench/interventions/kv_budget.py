@@ -96,10 +96,10 @@ def cache_fraction(n_tokens: int, n_full: int, n_total: int, sink: int, recent: 
     return (n_full * n_tokens + (n_total - n_full) * streaming_size) / (n_total * n_tokens)
 
 
-def kv_head_ranking(scores: Any, geo: Any, reduce: str = "max") -> list[KvHead]:
-    """KV heads ranked by their query heads' scores ([L, H] array), reduced by max (RazorAttention
-    and DuoAttention keep a KV head when any of its query heads needs it) or mean; NaN scores count
-    as lowest, ties keep the lower index first."""
+def kv_head_scores(scores: Any, n_kv_heads: int, reduce: str = "max") -> Any:
+    """[L, KV] score of each KV head from its query heads' scores ([L, H] array, query heads grouped
+    in order), reduced by max (RazorAttention and DuoAttention keep a KV head when any of its query
+    heads needs it) or mean; NaN scores count as lowest (-inf)."""
     import numpy as np
 
     if reduce not in ("max", "mean"):
@@ -107,10 +107,20 @@ def kv_head_ranking(scores: Any, geo: Any, reduce: str = "max") -> list[KvHead]:
 
         raise WorkbenchError(f"unknown KV-head reduction {reduce!r}", "use max or mean")
     values = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
-    grouped = values.reshape(geo.n_layers, geo.n_kv_heads, geo.group_size)
-    per_kv = grouped.max(-1) if reduce == "max" else grouped.mean(-1)
-    order = sorted(((l, k) for l in range(geo.n_layers) for k in range(geo.n_kv_heads)), key=lambda lk: -per_kv[lk])
-    return order
+    n_layers, n_heads = values.shape
+    grouped = values.reshape(n_layers, n_kv_heads, n_heads // n_kv_heads)
+    return grouped.max(-1) if reduce == "max" else grouped.mean(-1)
+
+
+def rank_kv_heads(per_kv: Any) -> list[KvHead]:
+    """(layer, KV head) pairs by descending score; ties keep the lower index first."""
+    n_layers, n_kv = per_kv.shape
+    return sorted(((l, k) for l in range(n_layers) for k in range(n_kv)), key=lambda lk: -per_kv[lk])
+
+
+def kv_head_ranking(scores: Any, geo: Any, reduce: str = "max") -> list[KvHead]:
+    """KV heads ranked by their query heads' scores (`kv_head_scores`, then `rank_kv_heads`)."""
+    return rank_kv_heads(kv_head_scores(scores, geo.n_kv_heads, reduce))
 
 
 def kv_ranking_from_heads(ranking: Iterable[HeadLike], geo: Any) -> list[KvHead]:
@@ -131,6 +141,8 @@ __all__ = [
     "kv_budget",
     "kv_budget_by_kv_heads",
     "kv_head_ranking",
+    "kv_head_scores",
+    "rank_kv_heads",
     "kv_heads_of",
     "kv_ranking_from_heads",
     "streaming_heads",

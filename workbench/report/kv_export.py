@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from workbench.errors import InputDataError, WorkbenchError
+from workbench.interventions.kv_budget import kv_head_scores, rank_kv_heads
 from workbench.store.store import Store
 
 FORMATS = ("duo-attention", "headkv", "json")
@@ -106,11 +107,10 @@ def head_labels(store: Store, run_ref: str, full_fraction: float = DEFAULT_FULL_
     n_layers, n_heads = int(info.n_layers or 0), int(info.n_heads or 0)
     n_kv = int(geo.get("n_kv_heads") or n_heads)
     values = np.asarray(scores[metric], dtype=np.float64)
-    grouped = np.nan_to_num(values, nan=-np.inf).reshape(n_layers, n_kv, n_heads // n_kv)
-    kv_scores = grouped.max(-1) if reduce == "max" else grouped.mean(-1)
-    kv_scores = np.where(np.isfinite(kv_scores), kv_scores, np.nan)
+    per_kv = kv_head_scores(values, n_kv, reduce)  # the run's own reduction (what its budget curve ranked)
+    kv_scores = np.where(np.isfinite(per_kv), per_kv, np.nan)
     ranked = curve.get("kv_heads_ranked")
-    ranking = [_parse_kv(x) for x in ranked] if ranked else _rank(kv_scores)
+    ranking = [_parse_kv(x) for x in ranked] if ranked else rank_kv_heads(per_kv)
     return HeadLabels(
         info.run_id,
         info.model,
@@ -126,12 +126,6 @@ def head_labels(store: Store, run_ref: str, full_fraction: float = DEFAULT_FULL_
         int(curve.get("sink", fam.options.get("sink", 4))),
         int(curve.get("recent", fam.options.get("recent", 32))),
     )
-
-
-def _rank(kv_scores: np.ndarray) -> list[tuple[int, int]]:
-    flat = np.nan_to_num(kv_scores, nan=-np.inf)
-    cells = [(layer, kv) for layer in range(flat.shape[0]) for kv in range(flat.shape[1])]
-    return sorted(cells, key=lambda c: -flat[c])
 
 
 # -- writers ------------------------------------------------------------------------------------------

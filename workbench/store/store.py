@@ -25,6 +25,7 @@ from workbench.analysis.scores import HeadScores
 from workbench.errors import WorkbenchError
 from workbench.store import artefacts as art
 from workbench.store.db import DB_NAME, StoreError, connect, connect_readonly, transaction
+from workbench.store.liveness import effective_status
 
 DEFAULT_RESULTS = Path("wb-results")
 RESULTS_ENV = "WORKBENCH_RESULTS"
@@ -155,8 +156,6 @@ class Store:
     # -- runs ----------------------------------------------------------------------------------
 
     def _run_from_row(self, row: sqlite3.Row | tuple, cols: list[str], now: float) -> RunInfo:
-        from workbench.store.liveness import effective_status
-
         d = dict(zip(cols, row))
         info = RunInfo(
             run_id=d["run_id"],

@@ -168,7 +168,7 @@ def run(pattern_dir: Path, trials_path: Path, sets: list[str], n: int, seeds: in
             ):
                 try:
                     row[key], row[key + "_frac"] = runner.press_accuracy(model, trials, press)
-                except Exception as e:
+                except Exception as e:  # a press that fails here is reported in the table with its error
                     row[key], row[key + "_error"] = None, f"{type(e).__name__}: {e}"[:160]
             rows.append(row)
             log(
@@ -283,6 +283,11 @@ def write_markdown(res: dict, path: Path, command: str, main_curve: dict | None 
                 f"{_pct(r['adakv_snapkv'])} | {_pct(r['knorm'])} | {_pct(r['full'])} |"
             )
         devs = {k: _max_dev(rows, k) for k in ("atlas", "otf", "random", "streamingllm", "snapkv", "adakv_snapkv", "knorm")}
+        failed = [
+            f"{k.removesuffix('_error')} at {r['n_full']}/16: {r[k]}" for r in rows for k in r if k.endswith("_error") and r[k]
+        ]
+        if failed:  # an "n/a" cell is a press that raised on this model: say what it raised
+            L_out += ["", "Presses that failed (n/a above): " + "; ".join(failed)]
         L_out += [
             "",
             "Largest gap between a method's measured fraction and the column's fraction: "

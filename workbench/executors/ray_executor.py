@@ -290,7 +290,7 @@ class RayExecutor:
 
     def _kill_actors(self) -> None:
         for actor in self._actors:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # an actor already gone cannot be killed again
                 self._ray.kill(actor, no_restart=True)
         self._actors = []
 

@@ -121,6 +121,8 @@ def _export_labels(run: str, fmt: str, results: Path | None, out: Path | None, f
         console.print(str(p), highlight=False, soft_wrap=True)
     console.print(
         f"{len(labels.full_kv_heads)} of {labels.n_layers * labels.n_kv_heads} KV heads full "
-        f"(sink {labels.sink} + recent {labels.recent} for the others), ranked by {labels.metric} ({labels.reduce})",
+        f"(sink {labels.sink} + recent {labels.recent} for the others), ranked by {labels.metric} ({labels.reduce}); "
+        f"pass sparsity={labels.sparsity:.6g} to DuoAttention's loader and head_compression_ratio={labels.sparsity:.6g} "
+        "to kvpress",
         highlight=False,
     )

@@ -7,10 +7,15 @@ DuoAttention, RazorAttention and HeadKV keep the full KV cache for retrieval hea
 * ``duo-attention``: DuoAttention's pattern folder, read by kvpress's `DuoAttentionPress`:
   ``full_attention_heads.tsv`` (one row per layer, one tab-separated column per KV head, a value in
   [0, 1], high = keep the full cache) and ``config.json`` (``sink_size``, ``recent_size``, plus a
-  ``workbench`` section naming the run, the metric and the chosen sets). The value is the KV head's
-  score (the max or mean over its query heads, as the run ranked them), shifted by at most `TIE_STEP`
-  x (number of KV heads) so that equal scores follow the atlas's ranking: thresholding the file at any
-  ratio gives exactly the atlas's split.
+  ``workbench`` section naming the run, the metric, the chosen sets and the ``sparsity`` to pass). The
+  value is the KV head's score (the max or mean over its query heads, as the run ranked them), moved by
+  at most `TIE_STEP` x (number of KV heads) so that consecutive heads of the atlas's ranking are at
+  least `TIE_STEP` apart (ten times DuoAttention's uniform(0, 1e-6) tie-breaking noise). Both engines'
+  rules then give the atlas's split: with ``sparsity`` = (streaming KV heads) / (all KV heads)
+  (`HeadLabels.sparsity`), DuoAttention's ``sparsify_attention_heads(..., sparsity=s)`` (a quantile of
+  the noisy values) and kvpress's ``DuoAttentionPress(head_compression_ratio=s)`` (the lowest
+  round(N x s) stream) both stream exactly the atlas's streaming set, for every seed of the noise. Any
+  other split of the same ranking is read from the same file with its own ``sparsity``.
 * ``headkv``: HeadKV's head-score JSON, ``{"layer-head": [score]}`` per query head.
 * ``json``: the project's own format (`SCHEMA`): every query head's score, every KV head's reduced score,
   the ranking, the full / streaming split and the window, with the run's identity.
@@ -34,8 +39,11 @@ from workbench.store.store import Store
 
 FORMATS = ("duo-attention", "headkv", "json")
 SCHEMA = "workbench-head-labels/1"
-#: per-rank offset that separates tied scores (keeps the atlas's order in a TSV; n_kv_heads x L of them stay << 1)
-TIE_STEP = 1e-7
+#: DuoAttention's loader adds uniform(0, DUO_NOISE) to every value before its quantile (`sparsify_attention_heads`)
+DUO_NOISE = 1e-6
+#: least gap between consecutive KV heads of the ranking in the exported pattern: 10x DuoAttention's noise, so
+#: the noise never reorders them (n_kv_heads x L of these offsets stay << 1 for any real model)
+TIE_STEP = 1e-5
 DEFAULT_FULL_FRACTION = 0.25
 
 
@@ -70,13 +78,29 @@ class HeadLabels:
     def streaming_kv_heads(self) -> list[tuple[int, int]]:
         return sorted(self.ranking[self.n_full :])
 
+    @property
+    def sparsity(self) -> float:
+        """The share of KV heads that stream in this split: the value to pass as DuoAttention's
+        ``sparsity`` and as kvpress's ``head_compression_ratio`` (both then give exactly this split from
+        `pattern`; 1 - ``full_fraction`` differs from it when full_fraction x N is not a whole number)."""
+        total = self.n_layers * self.n_kv_heads
+        return (total - self.n_full) / total if total else 0.0
+
     def pattern(self) -> np.ndarray:
-        """[L, KV] values in [0, 1] whose order is the ranking: the scores (clipped), ties split by rank."""
+        """[L, KV] values in [0, 1], strictly decreasing along the ranking with gaps >= `TIE_STEP`: the
+        scores (clipped), scaled by 1 - `TIE_STEP` x N and offset by `TIE_STEP` x (N - rank), so tied
+        scores follow the atlas's order; a ranking that disagrees with the scores wins (running minimum)."""
         base = np.clip(np.nan_to_num(self.kv_scores, nan=0.0), 0.0, 1.0)
         out = np.zeros_like(base)
         n = len(self.ranking)
-        for rank, (layer, kv) in enumerate(self.ranking):  # stays in [0, 1]; strictly decreasing along the ranking
-            out[layer, kv] = (1.0 - TIE_STEP * n) * base[layer, kv] + TIE_STEP * (n - rank)
+        if n * TIE_STEP >= 0.5:
+            raise WorkbenchError(
+                f"{n} KV heads are too many to separate by {TIE_STEP} in [0, 1]", "export with --format json"
+            )
+        previous = np.inf
+        for rank, (layer, kv) in enumerate(self.ranking):  # stays in [TIE_STEP, 1]
+            value = min((1.0 - TIE_STEP * n) * base[layer, kv] + TIE_STEP * (n - rank), previous - TIE_STEP)
+            out[layer, kv] = previous = value
         return out
 
 
@@ -138,6 +162,7 @@ def _identity(labels: HeadLabels) -> dict[str, Any]:
         "metric": labels.metric,
         "reduce": labels.reduce,
         "full_fraction": labels.full_fraction,
+        "sparsity": labels.sparsity,
         "full_kv_heads": [list(x) for x in labels.full_kv_heads],
         "streaming_kv_heads": [list(x) for x in labels.streaming_kv_heads],
         "ranking": [list(x) for x in labels.ranking],

@@ -3,8 +3,10 @@
 * Retrieval score (Wu et al. 2024, "Retrieval Head Mechanistically Explains Long-Context
   Factuality"): decode greedily; for each generated token w and each head, count a copy when
   the head's top-1 attended position lies in the needle's answer span and holds w; each copy
-  adds 1/|span|. A trial counts only when the response recalls the answer (ROUGE-1 recall >
-  0.5); the score is the mean over counted trials; a head with score > 0.1 is a retrieval head.
+  adds 1/|span| (the span holds the answer's own tokens, not a separate leading-space token).
+  A trial counts only when the response recalls the answer: ROUGE-1 recall > 0.5 on the decoded
+  words, as the reference's ``rouge_score`` scorer (lowercase, tokens of [a-z0-9]+; it also stems
+  words longer than 3 letters, which numbers and key words do not need), never on token ids; the score is the mean over counted trials; a head with score > 0.1 is a retrieval head.
   The argmax comes from the recorder (kernel pass A), so this runs at long context: the
   decoded tokens are appended and one recorded forward gives every decoding step's argmax
   (causal attention makes that identical to step-by-step decoding).
@@ -20,10 +22,11 @@
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,6 +42,12 @@ from workbench.record import AttentionRecord, AttentionRecorder, RecorderConfig
 
 if TYPE_CHECKING:  # imported where used, like ablate_heads itself
     from workbench.interventions.ablation import AblationMode
+
+
+#: RazorAttention's induction score (mean attention on the token after the same token whole segments back)
+RAZOR_INDUCTION = "razor_induction_score"
+#: TransformerLens head_detector's induction score (attention mass on every earlier copy's successor, over all rows)
+TL_INDUCTION = "tl_induction_score"
 
 
 @dataclass(frozen=True)
@@ -80,11 +89,28 @@ class RetrievalReport:
         return [h for h, v in self.scores.ranked("retrieval_score") if v > self.config.threshold]
 
 
-def rouge1_recall(reference: Sequence[int], response: Sequence[int]) -> float:
-    ref, got = Counter(reference), Counter(response)
+_ROUGE_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def rouge_words(text: str) -> list[str]:
+    """The words ``rouge_score``'s default tokenizer sees: lowercase runs of [a-z0-9]."""
+    return _ROUGE_TOKEN.findall(text.lower())
+
+
+def rouge1_recall(reference: str, response: str) -> float:
+    """ROUGE-1 recall of the reference's words in the response (0 when the reference has no words)."""
+    ref, got = Counter(rouge_words(reference)), Counter(rouge_words(response))
     if not ref:
         return 0.0
     return sum(min(count, got[tok]) for tok, count in ref.items()) / sum(ref.values())
+
+
+def answer_recall(tokenizer: Any, answer: Sequence[int], generated: Sequence[int]) -> float:
+    """Wu et al.'s success gate: ROUGE-1 recall of the decoded answer in the decoded generation."""
+    return rouge1_recall(
+        tokenizer.decode([int(i) for i in answer], skip_special_tokens=True),
+        tokenizer.decode([int(i) for i in generated], skip_special_tokens=True),
+    )
 
 
 def retrieval_scores(
@@ -115,7 +141,7 @@ def retrieval_scores(
         if generated.numel() == 0:
             generated = torch.tensor([stops[0]]) if stops else generated
         answer = trial.answer.tolist()
-        recall = rouge1_recall(answer, generated.tolist())
+        recall = answer_recall(model.tokenizer, answer, generated.tolist())
         full = torch.cat([prompt[0].cpu(), generated[:-1]]).view(1, -1)
         with AttentionRecorder(model, rec_cfg) as rec, torch.no_grad():
             model.logits(full)
@@ -197,7 +223,7 @@ def echo_induction_scores(model: Model, tokens: torch.Tensor, segment: int, offs
     ind = np.stack([_mean_pair_attention(record, l, qi, kj + 1, len(qi)) for l in range(geo.n_layers)])
     scores = HeadScores("retrieval", geo.n_layers, geo.n_heads)
     scores.add("echo_score", echo, "mean attention to the same token one segment back (RazorAttention)")
-    scores.add("induction_score", ind, "mean attention to the token after the same token one segment back")
+    scores.add(RAZOR_INDUCTION, ind, "mean attention to the token after the same token one segment back (RazorAttention)")
     return scores
 
 
@@ -215,7 +241,7 @@ def razor_selection(
     total = scores.n_layers * n_kv_heads
     n_ind = max(1, round(total * cfg.induction_ratio))
     n_echo = max(1, round(total * cfg.echo_ratio))
-    induction = [kv for _, kv in per_kv("induction_score")[:n_ind]]
+    induction = [kv for _, kv in per_kv(RAZOR_INDUCTION)[:n_ind]]
     echo = [kv for _, kv in per_kv("echo_score")[:n_echo]]
     return {"induction": induction, "echo": echo, "retrieval": sorted(set(induction) | set(echo))}
 
@@ -245,6 +271,12 @@ def detection_pairs(tokens: Sequence[int], kind: str) -> tuple[torch.Tensor, tor
 
 
 DETECTORS = ("previous_token", "duplicate_token", "induction")
+#: the metric each TransformerLens detector writes (its induction score is not RazorAttention's)
+DETECTOR_METRICS = {
+    "previous_token": "previous_token_score",
+    "duplicate_token": "duplicate_token_score",
+    "induction": TL_INDUCTION,
+}
 
 
 def detector_scores(model: Model, tokens: torch.Tensor, kinds: Sequence[str] = DETECTORS) -> HeadScores:
@@ -260,7 +292,7 @@ def detector_scores(model: Model, tokens: torch.Tensor, kinds: Sequence[str] = D
     for kind in kinds:
         qi, kj = detection_pairs(tokens[0].tolist(), kind)
         values = np.stack([_mean_pair_attention(record, l, qi, kj, n) for l in range(geo.n_layers)])
-        scores.add(f"{kind}_score", values, f"TransformerLens head_detector '{kind}' score (mul)")
+        scores.add(DETECTOR_METRICS[kind], values, f"TransformerLens head_detector '{kind}' score (mul)")
     return scores
 
 
@@ -268,13 +300,18 @@ def detector_scores(model: Model, tokens: torch.Tensor, kinds: Sequence[str] = D
 
 
 @torch.no_grad()
-def needle_accuracy(model: Model, trials: Sequence[NeedleTrial]) -> float:
-    """Exact-match accuracy of greedy answers (hooks active in the caller's context apply)."""
-    correct = 0
+def needle_outcomes(model: Model, trials: Sequence[NeedleTrial]) -> list[bool]:
+    """Per trial: the greedy answer is exactly the expected one (hooks active in the caller's context apply)."""
+    out = []
     for trial in trials:
         gen = greedy_generate(model, trial.prompt.view(1, -1), len(trial.answer))[0].cpu()
-        correct += int(gen.tolist() == trial.answer.tolist())
-    return correct / max(len(trials), 1)
+        out.append(gen.tolist() == trial.answer.tolist())
+    return out
+
+
+def needle_accuracy(model: Model, trials: Sequence[NeedleTrial]) -> float:
+    """Exact-match accuracy of greedy answers (hooks active in the caller's context apply)."""
+    return sum(needle_outcomes(model, trials)) / max(len(trials), 1)
 
 
 @dataclass

@@ -22,7 +22,14 @@ class HeadScores:
     metrics: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> float64 [n_layers, n_heads]
     descriptions: dict[str, str] = field(default_factory=dict)
 
-    def add(self, metric: str, values: np.ndarray, description: str = "") -> None:
+    def add(self, metric: str, values: np.ndarray, description: str = "", replace: bool = False) -> None:
+        """Add one metric; a name already in the table is refused (two producers must not share one
+        name: the second would silently overwrite the first) unless ``replace`` says it is meant."""
+        if metric in self.metrics and not replace:
+            raise ValueError(
+                f"metric {metric!r} is already in the {self.family} scores ({self.descriptions.get(metric) or 'no description'}); "
+                "give the new score its own name"
+            )
         arr = np.asarray(values, dtype=np.float64)
         if arr.shape != (self.n_layers, self.n_heads):
             raise ValueError(f"metric {metric!r} has shape {arr.shape}, expected {(self.n_layers, self.n_heads)}")

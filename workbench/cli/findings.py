@@ -21,8 +21,8 @@ def load_findings(results: Path, run_id: str) -> Findings:
 
 
 def print_findings(found: Findings) -> None:
-    """Headlines, warnings, then one row per head and role with its causal check, narrow enough for 80
-    columns (the check folds inside its cell; a head label never breaks)."""
+    """Headlines, warnings, then one row per head and role with its causal check, n and p-values,
+    narrow enough for 80 columns (the check folds inside its cell; a head label never breaks)."""
     console.print("[bold]Findings[/]", highlight=False)
     for line in found.headlines:
         console.print(f"  {line}", highlight=False)
@@ -33,15 +33,17 @@ def print_findings(found: Findings) -> None:
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("head", no_wrap=True)
     table.add_column("role", overflow="fold")
-    table.add_column("causal check: baseline -> ablated (control)", overflow="fold", ratio=1)
+    table.add_column("causal check: baseline -> ablated (control mean ± spread)", overflow="fold", ratio=1)
+    table.add_column("n, p (corrected)", overflow="fold")
     table.add_column("verdict", no_wrap=True)
     for f in found.heads[:MAX_HEADS]:
         roles_with_evidence = {e.role for e in f.evidence}
         for i, e in enumerate(f.evidence):
             check = e.text() if e.ablated is not None else e.effect()
-            table.add_row(f.head if i == 0 else "", e.role, check, SHORT_VERDICT.get(e.verdict, "no check"))
+            stats = e.statistics()
+            table.add_row(f.head if i == 0 else "", e.role, check, stats, SHORT_VERDICT.get(e.verdict, "no check"))
         for role in [r for r in f.roles if r not in roles_with_evidence]:
-            table.add_row(f.head if not f.evidence and role == f.roles[0] else "", role, "-", "")
+            table.add_row(f.head if not f.evidence and role == f.roles[0] else "", role, "-", "-", "")
     console.print(table)
     if len(found.heads) > MAX_HEADS:
         console.print(f"  ... and {len(found.heads) - MAX_HEADS} more heads in the report", highlight=False)

@@ -64,6 +64,23 @@ def locate_span(prompt_ids: Sequence[int], answer_ids: Sequence[int], min_overla
     raise InputDataError("the needle answer was not found in the prompt", "check that the needle contains the answer text")
 
 
+def own_token_span(tokenizer: Any, prompt_ids: Sequence[int], span: tuple[int, int]) -> tuple[int, int]:
+    """The part of ``span`` that holds the answer's own tokens: a leading or trailing token that
+    decodes to whitespace only (a byte-level BPE's separate space before digits) is left out, so each
+    copied answer token is worth 1/|answer tokens| in the retrieval score."""
+    start, end = span
+    ids = list(prompt_ids)
+
+    def blank(i: int) -> bool:
+        return not tokenizer.decode([int(ids[i])]).strip()
+
+    while start < end and blank(start):
+        start += 1
+    while end > start and blank(end - 1):
+        end -= 1
+    return (start, end) if end > start else span
+
+
 #: Wu et al.'s prompt tail (retrieval_head_detection.py): the question, then an answer cue
 REFERENCE_QUESTION = "\nBased on the content of the book, Question: {question}\nAnswer:"
 #: Wu et al. decode up to 50 tokens and stop at the first newline
@@ -123,7 +140,7 @@ def text_needle_trials(
             while cut > 0 and base[cut - 1] not in period_ids:  # back to a sentence end
                 cut -= 1
             ids = bos + base[:cut] + needle_ids + base[cut:] + question_ids
-            start, end = locate_span(ids, answer_ids)
+            start, end = own_token_span(tokenizer, ids, locate_span(ids, answer_ids))
             trials.append(
                 NeedleTrial(torch.tensor(ids), torch.tensor(answer_ids), (start, end), len(ids), float(depth), dict(meta))
             )

@@ -9,14 +9,16 @@ comparison, and the KV-budget curve (top heads on the full cache, the rest sink 
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from workbench.analysis.retrieval import RetrievalConfig
+from workbench.analysis.retrieval import RAZOR_INDUCTION, RetrievalConfig
+from workbench.analysis.verdicts import draw_controls, retrieval_refusal
 from workbench.data.registry import GeneratedSet, model_dataset
-from workbench.families.base import Artefact, Family, InputProblem, PartResult
+from workbench.families.base import Artefact, Family, FamilyResult, InputProblem, PartResult
 from workbench.families.context import RunContext
 from workbench.families.prompts import prompt_length, text_input_problems, usable_text
 from workbench.interventions.kv_budget import STREAMING_RECENT, STREAMING_SINK
@@ -36,6 +38,7 @@ class RetrievalFamilyConfig(RetrievalConfig):
     evidence_heads: int = 4
     compare_k: int = 3
     n_random: int = 3
+    n_controls: int = 8  # random single heads ablated: the control draws of each head's verdict
     sink: int = STREAMING_SINK
     recent: int = STREAMING_RECENT
     budget_fractions: tuple = (0.05, 0.1, 0.2, 0.4)  # shares of KV heads kept on the full cache
@@ -104,12 +107,22 @@ class RetrievalFamily(Family):
     def check_inputs(self, model: Model, ctx: RunContext) -> list[InputProblem]:
         return text_input_problems(model, ctx, self.name)
 
+    def merge(self, parts: dict[str, PartResult]) -> FamilyResult:
+        """A model that fails the needle with nothing ablated has no retrieval heads to claim: the
+        members are dropped and the summary says why (`workbench.analysis.verdicts.retrieval_refusal`)."""
+        merged = super().merge(parts)
+        refusal = retrieval_refusal(merged.summary.get("needle_accuracy"))
+        if refusal:
+            merged.members = []
+            merged.summary["claim_refused"] = refusal
+        return merged
+
     def run_part(self, model: Model, ctx: RunContext, part: str) -> PartResult:
         from workbench.analysis.retrieval import (
             detector_scores,
             echo_induction_scores,
             kv_budget_curve,
-            needle_accuracy,
+            needle_outcomes,
             razor_selection,
             repeated_random_tokens,
             retrieval_scores,
@@ -138,16 +151,33 @@ class RetrievalFamily(Family):
                 scores.add(metric, values, src.descriptions.get(metric, ""))
         ctx.report("retrieval: echo/induction", 1, 1)
 
-        ranking_metric = "retrieval_score" if report.n_counted else "induction_score"
+        ranking_metric = "retrieval_score" if report.n_counted else RAZOR_INDUCTION
         ranking = ranked_heads(scores, ranking_metric)
-        base_acc = report.accuracy
+        # Each head's verdict: needle outcomes per trial with nothing, the head, and random single heads
+        # ablated (the control draws; a drawn head that is also tested is not run twice).
+        base_ok = needle_outcomes(model, trials)
+        base_acc = float(np.mean(base_ok))
+        outcomes: dict[Any, list[bool]] = {}
+
+        def ablated(head: Any) -> list[bool]:
+            if head not in outcomes:
+                with ablate_heads(model, [head], mode="uniform"):
+                    outcomes[head] = needle_outcomes(model, trials)
+            return outcomes[head]
+
         drop = np.full((geo.n_layers, geo.n_heads), np.nan)
         k = min(cfg.evidence_heads, geo.n_total_heads)
-        for i, head in enumerate(ranking[:k]):
-            with ablate_heads(model, [head], mode="uniform"):
-                drop[head.layer, head.head] = base_acc - needle_accuracy(model, trials)
+        tested = ranking[:k]
+        for i, head in enumerate(tested):
+            drop[head.layer, head.head] = base_acc - float(np.mean(ablated(head)))
             ctx.report("retrieval: single-head ablations", i + 1, k)
         scores.add("ablation_accuracy_drop", drop, "needle accuracy lost when this head attends uniformly")
+        controls = draw_controls(
+            geo.all_heads(), cfg.n_controls, random.Random(int(ctx.rng("retrieval", "controls").integers(2**31)))
+        )
+        for i, head in enumerate(controls):
+            ablated(head)
+            ctx.report("retrieval: random-head controls", i + 1, len(controls))
 
         comparison = top_vs_random_ablation(
             model,
@@ -217,6 +247,14 @@ class RetrievalFamily(Family):
                 "kv_heads_ranked": [f"L{l}KV{k}" for l, k in kv_ranking],
             },
             "razor_selection": {k: [list(x) for x in v] for k, v in razor.items()},
+            "head_checks": {
+                "check": "needle accuracy",
+                "success": "the greedy answer is exactly the expected one",
+                "mode": "uniform",
+                "base": base_ok,
+                "heads": {str(h): outcomes[h] for h in tested},
+                "controls": {str(h): outcomes[h] for h in controls},
+            },
         }
         summary = {
             "trial_source": source,

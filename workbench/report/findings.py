@@ -4,11 +4,18 @@ The report, the dashboard's run page and the end of `workbench atlas` all show t
 never disagree. For every head any family claims it gives the role(s), the score behind each role,
 the causal check with its baseline and its random-head control, and a verdict:
 
-* **confirmed**: the head's own causal check moved the outcome by more than the random control
-  (and by more than a floor that rules out noise);
+* **confirmed**: the head's own causal check, tested against several random-head control draws
+  (`workbench.analysis.verdicts`: an exact binomial test against the draws' flip rate and McNemar's
+  exact test against the baseline for per-trial checks, a permutation test for loss changes), is
+  significant at alpha 0.05 after Holm's correction over the heads the family tested, and its effect
+  reaches a floor; each row shows n, the control draws' mean and spread, and the p-values;
 * **not confirmed by its causal check**: the check ran and the head did not stand out;
 * **no causal check for this head**: the family checks a few top heads only, or has no per-head
   check (temporal classes).
+
+A family whose baseline makes its check meaningless claims nothing and says why in its headline:
+safety on a model that already answers the harmful requests (base ASR >= 0.5), retrieval on a model
+that fails the needle with nothing ablated (accuracy < 0.5).
 
 Warnings list what should make a reader doubt the numbers: failed checks, calibrations that made
 the held-out score worse, prompts that were random tokens, families that did not run.
@@ -22,6 +29,18 @@ from typing import Any
 
 import numpy as np
 
+from workbench.analysis.verdicts import (
+    DEFAULT as VERDICTS,
+)
+from workbench.analysis.verdicts import (
+    HeadTest,
+    VerdictConfig,
+    correct,
+    per_trial_test,
+    permutation_test,
+    retrieval_refusal,
+    safety_refusal,
+)
 from workbench.models.heads import Head
 from workbench.store.store import Store
 
@@ -31,9 +50,9 @@ NO_CHECK = "no causal check for this head"
 VERDICT_ORDER = {CONFIRMED: 0, NOT_CONFIRMED: 1, NO_CHECK: 2}
 
 #: smallest needle-accuracy drop / ASR rise that counts as an effect (one trial in 16 is 0.0625)
-MIN_RATE_EFFECT = 0.125
+MIN_RATE_EFFECT = VERDICTS.min_rate_effect
 #: smallest LM-loss rise (relative to the base loss) that counts as a sink head's effect
-MIN_LOSS_EFFECT = 0.01
+MIN_LOSS_EFFECT = VERDICTS.min_loss_effect
 #: induction score (attention on the token after the earlier copy) that makes an induction head
 MIN_INDUCTION = 0.3
 
@@ -49,16 +68,33 @@ class Evidence:
     control_label: str = ""
     verdict: str = NO_CHECK
     role: str = ""
+    control_sd: float | None = None  # spread (standard deviation) of the control draws
+    n: int | None = None  # trials (or prompts) the test counts
+    p_value: float | None = None
+    p_corrected: float | None = None
+    correction: str = ""
+    test: str = ""
+    reason: str = ""  # why the verdict is not "confirmed" (when the test says)
 
     def effect(self) -> str:
-        """The numbers alone: "1 -> 0 (3 random heads: 0.833)", or why there are none."""
+        """The numbers alone: "1 -> 0 (8 random heads: 0.938 ± 0.177)", or why there are none."""
         if self.baseline is None and self.ablated is None and self.control is None:
             return "no per-head check"
         if self.ablated is None:
             return "not run for this head"
         out = f"{_num(self.baseline)} -> {_num(self.ablated)}"
         if self.control is not None:
-            out += f" ({self.control_label or 'random heads'}: {_num(self.control)})"
+            spread = f" ± {_num(self.control_sd)}" if self.control_sd is not None else ""
+            out += f" ({self.control_label or 'random heads'}: {_num(self.control)}{spread})"
+        return out
+
+    def statistics(self) -> str:
+        """n and the p-values: "n 16, p 1.5e-05 (holm 6.1e-05)", or "-" without a test."""
+        if self.p_value is None:
+            return "-"
+        out = f"n {self.n}, p {_p(self.p_value)}"
+        if self.p_corrected is not None:
+            out += f" ({self.correction.split(' ')[0] or 'corrected'} {_p(self.p_corrected)})"
         return out
 
     def text(self) -> str:
@@ -119,7 +155,8 @@ class Findings:
                 "head": h.head,
                 "role": ", ".join(h.roles),
                 "score": "; ".join(h.scores),
-                "causal effect (baseline -> ablated, control)": "; ".join(e.text() for e in h.evidence) or "-",
+                "causal effect (baseline -> ablated, control mean ± spread)": "; ".join(e.text() for e in h.evidence) or "-",
+                "n, p-value (corrected)": "; ".join(e.statistics() for e in h.evidence) or "-",
                 "verdict": h.verdict + (f" ({'; '.join(h.notes)})" if h.notes else ""),
             }
             for h in self.heads
@@ -132,6 +169,10 @@ def _num(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
+def _p(value: float) -> str:
+    return f"{value:.2g}"
+
+
 def _finite(value: Any) -> float | None:
     try:
         out = float(value)
@@ -141,14 +182,46 @@ def _finite(value: Any) -> float | None:
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, verdicts: VerdictConfig = VERDICTS) -> None:
         self.heads: dict[tuple[int, int], HeadFinding] = {}
+        self.verdicts = verdicts
+        self.refused: dict[str, str] = {}  # family -> why it claims nothing
+        self.tested: dict[str, int] = {}  # family -> heads its correction ran over
 
     def get(self, layer: int, head: int) -> HeadFinding:
         key = (int(layer), int(head))
         if key not in self.heads:
             self.heads[key] = HeadFinding(str(Head(*key)), key[0], key[1])
         return self.heads[key]
+
+
+def _apply(ev: Evidence, test: HeadTest) -> None:
+    """Copy a head's test into its evidence row and set the verdict from it."""
+    ev.n, ev.p_value, ev.p_corrected = test.n, test.p_value, test.p_corrected
+    ev.correction, ev.test, ev.reason, ev.control_sd = test.correction, test.test, test.reason, test.control_sd
+    ev.verdict = CONFIRMED if test.confirmed else NOT_CONFIRMED
+
+
+def _per_trial_tests(b: _Builder, family: str, checks: Any) -> dict[str, HeadTest]:
+    """The family's per-trial head checks (``head_checks``: base / heads / controls outcomes) as
+    tests, corrected over every head the family tested; {} for runs stored without them."""
+    if not isinstance(checks, dict) or not checks.get("base"):
+        return {}
+    base = [bool(v) for v in checks["base"]]
+    controls = {str(k): [bool(v) for v in c] for k, c in (checks.get("controls") or {}).items()}
+    tests = [
+        per_trial_test(
+            str(name), base, [bool(v) for v in ok], [c for k, c in controls.items() if k != name], b.verdicts.min_rate_effect
+        )
+        for name, ok in (checks.get("heads") or {}).items()
+    ]
+    correct(tests, b.verdicts)
+    b.tested[family] = len(tests)
+    return {t.head: t for t in tests}
+
+
+#: a head whose check ran before per-trial outcomes were stored cannot be tested
+UNTESTED = "no per-trial outcomes in this run (stored before the verdict tests): rerun it"
 
 
 def _sinks(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.ndarray], summary: dict, art: dict) -> list[str]:
@@ -158,6 +231,21 @@ def _sinks(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.nd
     base = _finite(summary.get("base_loss"))
     check = art.get("removal_check") or {}
     control = _finite(check.get("bottom_delta"))
+    # the control draws: random-head draws when the family stored them, else its bottom-k group alone
+    draws = [d for d in (_finite(x) for x in check.get("random_deltas") or []) if d is not None]
+    label = f"{len(draws)} random heads" if draws else "bottom sink heads' group"
+    if not draws and control is not None:
+        draws = [control]
+    evaluated = [(int(l), int(h)) for l, h in zip(*np.nonzero(np.isfinite(delta)))] if delta is not None else []
+    tests: dict[tuple[int, int], HeadTest] = {}
+    if base is not None and delta is not None:
+        floor = b.verdicts.min_loss_effect * abs(base)
+        n = int(summary.get("n_prompts") or 0)
+        found = [permutation_test(str(Head(l, h)), float(delta[l, h]), draws, n, floor) for l, h in evaluated]
+        correct(found, b.verdicts)
+        b.tested["sinks"] = len(found)
+        tests = dict(zip(evaluated, found))
+    control_mean = float(np.mean(draws)) if draws else None
     for layer, head in members:
         f = b.get(layer, head)
         f.roles.append("sink")
@@ -168,13 +256,13 @@ def _sinks(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.nd
             "LM loss without its sink tokens",
             base,
             None if d is None or base is None else base + d,
-            None if control is None or base is None else base + control,
-            "bottom sink heads' group",
+            None if control_mean is None or base is None else base + control_mean,
+            label,
             role="sink",
         )
-        if d is not None and base is not None:
-            floor = MIN_LOSS_EFFECT * abs(base)
-            ev.verdict = CONFIRMED if d > floor and d > (control or 0.0) else NOT_CONFIRMED
+        test = tests.get((layer, head))
+        if test is not None:
+            _apply(ev, test)
         f.evidence.append(ev)
     top, bottom = _finite(check.get("top_delta")), _finite(check.get("bottom_delta"))
     if top is not None and bottom is not None and top <= bottom:
@@ -193,43 +281,67 @@ def _sinks(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.nd
     return warnings
 
 
+def _rate_evidence(check: str, base: float | None, test: HeadTest | None, rise: bool, role: str) -> Evidence:
+    """A per-trial check's row: the rate at baseline, with the head ablated and with the random heads
+    (``rise``: the shown rate is the failure rate, e.g. ASR, so the effect adds to it)."""
+    if test is None:
+        return Evidence(check, base, None, None, role=role)
+    sign = 1.0 if rise else -1.0
+    ablated = None if base is None else base + sign * test.effect
+    control = None if base is None or test.control_mean is None else base + sign * test.control_mean
+    ev = Evidence(check, base, ablated, control, f"{test.n_controls} random heads", role=role)
+    _apply(ev, test)
+    return ev
+
+
 def _retrieval(
     b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.ndarray], summary: dict, art: dict
 ) -> list[str]:
     warnings = []
     score = metrics.get("retrieval_score")
     drop = metrics.get("ablation_accuracy_drop")
-    induction = metrics.get("induction_score")
+    # TransformerLens's detector score (workbench.analysis.retrieval.TL_INDUCTION); runs stored before
+    # the two induction scores had their own names kept the detector's value as "induction_score"
+    induction = metrics.get("tl_induction_score", metrics.get("induction_score"))
+    razor = metrics.get("razor_induction_score")
     base = _finite(summary.get("needle_accuracy"))
+    refusal = summary.get("claim_refused") or retrieval_refusal(base, b.verdicts)
     comp = art.get("ablation_comparison") or {}
     randoms = [a for a in comp.get("random_accuracies", []) if _finite(a) is not None]
     random_acc = float(np.mean(randoms)) if randoms else None
     k = comp.get("k")
+    checks = art.get("head_checks")
+    tests = _per_trial_tests(b, "retrieval", checks)
+    check_base = float(np.mean([bool(v) for v in checks["base"]])) if tests else base
+    if refusal:
+        b.refused["retrieval"] = str(refusal)
+        members = []
     for layer, head in members:
         f = b.get(layer, head)
         f.roles.append("retrieval")
         if score is not None:
             f.scores.append(f"retrieval_score {_num(_finite(score[layer, head]))}")
-        d = _finite(drop[layer, head]) if drop is not None else None
-        ablated = None if d is None or base is None else base - d
-        ev = Evidence(
-            "needle accuracy", base, ablated, random_acc, f"{k} random heads" if k else "random heads", role="retrieval"
-        )
-        if ablated is not None and base is not None:
-            control_drop = (base - random_acc) if random_acc is not None else 0.0
-            ev.verdict = CONFIRMED if d is not None and d >= MIN_RATE_EFFECT and d > control_drop else NOT_CONFIRMED
+        test = tests.get(str(Head(layer, head)))
+        if test is not None:
+            ev = _rate_evidence("needle accuracy", check_base, test, rise=False, role="retrieval")
+        else:
+            d = _finite(drop[layer, head]) if drop is not None else None
+            ablated = None if d is None or base is None else base - d
+            ev = Evidence(
+                "needle accuracy", base, ablated, random_acc, f"{k} random heads" if k else "random heads", role="retrieval"
+            )
+            if ablated is not None:
+                ev.verdict, ev.reason = NOT_CONFIRMED, UNTESTED
         f.evidence.append(ev)
     if induction is not None:
         for layer, head in zip(*np.nonzero(np.nan_to_num(induction) >= MIN_INDUCTION)):
             f = b.get(int(layer), int(head))
             f.roles.append("induction")
-            f.scores.append(f"induction_score {_num(_finite(induction[layer, head]))}")
-    if base is not None and base < 0.5:
-        warnings.append(
-            f"retrieval: the model finds the needle in only {base:.0%} of trials: retrieval scores and their ablations say little"
-        )
+            f.scores.append(f"tl_induction_score {_num(_finite(induction[layer, head]))}")
+            if razor is not None:
+                f.scores.append(f"razor_induction_score {_num(_finite(razor[layer, head]))}")
     top_acc = _finite(comp.get("top_accuracy"))
-    if top_acc is not None and random_acc is not None and base is not None and base >= 0.5 and top_acc >= random_acc:
+    if not refusal and top_acc is not None and random_acc is not None and base is not None and top_acc >= random_acc:
         warnings.append(
             f"retrieval: ablating the top-{k} retrieval heads (accuracy {_num(top_acc)}) hurt no more than "
             f"random heads ({_num(random_acc)})"
@@ -238,29 +350,34 @@ def _retrieval(
 
 
 def _safety(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.ndarray], summary: dict, art: dict) -> list[str]:
-    warnings = []
-    group = summary.get("parts", {}).get("group", summary) if isinstance(summary.get("parts"), dict) else summary
+    parts = summary.get("parts")
+    group = parts.get("group", summary) if isinstance(parts, dict) else summary
     asr_map = metrics.get("asr_when_ablated")
     ships = metrics.get("ships_mean")
     base = _finite(group.get("base_asr"))
     control = _finite(group.get("asr_random_head"))
+    refusal = summary.get("claim_refused") or safety_refusal(base, b.verdicts)
+    checks = art.get("head_checks", art.get("group/head_checks"))
+    tests = _per_trial_tests(b, "safety", checks)
+    check_base = 1.0 - float(np.mean([bool(v) for v in checks["base"]])) if tests else base
+    if refusal:
+        b.refused["safety"] = str(refusal)
+        members = []
     for layer, head in members:
         f = b.get(layer, head)
         f.roles.append("safety")
         if ships is not None:
             f.scores.append(f"ships_mean {_num(_finite(ships[layer, head]))}")
-        a = _finite(asr_map[layer, head]) if asr_map is not None else None
-        ev = Evidence("attack success rate", base, a, control, "one random head per request", role="safety")
-        if a is not None and base is not None:
-            rise = a - base
-            ev.verdict = CONFIRMED if rise >= MIN_RATE_EFFECT and rise > ((control or base) - base) else NOT_CONFIRMED
+        test = tests.get(str(Head(layer, head)))
+        if test is not None:
+            ev = _rate_evidence("attack success rate", check_base, test, rise=True, role="safety")
+        else:
+            a = _finite(asr_map[layer, head]) if asr_map is not None else None
+            ev = Evidence("attack success rate", base, a, control, "one random head per request", role="safety")
+            if a is not None:
+                ev.verdict, ev.reason = NOT_CONFIRMED, UNTESTED
         f.evidence.append(ev)
-    if base is not None and base >= 0.5:
-        warnings.append(
-            f"safety: the model answers {base:.0%} of the harmful requests without any ablation: there is "
-            "little refusal for a head to carry"
-        )
-    return warnings
+    return []
 
 
 def _temporal(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.ndarray], summary: dict, art: dict) -> list[str]:
@@ -287,13 +404,18 @@ FAMILY_FINDINGS = {"sinks": _sinks, "retrieval": _retrieval, "safety": _safety, 
 
 
 def _headline(name: str, b: _Builder, role: str, summary: dict) -> str:
+    if name in b.refused:
+        return f"{name}: no heads claimed: {b.refused[name]}"
     heads = [f for f in b.heads.values() if any(r == role or r.startswith(role + ":") for r in f.roles)]
-    confirmed = [f.head for f in heads if any(e.verdict == CONFIRMED for e in f.evidence)]
+    confirmed = [f.head for f in heads if any(e.verdict == CONFIRMED and e.role == role for e in f.evidence)]
     text = f"{name}: {len(heads)} head{'s' if len(heads) != 1 else ''} claimed"
     if name != "temporal":
         text += f", {len(confirmed)} confirmed by {'its' if len(confirmed) == 1 else 'their'} causal check"
         if confirmed:
             text += f" ({', '.join(confirmed[:6])}{' ...' if len(confirmed) > 6 else ''})"
+        if name in b.tested:
+            v = b.verdicts
+            text += f" [p <= {v.alpha:g} after {v.correction} over {b.tested[name]} tested heads, effect >= floor]"
     return text
 
 

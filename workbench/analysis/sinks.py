@@ -14,7 +14,8 @@ at long context without N x N patterns. Definitions:
   local queries (on the organism 92% of ACT's hidden sinks sat in the last 32 of 256 positions).
   Keys before ``first_k`` are the first-token sink; the others are hidden sinks. ACT's own rule
   (no visibility share; its first detected sink spared) is kept beside it as
-  ``act_hidden_sink_count``.
+  ``act_hidden_sink_count``, and it is the rule ACT's calibration (`act_head_search`) uses by
+  default (``sink_rule="act"``); ``sink_rule="guarded"`` calibrates the guarded set instead.
 * massive activations (Sun et al., 2024): residual-stream entries far above the median
   magnitude of their layer (>= 100 and >= 1000x the median by default).
 """
@@ -375,6 +376,7 @@ class ActResult:
     evaluation_after: float
     beta: float
     tau: float
+    sink_rule: str = "act"
 
 
 def act_head_search(
@@ -389,20 +391,25 @@ def act_head_search(
     skip_last_layers: int = 1,
     min_query_share: float = 0.25,
     progress: Callable[[int, int], None] | None = None,
+    sink_rule: str = "act",
 ) -> ActResult:
     """ACT (Yu et al. 2024): calibrate one head at a time, keep those that improve the
     calibration metric (higher is better) by more than ``min_gain``, then report the
     metric with all kept heads calibrated on the calibration set and on a held-out set.
 
-    Candidates default to every head of the layers ACT calibrates (its code: never the first two
-    layers nor the last; `act_layers`). ``progress(done, total)`` is called after each candidate
-    head is tried."""
+    The keys calibrated are found by ``sink_rule``: ``"act"`` (default) is ACT's own rule (mean
+    received attention > tau, its first detected sink spared), so the search reproduces ACT's
+    calibration; ``"guarded"`` also needs the key seen by >= ``min_query_share`` of the queries (the
+    workbench's reported hidden sinks). Candidates default to every head of the layers ACT
+    calibrates (its code: never the first two layers nor the last; `act_layers`).
+    ``progress(done, total)`` is called after each candidate head is tried."""
     from functools import partial
 
     from workbench.interventions.attention_edits import act_calibrated as _act
-    from workbench.interventions.attention_edits import act_layers
+    from workbench.interventions.attention_edits import act_layers, act_query_share
 
-    act_calibrated = partial(_act, min_query_share=min_query_share)
+    act_query_share(sink_rule)  # an unknown rule fails before any pass
+    act_calibrated = partial(_act, sink_rule=sink_rule, min_query_share=min_query_share)
     geo = model.geometry
     if candidates is not None:
         heads = list(candidates)
@@ -423,4 +430,4 @@ def act_head_search(
             cal_after, eval_after = calibration_metric(), evaluation_metric()
     else:
         cal_after, eval_after = base_cal, base_eval
-    return ActResult(heads, gains, selected, base_cal, cal_after, base_eval, eval_after, beta, tau)
+    return ActResult(heads, gains, selected, base_cal, cal_after, base_eval, eval_after, beta, tau, sink_rule)

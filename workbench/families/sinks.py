@@ -36,6 +36,9 @@ class SinksFamilyConfig(SinkConfig):
     check_k: int = 3  # top-k vs bottom-k group check
     act: bool = True  # run ACT's head search (a separate, resumable part)
     act_beta: float = 0.4  # ACT (Yu et al. 2024)
+    # keys the calibration scales: "act" = ACT's own rule (mean received > tau, its first detected sink
+    # spared), as its code; "guarded" = the reported hidden sinks (also seen by >= min_query_share)
+    act_sink_rule: str = "act"
     act_skip_first_layers: int = 2  # ACT's code calibrates layers 2..30 of 32: never the first two ...
     act_skip_last_layers: int = 1  # ... nor the last
     act_trials: int = 16  # calibration and evaluation sets (kept apart) when the model has its own needle set
@@ -102,6 +105,7 @@ class SinksFamily(Family):
             skip_last_layers=cfg.act_skip_last_layers,
             min_query_share=cfg.min_query_share,
             progress=lambda i, n: ctx.report("sinks: ACT head search", i, n),
+            sink_rule=cfg.act_sink_rule,
         )
         gain = np.full((geo.n_layers, geo.n_heads), np.nan)
         for head, g in result.single_head_gain.items():
@@ -112,6 +116,13 @@ class SinksFamily(Family):
             "metric": metric_name,
             "beta": result.beta,
             "tau": result.tau,
+            "sink_rule": result.sink_rule,
+            "sink_rule_text": (
+                f"ACT's own: mean received attention > tau ({result.tau:g}), its first detected sink spared"
+                if result.sink_rule == "act"
+                else f"guarded: mean received attention > tau ({result.tau:g}) and seen by >= "
+                f"{cfg.min_query_share:g} of the queries, the first detected sink spared"
+            ),
             "selected": [str(h) for h in result.selected],
             "calibration_before": result.calibration_before,
             "calibration_after": result.calibration_after,
@@ -121,7 +132,18 @@ class SinksFamily(Family):
         return PartResult(scores, {"act_calibration": act}, {"act": act})
 
     def check_inputs(self, model: Model, ctx: RunContext) -> list[InputProblem]:
-        return text_input_problems(model, ctx, self.name)
+        from workbench.interventions.attention_edits import ACT_SINK_RULES
+
+        problems = text_input_problems(model, ctx, self.name)
+        if self.config.act and self.config.act_sink_rule not in ACT_SINK_RULES:
+            problems.append(
+                InputProblem(
+                    self.name,
+                    f"unknown ACT sink rule {self.config.act_sink_rule!r}",
+                    f"--set sinks.act_sink_rule= one of {', '.join(ACT_SINK_RULES)}",
+                )
+            )
+        return problems
 
     def run_part(self, model: Model, ctx: RunContext, part: str) -> PartResult:
         if part == "act":

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from workbench.errors import InputDataError
 from workbench.models.heads import Head, HeadLike, parse_heads
 from workbench.models.hooks import temporary_hooks
 from workbench.models.model import Model
@@ -50,20 +51,33 @@ def _visible(nq: int, nk: int, device, sliding_window: int | None = None) -> tor
     return vis
 
 
+#: which keys ACT calibrates: "act" is ACT's own rule (Yu et al. 2024, its code: mean received attention
+#: > tau, the first detected sink spared); "guarded" also needs the key seen by >= min_query_share of the
+#: queries (the workbench's hidden-sink rule, `workbench.analysis.sinks.sink_positions`)
+ACT_SINK_RULES = ("act", "guarded")
+
+
+def act_query_share(sink_rule: str, min_query_share: float = 0.25) -> float:
+    """The visibility share a sink needs under ``sink_rule`` (0 for ACT's own rule)."""
+    if sink_rule not in ACT_SINK_RULES:
+        raise InputDataError(f"unknown ACT sink rule {sink_rule!r}", f"use one of {', '.join(ACT_SINK_RULES)}")
+    return 0.0 if sink_rule == "act" else min_query_share
+
+
 def act_calibrate(
     pattern: torch.Tensor,
     beta: float = 0.4,
     tau: float = 0.1,
-    min_query_share: float = 0.25,
+    min_query_share: float = 0.0,
     sliding_window: int | None = None,
 ) -> torch.Tensor:
     """ACT calibration of one head's causal pattern [B, Nq, Nk].
 
-    Sinks S: keys whose mean received attention over the queries that see them exceeds tau and
-    that at least ``min_query_share`` of the queries can see (the workbench's guard against tail
-    keys; 0 gives ACT's own set), minus ACT's *first detected* sink (``indices[1:]`` in its code:
-    usually key 0, but not always), which ACT leaves alone. Attention on S is scaled by beta; the
-    freed mass (1 - beta) * sum_S goes to the other keys of the row in proportion to their
+    Sinks S: keys whose mean received attention over the queries that see them exceeds tau (ACT's
+    own rule, the default ``min_query_share = 0``; > 0 also needs that share of the queries to see
+    the key: the workbench's guarded rule), minus ACT's *first detected* sink (``indices[1:]`` in its
+    code: usually key 0, but not always), which ACT leaves alone. Attention on S is scaled by beta;
+    the freed mass (1 - beta) * sum_S goes to the other keys of the row in proportion to their
     attention, so rows still sum to 1.
     """
     b, nq, nk = pattern.shape
@@ -71,7 +85,7 @@ def act_calibrate(
     seen = vis.sum(0).to(pattern.dtype)  # queries that see key j
     col_mean = pattern.sum(-2) / seen.clamp_min(1)  # [B, Nk]
     act_set = col_mean > tau
-    sinks = act_set & (seen >= min_query_share * nq)
+    sinks = act_set & (seen >= min_query_share * nq) if min_query_share > 0 else act_set
     first = act_set.to(torch.int8).argmax(-1)  # ACT's first detected sink, spared
     spare = torch.zeros_like(sinks).scatter_(-1, first[:, None], act_set.any(-1, keepdim=True))
     sinks = sinks & ~spare
@@ -132,11 +146,19 @@ def removed_first_token(model: Model, heads: Iterable[HeadLike], n_first: int = 
 
 @contextlib.contextmanager
 def act_calibrated(
-    model: Model, heads: Iterable[HeadLike], beta: float = 0.4, tau: float = 0.1, min_query_share: float = 0.25
+    model: Model,
+    heads: Iterable[HeadLike],
+    beta: float = 0.4,
+    tau: float = 0.1,
+    sink_rule: str = "act",
+    min_query_share: float = 0.25,
 ) -> Iterator[None]:
-    """Context: ACT calibration on the hidden sinks of the chosen heads (each layer's window counted)."""
+    """Context: ACT calibration on the hidden sinks of the chosen heads (each layer's window counted),
+    found by ``sink_rule`` (`ACT_SINK_RULES`: ACT's own by default; ``min_query_share`` is the
+    guarded rule's share)."""
     from workbench.models.attention_spec import layer_windows
 
+    min_query_share = act_query_share(sink_rule, min_query_share)
     geo = model.geometry
     chosen = parse_heads(list(heads), geo.n_layers, geo.n_heads)
     windows = layer_windows(model.hf_model.config, geo.n_layers)

@@ -94,9 +94,7 @@ class HeadLabels:
         out = np.zeros_like(base)
         n = len(self.ranking)
         if n * TIE_STEP >= 0.5:
-            raise WorkbenchError(
-                f"{n} KV heads are too many to separate by {TIE_STEP} in [0, 1]", "export with --format json"
-            )
+            raise WorkbenchError(f"{n} KV heads are too many to separate by {TIE_STEP} in [0, 1]", "export with --format json")
         previous = np.inf
         for rank, (layer, kv) in enumerate(self.ranking):  # stays in [TIE_STEP, 1]
             value = min((1.0 - TIE_STEP * n) * base[layer, kv] + TIE_STEP * (n - rank), previous - TIE_STEP)

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from workbench.analysis.retrieval import (
+    DETECTOR_METRICS,
+    RAZOR_INDUCTION,
     detection_pairs,
     detector_scores,
     echo_induction_scores,
@@ -36,7 +38,7 @@ def test_detectors_agree_with_transformer_lens_head_detector(model):
     ours = detector_scores(model, tokens)
     for kind in ("previous_token", "duplicate_token", "induction"):
         theirs = detect_head(model.bridge, text, f"{kind}_head").double().numpy()
-        np.testing.assert_allclose(ours[f"{kind}_score"], theirs, atol=1e-4, err_msg=kind)
+        np.testing.assert_allclose(ours[DETECTOR_METRICS[kind]], theirs, atol=1e-4, err_msg=kind)
 
 
 def test_detection_pairs_match_transformer_lens_patterns():
@@ -68,12 +70,12 @@ def test_echo_and_induction_equal_the_full_pattern(model):
                 ind = ind + p[:, i, i - d * seg + 1]
                 count += 1
         np.testing.assert_allclose(got["echo_score"][layer], (echo / count).numpy(), atol=1e-6)
-        np.testing.assert_allclose(got["induction_score"][layer], (ind / count).numpy(), atol=1e-6)
+        np.testing.assert_allclose(got[RAZOR_INDUCTION][layer], (ind / count).numpy(), atol=1e-6)
     sel = razor_selection(got, model.geometry.n_kv_heads)
     assert sel["retrieval"] and set(sel["induction"]) <= set(sel["retrieval"])
 
 
 def test_rouge1_recall():
-    assert rouge1_recall([1, 2], [2, 1, 9]) == 1.0
-    assert rouge1_recall([1, 1, 2], [1, 3]) == pytest.approx(1 / 3)
-    assert rouge1_recall([], [1]) == 0.0
+    assert rouge1_recall("w1 w2", "w2 w1 w9") == 1.0
+    assert rouge1_recall("w1 w1 w2", "w1 w3") == pytest.approx(1 / 3)
+    assert rouge1_recall("", "w1") == 0.0

@@ -90,7 +90,7 @@ def test_temporal_labels_match_the_planted_and_retrieval_heads(organism, retriev
     # The planted period: heads that copy from whole periods back on periodic text (lags mP - 1).
     assert s["planted_period"] == 7 and len(s["period_copy_heads"]) >= 1
     # The retrieval family's induction heads draw the induction diagonal (lag repeat - 1) on repeated text.
-    ind = retrieval.scores["induction_score"]
+    ind = retrieval.scores["tl_induction_score"]
     top_induction = [f"L{l}H{h}" for l, h in zip(*np.nonzero(ind >= 0.2))]
     assert top_induction and set(top_induction) <= set(s["induction_lag_heads"])
     # Its previous-token heads are sequential at lag 1 on ordinary text or on repeated text.

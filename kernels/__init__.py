@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .edits import HeadEdit
 from .offsets import offset_profile
 from .reference import reference_attention_with_stats
 from .stats import AttentionStats, StatsAccumulator, column_count, merge_stats
@@ -34,6 +35,7 @@ from .torch_chunked import torch_attention_with_stats
 __all__ = [
     "attention_with_stats",
     "AttentionStats",
+    "HeadEdit",
     "StatsAccumulator",
     "merge_stats",
     "column_count",
@@ -80,6 +82,7 @@ def attention_with_stats(
     chunk: int = 256,
     sliding_window: int | None = None,
     softcap: float | None = None,
+    edits: Any = None,
 ):
     """Attention output and per-head statistics.
 
@@ -99,6 +102,9 @@ def attention_with_stats(
             for full causal attention. Key blocks wholly outside the window are skipped, so a windowed
             layer costs O(N x W).
         softcap: scores become ``softcap * tanh(scale * q.k / softcap)`` before masking (Gemma 2).
+        edits: per-head :class:`HeadEdit` descriptions (removed keys, streaming windows, ACT reweighting)
+            applied inside the kernel (see ``kernels/edits.py``). The torch and reference backends implement
+            them; ``"auto"`` picks torch when there are edits, and ``"triton"`` refuses them.
 
     Returns:
         ``(out, stats)``: ``out`` ``[B, Hq, Nq, D]`` in ``q.dtype``; ``stats`` an :class:`AttentionStats`.
@@ -109,6 +115,11 @@ def attention_with_stats(
             an unknown backend, or a backend that cannot run these inputs.
     """
     name = resolve_backend(backend, q, pool=pool)
+    if edits:
+        if backend == "triton":
+            raise ValueError("the Triton kernels do not implement per-head edits yet; use backend='torch' (CPU or CUDA)")
+        if name == "triton":
+            name = "torch"
     kwargs: dict[str, Any] = dict(
         scale=scale,
         causal=causal,
@@ -121,9 +132,9 @@ def attention_with_stats(
         softcap=softcap,
     )
     if name == "torch":
-        return torch_attention_with_stats(q, k, v, chunk=chunk, **kwargs)
+        return torch_attention_with_stats(q, k, v, chunk=chunk, edits=edits, **kwargs)
     if name == "reference":
-        return reference_attention_with_stats(q, k, v, **kwargs)
+        return reference_attention_with_stats(q, k, v, edits=edits, **kwargs)
     if not triton_available():
         raise ValueError("backend='triton' needs the triton package (Linux); use backend='torch'")
     from .triton_attention import triton_attention_with_stats

@@ -6,9 +6,12 @@ clarity, not speed: every statistic is computed directly from the dense probabil
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ._validate import check_inputs
+from .edits import HeadEdit, act_reweight, check_edits, mask_scores, rows_of
 from .stats import AttentionStats
 
 __all__ = ["reference_attention_with_stats", "REFERENCE_MAX_ELEMENTS"]
@@ -54,6 +57,7 @@ def reference_attention_with_stats(
     stats_dtype: torch.dtype = torch.float32,
     sliding_window: int | None = None,
     softcap: float | None = None,
+    edits: Sequence[HeadEdit] | None = None,
 ):
     """Dense float64 attention and statistics (same contract as ``attention_with_stats``).
 
@@ -102,12 +106,24 @@ def reference_attention_with_stats(
         sliding_window=sliding_window,
     )
     scores = scores.masked_fill(~visible, float("-inf"))
+    head_edits = check_edits(edits, sh.n_q_heads, sh.batch)
+    qpos = torch.arange(sh.n_queries, device=q.device) + int(q_offset)
+    kpos = torch.arange(sh.n_keys, device=q.device)
+    for edit in head_edits:
+        if edit.masks_scores:
+            r = rows_of(edit, sh.batch)
+            scores[r, edit.head] = mask_scores(scores[r, edit.head], edit, qpos, kpos, float("-inf"))
     lse = torch.logsumexp(scores, dim=-1)
     p = torch.exp(scores - lse[..., None])  # exactly 0 on masked cells
+    for edit in head_edits:
+        if edit.reweights:
+            r = rows_of(edit, sh.batch)
+            cols = torch.as_tensor([j for j in edit.act_sinks if j < sh.n_keys], dtype=torch.long)
+            p[r, edit.head] = act_reweight(p[r, edit.head], cols, visible, edit.act_beta)
     out = torch.matmul(p, v64).to(q.dtype)
 
     entropy = torch.special.entr(p).sum(-1)
-    argmax = torch.argmax(scores, dim=-1)  # first maximal index on ties
+    argmax = torch.argmax(p, dim=-1)  # first maximal index on ties
     pmax = torch.gather(p, -1, argmax[..., None])[..., 0]
     first_k_mass = (p * sink).sum(-1)
     window_mass = (p * local).sum(-1)

@@ -13,9 +13,12 @@ chunk are invisible), which halves the work of a causal prefill.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ._validate import check_inputs
+from .edits import HeadEdit, act_reweight, check_edits, mask_scores, rows_of
 from .stats import AttentionStats
 
 __all__ = ["torch_attention_with_stats"]
@@ -40,6 +43,7 @@ def torch_attention_with_stats(
     check: bool = True,
     sliding_window: int | None = None,
     softcap: float | None = None,
+    edits: Sequence[HeadEdit] | None = None,
 ):
     """Same contract as :func:`workbench.kernels.attention_with_stats` with ``backend="torch"``.
 
@@ -64,6 +68,9 @@ def torch_attention_with_stats(
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     chunk = int(chunk)
     q_offset = int(q_offset)
+    head_edits = check_edits(edits, q.shape[1], q.shape[0])
+    masking = [e for e in head_edits if e.masks_scores]
+    reweighting = [e for e in head_edits if e.reweights]
     sw = None if sliding_window is None else int(sliding_window)
     cap = None if softcap is None else float(softcap)
     b, hkv, g = sh.batch, sh.n_kv_heads, sh.group
@@ -117,11 +124,33 @@ def torch_attention_with_stats(
                 qpos = torch.arange(p0, p1, device=dev)[:, None]
                 jpos = torch.arange(klo, khi, device=dev)[None, :]
                 s.masked_fill_(jpos <= qpos - sw, _NEG)
+            if head_edits:
+                qpos_c = torch.arange(p0, p1, device=dev)
+                kpos_c = torch.arange(klo, khi, device=dev)
+                s_heads = s.view(b, hkv * g, c, nkc)
+                for edit in masking:
+                    r = rows_of(edit, b)
+                    s_heads[r, edit.head] = mask_scores(s_heads[r, edit.head], edit, qpos_c, kpos_c, _NEG)
 
             m, idx = s.max(dim=-1)  # first maximal index on ties
             s.sub_(m[..., None])  # t - m  (<= 0)
             e = torch.exp(s)  # unnormalised probabilities; 0 on masked cells
             l = e.sum(-1)
+            reweighted = []
+            if reweighting:
+                # ACT rows: p -> p' (rows still sum to 1, so e' = p' * l keeps l); their entropy, max and
+                # argmax are recomputed from p' below, the rest of the statistics follow from e'
+                vis = kpos_c[None, :] <= qpos_c[:, None]
+                if sw is not None:
+                    vis = vis & (kpos_c[None, :] > qpos_c[:, None] - sw)
+                e_heads, l_heads = e.view(b, hkv * g, c, nkc), l.view(b, hkv * g, c)
+                for edit in reweighting:
+                    r = rows_of(edit, b)
+                    cols = torch.as_tensor([j - klo for j in edit.act_sinks if klo <= j < khi], dtype=torch.long, device=dev)
+                    norm = l_heads[r, edit.head][..., None]
+                    p_new = act_reweight(e_heads[r, edit.head] / norm, cols, vis, edit.act_beta)
+                    e_heads[r, edit.head] = p_new * norm
+                    reweighted.append((r, edit.head, p_new))
             s.mul_(e)  # e * (t - m): centred entropy terms, finite everywhere
             a = s.sum(-1)
             del s
@@ -130,6 +159,11 @@ def torch_attention_with_stats(
             ent[..., i0:i1] = log_l - a / l
             pmax[..., i0:i1] = 1.0 / l
             amax[..., i0:i1] = idx + klo
+            for r, head, p_new in reweighted:
+                ent.view(b, hkv * g, nq)[r, head, i0:i1] = torch.special.entr(p_new).sum(-1)
+                best, where = p_new.max(dim=-1)
+                pmax.view(b, hkv * g, nq)[r, head, i0:i1] = best
+                amax.view(b, hkv * g, nq)[r, head, i0:i1] = where + klo
 
             o = torch.matmul(e.view(b, hkv, g * c, nkc), vf[:, :, klo:khi]).view(b, hkv, g, c, d)
             out[..., i0:i1, :] = o / l[..., None]

@@ -40,12 +40,16 @@ def test_recording_a_subset_of_layers_keeps_every_window(arch, tiny_model_dir):
         assert rec.recorded_layers == list(layers)
 
 
-def test_a_gptj_step_with_a_kv_cache_is_refused(tiny_model_dir):
+def test_a_gptj_step_with_the_models_own_kv_cache_matches_the_full_forward(tiny_model_dir):
+    """GPT-J's module updates its cache itself and hands the core every cached key: the step is exact."""
     model = load_model(tiny_model_dir("gptj", peaked=True), device="cpu")
     tokens = _tokens(24)
+    want = model.logits(tokens)[:, 20:]
     _, cache = model.bridge(tokens[:, :20], return_type="logits_and_cache")
-    with AttentionRecorder(model, backend="torch"), pytest.raises(UnsupportedModelError, match="KV cache"):
-        model.bridge(tokens[:, 20:], past_key_values=cache)
+    with AttentionRecorder(model, backend="torch") as rec:
+        got = model.bridge(tokens[:, 20:], past_key_values=cache)
+    assert (got - want).abs().max() < 1e-4
+    assert rec.last.layers[0].q_offset == 20 and rec.last.layers[0].n_keys == 24
 
 
 def test_uniform_ablation_on_two_hf_models_with_different_attention_at_once(tiny_model_dir):

@@ -4,7 +4,8 @@ DuoAttention (Xiao et al. 2024) and RazorAttention (Tang et al. 2024) keep a ful
 retrieval heads and a "streaming" cache (the first tokens plus a recent window) for the
 rest. We simulate that exactly by masking, for each streaming head, every key that is
 neither among the first ``sink`` tokens nor within ``recent`` tokens of the query
-(StreamingLLM's window). Works on the bridge's pre-softmax scores (eager path).
+(StreamingLLM's window). Works on the bridge's pre-softmax scores (eager path) and, under the
+instrumented core, as kernel edits (any length, prefill and cached decoding alike).
 
 Engines keep or drop the cache of a *KV head*: under GQA one query head on the full cache keeps
 its whole KV head, so every query head of that KV head keeps everything, and a streaming KV head
@@ -21,8 +22,10 @@ from typing import Any
 
 import torch
 
+from workbench.interventions.kernel_edits import kernel_edits
+from workbench.kernels import HeadEdit
 from workbench.models.heads import Head, HeadLike, parse_head
-from workbench.models.hooks import temporary_hooks
+from workbench.models.hooks import edits_paused, temporary_hooks
 from workbench.models.model import Model
 
 #: the streaming heads' cache: StreamingLLM's 4 sink tokens and a recent window scaled to the short
@@ -50,6 +53,8 @@ def streaming_heads(model: Model, windows: Mapping[HeadLike, tuple[int, int]]) -
     for layer, heads in by_layer.items():
 
         def hook(scores: torch.Tensor, hook: Any, heads: dict[int, tuple[int, int]] = heads) -> torch.Tensor:
+            if edits_paused(model.bridge):
+                return scores
             out = scores.clone()
             nq, nk = scores.shape[-2:]
             for h, (sink, recent) in heads.items():
@@ -58,7 +63,12 @@ def streaming_heads(model: Model, windows: Mapping[HeadLike, tuple[int, int]]) -
             return out
 
         points.append((model.bridge.blocks[layer].attn.hook_attn_scores, hook))
-    with temporary_hooks(points):
+    # the same windows as kernel edits: under the instrumented core (long prompts, cached decoding) the
+    # scores hook never fires and the core applies them instead, without an N x N mask
+    edits = {
+        layer: [HeadEdit(head=h, stream=window) for h, window in sorted(heads.items())] for layer, heads in by_layer.items()
+    }
+    with temporary_hooks(points), kernel_edits(model, edits, eager_too=True):
         yield
 
 

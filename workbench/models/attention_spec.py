@@ -24,6 +24,9 @@ class LayerAttention:
 
     sliding_window: int | None = None  # query i sees keys i - W < j <= i
     softcap: float | None = None  # scores -> softcap * tanh(scores / softcap) before the mask
+    # per-head causal edits active now (workbench.kernels.HeadEdit: removed keys, streaming windows, ACT),
+    # installed by workbench.interventions.kernel_edits and applied inside the instrumented core
+    edits: tuple[Any, ...] = ()
 
     def describe(self) -> str:
         parts = []
@@ -31,6 +34,8 @@ class LayerAttention:
             parts.append(f"sliding window {self.sliding_window}")
         if self.softcap is not None:
             parts.append(f"soft-cap {self.softcap:g}")
+        if self.edits:
+            parts.append(f"{len(self.edits)} head edit(s)")
         return ", ".join(parts) or "full causal"
 
 

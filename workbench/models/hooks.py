@@ -30,3 +30,13 @@ def temporary_hooks(points: Sequence[tuple[Any, HookFn]], prepend: bool = False)
 def remove_hook(point: Any, handle: Any) -> None:
     handle.hook.remove()
     point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
+
+
+#: bridge attribute set while the instrumented core's self-check runs the model's own attention
+SELF_CHECK_ATTR = "_workbench_self_check"
+
+
+def edits_paused(bridge: Any) -> bool:
+    """True while the self-check runs: hooks that edit the eager scores or pattern must then leave them
+    alone, or the check would compare the edited eager attention with the unedited core."""
+    return bool(bridge.__dict__.get(SELF_CHECK_ATTR, False))

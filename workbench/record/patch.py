@@ -26,6 +26,7 @@ bridge classes without an adapter raise a clear error instead of giving silently
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,10 +34,13 @@ import torch
 
 from workbench.errors import UnsupportedModelError
 from workbench.models.attention_spec import LayerAttention, bridge_kind, layer_attention, unsupported_features
+from workbench.models.generate import EDITS_ATTR, INSTRUMENTED_FLAG
 from workbench.models.hooks import temporary_hooks
 
-# core(layer, q [B,H,N,D], k [B,Hkv,N,D], v [B,Hkv,N,D], scale, spec) -> out [B,H,N,D]
-Core = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float, LayerAttention], torch.Tensor]
+# core(layer, q [B,H,Nq,D], k [B,Hkv,Nk,D], v [B,Hkv,Nk,D], scale, spec, q_offset) -> out [B,H,Nq,D];
+# q_offset = Nk - Nq: the absolute position of the first query (0 for a prefill, the cache length for a
+# decode step against the KV cache)
+Core = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, float, LayerAttention, int], torch.Tensor]
 
 ATTN_IMPL_NAME = "workbench_recorder"
 
@@ -68,31 +72,39 @@ def _check_features(attn: Any, layer: int, hf_config: Any) -> None:
         )
 
 
-_CACHE_ERROR = (
-    "the recorder records prefill passes only, but a KV cache with earlier tokens was passed",
-    "run the full sequence (prompt + generated tokens) in one forward pass under the recorder",
-)
+#: the keyword under which Hugging Face hands an attention layer its KV cache (it changed across versions
+#: and models: ``cache`` in transformers 5.2x, ``past_key_values``, ``past_key_value``, ``layer_past``)
+_CACHE_KWARGS = ("cache", "past_key_values", "past_key_value", "layer_past")
 
 
-def _check_no_cache(kwargs: dict) -> None:
-    """Refuse a forward that carries a filled KV cache, whatever the keyword (``past_key_values``,
-    ``layer_past``, ``past_key_value``, GPT-J's ``cache``)."""
-    for value in kwargs.values():
-        if hasattr(value, "get_seq_length"):
-            try:
-                filled = value.get_seq_length() > 0
-            except Exception:  # a cache object that cannot tell: assume it holds tokens
-                filled = True
-            if filled:
-                raise UnsupportedModelError(*_CACHE_ERROR)
+def _with_cache(layer: int, k: torch.Tensor, v: torch.Tensor, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append this forward's keys/values [B, Hkv, Nq, D] to the KV cache it carries and return every
+    cached key/value; without a cache they come back unchanged.
+
+    The update is done here, not by the bridge: TransformerLens 4.3 looks the cache up under
+    ``past_key_values``/``layer_past`` only, so under transformers 5.2x (``cache``) its cached steps
+    silently attend to the new token alone. Decoding needs a cache whose layers keep every key
+    (`workbench.models.generate.new_cache`): a sliding-window cache layer would drop keys that the
+    statistics index by absolute position (the core applies each layer's window itself).
+    """
+    for name in _CACHE_KWARGS:
+        cache = kwargs.get(name)
+        if cache is not None and hasattr(cache, "update"):
+            return cache.update(k, v, layer)
+    return k, v
 
 
-def _rotary_forward(attn: Any, layer: int, core: Core, spec: LayerAttention) -> Callable[..., Any]:
+def _live_spec(bridge: Any, layer: int, spec: LayerAttention) -> LayerAttention:
+    """The layer's spec with the kernel edits active right now (`workbench.interventions.kernel_edits`)."""
+    edits = bridge.__dict__.get(EDITS_ATTR, {}).get(layer, ())
+    return dataclasses.replace(spec, edits=tuple(edits)) if edits else spec
+
+
+def _rotary_forward(attn: Any, layer: int, core: Core, spec: LayerAttention, bridge: Any = None) -> Callable[..., Any]:
     cls_forward = type(attn).forward
     hf_attn = attn.original_component
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        _check_no_cache(kwargs)
         box: dict[str, torch.Tensor] = {}
 
         def grab(name: str, stop: bool = False):
@@ -113,9 +125,10 @@ def _rotary_forward(attn: Any, layer: int, core: Core, spec: LayerAttention) -> 
         q = box["q"].transpose(1, 2)
         k = box["k"].transpose(1, 2)
         v = box["v"].transpose(1, 2)
+        k, v = _with_cache(layer, k, v, kwargs)
         batch, _, seq, head_dim = q.shape
         scale = float(getattr(hf_attn, "scaling", head_dim**-0.5))
-        out = core(layer, q, k, v, scale, spec)  # [B, H, S, D]
+        out = core(layer, q, k, v, scale, _live_spec(bridge, layer, spec), k.shape[-2] - seq)  # [B, H, S, D]
         out = out.transpose(1, 2).reshape(batch, seq, -1)
         out = attn._pre_output_projection(out)
         o_weight = getattr(getattr(attn.o, "original_component", None), "weight", None)
@@ -135,9 +148,10 @@ def _joint_scale(attn: Any, head_dim: int) -> float:
     return scale
 
 
-def _joint_qkv_reconstruct(attn: Any, layer: int, core: Core, spec: LayerAttention, rotary: bool) -> Callable[..., Any]:
+def _joint_qkv_reconstruct(
+    attn: Any, layer: int, core: Core, spec: LayerAttention, rotary: bool, bridge: Any = None
+) -> Callable[..., Any]:
     def reconstruct(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> tuple:
-        _check_no_cache(kwargs)
         n_heads = attn.config.n_heads
         n_kv = getattr(attn.config, "n_key_value_heads", None) or n_heads
         q, k, v, batch, seq, head_dim = attn._reshape_qkv_to_heads(q, k, v, n_heads, n_kv)
@@ -150,21 +164,22 @@ def _joint_qkv_reconstruct(attn: Any, layer: int, core: Core, spec: LayerAttenti
                 )
             cos, sin = attn._apply_position_embedding_hooks(position_embeddings)
             q, k = attn._apply_rotary_pos_emb(q, k, cos, sin)
-        out = core(layer, q, k, v, _joint_scale(attn, head_dim), spec)
+        k, v = _with_cache(layer, k, v, kwargs)
+        out = core(layer, q, k, v, _joint_scale(attn, head_dim), _live_spec(bridge, layer, spec), k.shape[-2] - q.shape[-2])
         out = attn._reshape_attn_output(out, batch, seq, n_heads, head_dim)
         return attn._apply_output_projection(out), None
 
     return reconstruct
 
 
-def _delegated_route(layer: int, core: Core, spec: LayerAttention) -> Callable[..., torch.Tensor]:
+def _delegated_route(layer: int, core: Core, spec: LayerAttention, bridge: Any = None) -> Callable[..., torch.Tensor]:
     def route(query, key, value, scaling, sliding_window, softcap) -> torch.Tensor:
-        if key.shape[-2] != query.shape[-2]:  # keys from a cache the module did not show us
-            raise UnsupportedModelError(*_CACHE_ERROR)
+        # the module updated its cache itself: keys are every cached key, queries the last positions
         window = sliding_window if sliding_window else spec.sliding_window
         cap = softcap if softcap else spec.softcap
         scale = float(scaling) if scaling is not None else query.shape[-1] ** -0.5
-        out = core(layer, query, key, value, scale, LayerAttention(sliding_window=window, softcap=cap))
+        live = _live_spec(bridge, layer, LayerAttention(sliding_window=window, softcap=cap))
+        out = core(layer, query, key, value, scale, live, key.shape[-2] - query.shape[-2])
         return out.transpose(1, 2).contiguous()  # Hugging Face's interfaces return [B, N, H, D]
 
     return route
@@ -177,7 +192,6 @@ def _workbench_attention(module, query, key, value, attention_mask, scaling=None
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    _check_no_cache(kwargs)
     return route(query, key, value, scaling, kwargs.get("sliding_window"), kwargs.get("softcap")), None
 
 
@@ -232,18 +246,22 @@ def plain_core(backend: str = "auto", chunk: int = 256) -> Core:
     """A core that only computes attention (no statistics kept): unrecorded layers, the self-check."""
     from workbench.kernels import attention_with_stats
 
-    def core(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, spec: LayerAttention) -> torch.Tensor:
+    def core(
+        layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, spec: LayerAttention, q_offset: int = 0
+    ) -> torch.Tensor:
         out, _ = attention_with_stats(
             q,
             k,
             v,
             scale=scale,
             causal=True,
+            q_offset=q_offset,
             columns=False,
             backend=backend,
             chunk=chunk,
             sliding_window=spec.sliding_window,
             softcap=spec.softcap,
+            edits=spec.edits,
         )
         return out
 
@@ -275,20 +293,24 @@ def instrumented_attention(bridge: Any, core: Core, layers: list[int] | None = N
             # object.__setattr__: the bridge's own __setattr__ would forward the
             # assignment to the wrapped HF module instead of this instance.
             if kind == "rotary":
-                name, fn = "forward", _rotary_forward(attn, layer, layer_core, specs[layer])
+                name, fn = "forward", _rotary_forward(attn, layer, layer_core, specs[layer], bridge)
             elif kind in ("joint_qkv", "joint_qkv_rotary"):
                 name = "_reconstruct_attention"
-                fn = _joint_qkv_reconstruct(attn, layer, layer_core, specs[layer], rotary=kind == "joint_qkv_rotary")
+                fn = _joint_qkv_reconstruct(attn, layer, layer_core, specs[layer], rotary=kind == "joint_qkv_rotary", bridge=bridge)
             else:
                 key = id(attn.original_component)
                 routed.append((key, _ROUTES.get(key)))
-                _ROUTES[key] = _delegated_route(layer, layer_core, specs[layer])
+                _ROUTES[key] = _delegated_route(layer, layer_core, specs[layer], bridge)
                 continue
             patched.append((attn, name, attn.__dict__.get(name, _MISSING)))
             object.__setattr__(attn, name, fn)
         pad_handle = _reject_padding(bridge)
-        with _no_mask_attention(hf_model):
-            yield
+        bridge.__dict__[INSTRUMENTED_FLAG] = bridge.__dict__.get(INSTRUMENTED_FLAG, 0) + 1
+        try:
+            with _no_mask_attention(hf_model):
+                yield
+        finally:
+            bridge.__dict__[INSTRUMENTED_FLAG] -= 1
     finally:
         if pad_handle is not None:
             pad_handle.remove()

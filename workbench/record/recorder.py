@@ -130,7 +130,14 @@ class AttentionRecorder:
         ensure_checked(self.model, backend, lambda: instrumented_attention(self.model.bridge, core))
 
     def _core(
-        self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, spec: LayerAttention
+        self,
+        layer: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        scale: float,
+        spec: LayerAttention,
+        q_offset: int = 0,
     ) -> torch.Tensor:
         cfg = self.config
         wanted = self._wanted(layer)
@@ -141,13 +148,15 @@ class AttentionRecorder:
                 f"layer {layer}: queries or keys contain NaN/inf before attention",
                 "check the model weights and dtype (float16 overflow?); try --dtype float32",
             )
-        backend = "torch" if self.backend == "torch" else "triton"
+        # the Triton kernels do not implement per-head edits yet: edited layers take the chunked torch path
+        backend = "torch" if self.backend == "torch" or spec.edits else "triton"
         out, stats = attention_with_stats(
             q,
             k,
             v,
             scale=scale,
             causal=True,
+            q_offset=q_offset,
             first_k=cfg.first_k,
             window=cfg.window,
             columns=cfg.columns and wanted,
@@ -156,6 +165,7 @@ class AttentionRecorder:
             chunk=cfg.chunk,
             sliding_window=spec.sliding_window,
             softcap=spec.softcap,
+            edits=spec.edits,
         )
         if wanted:
             self._pending[layer] = stats.cpu() if hasattr(stats, "cpu") else stats

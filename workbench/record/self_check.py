@@ -148,12 +148,27 @@ def run_self_check(model: Model, backend: str, install: Any) -> CoreCheck:
 
 
 def ensure_checked(model: Model, backend: str, install: Any) -> CoreCheck | None:
-    """Run the self-check once per (backend, dtype, device) on ``model``; later calls reuse the pass."""
+    """Run the self-check once per (backend, dtype, device) on ``model``; later calls reuse the pass.
+
+    Kernel edits in force (a recorder opened inside `kernel_edits`) and the workbench's eager pattern
+    edits are suspended during the check: it compares the core with the model's own, unedited attention.
+    """
+    from workbench.models.generate import EDITS_ATTR
+
     cache = getattr(model, "core_checks", None)
     key = (backend, str(model.dtype), str(model.device))
     if isinstance(cache, dict) and key in cache:
         return cache[key]
-    check = run_self_check(model, backend, install)
+    from workbench.models.hooks import SELF_CHECK_ATTR
+
+    edits = model.bridge.__dict__.pop(EDITS_ATTR, None)
+    model.bridge.__dict__[SELF_CHECK_ATTR] = True
+    try:
+        check = run_self_check(model, backend, install)
+    finally:
+        model.bridge.__dict__.pop(SELF_CHECK_ATTR, None)
+        if edits is not None:
+            model.bridge.__dict__[EDITS_ATTR] = edits
     if isinstance(cache, dict):
         cache[key] = check
     return check

@@ -17,7 +17,7 @@ import torch
 
 from workbench.errors import InputDataError
 from workbench.models.heads import Head, HeadLike, parse_heads
-from workbench.models.hooks import temporary_hooks
+from workbench.models.hooks import edits_paused, temporary_hooks
 from workbench.models.model import Model
 
 PatternEdit = Callable[[torch.Tensor], torch.Tensor]  # [B, Nq, Nk] -> same, rows summing to 1
@@ -129,6 +129,8 @@ def edited_patterns(model: Model, heads: Iterable[HeadLike], edit: PatternEdit) 
     for layer, head_ids in by_layer.items():
 
         def hook(pattern: torch.Tensor, hook: Any, head_ids: list[int] = head_ids) -> torch.Tensor:
+            if edits_paused(model.bridge):
+                return pattern
             out = pattern.clone()
             for h in head_ids:
                 out[:, h] = edit(pattern[:, h].float()).to(pattern.dtype)
@@ -139,9 +141,20 @@ def edited_patterns(model: Model, heads: Iterable[HeadLike], edit: PatternEdit) 
         yield
 
 
-def removed_first_token(model: Model, heads: Iterable[HeadLike], n_first: int = 1):
-    """Context: chosen heads cannot attend to the first ``n_first`` tokens (mass renormalised)."""
-    return edited_patterns(model, heads, lambda p: remove_keys(p, list(range(n_first))))
+@contextlib.contextmanager
+def removed_first_token(model: Model, heads: Iterable[HeadLike], n_first: int = 1) -> Iterator[None]:
+    """Context: chosen heads cannot attend to the first ``n_first`` tokens (mass renormalised): a pattern
+    hook on the eager path, a kernel edit under the instrumented core (any length, cached decoding)."""
+    from workbench.interventions.kernel_edits import kernel_edits
+    from workbench.kernels import HeadEdit
+
+    geo = model.geometry
+    chosen = parse_heads(list(heads), geo.n_layers, geo.n_heads)
+    edits: dict[int, list[HeadEdit]] = {}
+    for h in chosen:
+        edits.setdefault(h.layer, []).append(HeadEdit(head=h.head, removed=tuple(range(n_first))))
+    with edited_patterns(model, chosen, lambda p: remove_keys(p, list(range(n_first)))), kernel_edits(model, edits, eager_too=True):
+        yield
 
 
 @contextlib.contextmanager

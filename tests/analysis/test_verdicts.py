@@ -102,7 +102,9 @@ def test_refusals_follow_the_stated_baselines():
     assert safety_refusal(0.75) and "75%" in safety_refusal(0.75)  # type: ignore[operator]
     assert safety_refusal(0.5) and safety_refusal(0.45) is None and safety_refusal(None) is None
     assert retrieval_refusal(0.0) and retrieval_refusal(0.5) is None
-    assert safety_refusal(0.3, VerdictConfig(max_base_asr=0.25))
+    assert safety_refusal(0.3, cfg=VerdictConfig(max_base_asr=0.25))
+    # a model that babbles (ASR low, few refusals) has no refusal either; one that refuses may claim
+    assert "refuses only 0%" in (safety_refusal(0.3, 0.0) or "") and safety_refusal(0.0, 1.0) is None
 
 
 def test_control_draws_are_distinct_and_respect_exclusions_and_layers():

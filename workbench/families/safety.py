@@ -124,7 +124,11 @@ class SafetyFamily(Family):
         head to carry: the members are dropped and the summary says why (`verdicts.safety_refusal`)."""
         merged = super().merge(parts)
         group = parts.get("group")
-        refusal = safety_refusal(group.summary.get("base_asr")) if group is not None else None
+        refusal = (
+            safety_refusal(group.summary.get("base_asr"), group.summary.get("base_refusal_harmful"))
+            if group is not None
+            else None
+        )
         if refusal:
             merged.members = []
             merged.summary["claim_refused"] = refusal
@@ -283,6 +287,7 @@ class SafetyFamily(Family):
             "n_harmful": len(harmful),
             "n_benign": len(benign),
             "base_asr": base.asr,
+            "base_refusal_harmful": base_refusal,
             "asr_top_ships_per_query": top.asr,
             "asr_random_head": rand.asr,
             "asr_sahara_group": group.asr,

@@ -312,7 +312,7 @@ def _retrieval(
     k = comp.get("k")
     checks = art.get("head_checks")
     tests = _per_trial_tests(b, "retrieval", checks)
-    check_base = float(np.mean([bool(v) for v in checks["base"]])) if tests else base
+    check_base = float(np.mean([bool(v) for v in checks["base"]])) if tests and isinstance(checks, dict) else base
     if refusal:
         b.refused["retrieval"] = str(refusal)
         members = []
@@ -356,10 +356,13 @@ def _safety(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.n
     ships = metrics.get("ships_mean")
     base = _finite(group.get("base_asr"))
     control = _finite(group.get("asr_random_head"))
-    refusal = summary.get("claim_refused") or safety_refusal(base, b.verdicts)
+    base_refusal = _finite(
+        group.get("base_refusal_harmful", (art.get("asr") or art.get("group/asr") or {}).get("base_refusal_harmful"))
+    )
+    refusal = summary.get("claim_refused") or safety_refusal(base, base_refusal, b.verdicts)
     checks = art.get("head_checks", art.get("group/head_checks"))
     tests = _per_trial_tests(b, "safety", checks)
-    check_base = 1.0 - float(np.mean([bool(v) for v in checks["base"]])) if tests else base
+    check_base = 1.0 - float(np.mean([bool(v) for v in checks["base"]])) if tests and isinstance(checks, dict) else base
     if refusal:
         b.refused["safety"] = str(refusal)
         members = []
@@ -419,14 +422,15 @@ def _headline(name: str, b: _Builder, role: str, summary: dict) -> str:
     return text
 
 
-def build_findings(store: Store, run_ref: str) -> Findings:
-    """The findings of one stored run (complete or not: finished families only)."""
+def build_findings(store: Store, run_ref: str, verdicts: VerdictConfig = VERDICTS) -> Findings:
+    """The findings of one stored run (complete or not: finished families only); ``verdicts``: the
+    significance level, correction, effect floors and refusal baselines (`VerdictConfig`)."""
     from workbench.families.registry import family_names
 
     info = store.run(run_ref)
     families = store.families(info.run_id)
     scores = store.scores(info.run_id)
-    b = _Builder()
+    b = _Builder(verdicts)
     warnings: list[str] = [str(w) for w in (info.config or {}).get("warnings", [])]
     headlines = []
     for fam in families:

@@ -73,9 +73,7 @@ def _cols(positions: Iterable[int], klo: int, khi: int, device) -> torch.Tensor:
     return idx.to(device)
 
 
-def mask_scores(
-    s: torch.Tensor, edit: HeadEdit, qpos: torch.Tensor, kpos: torch.Tensor, neg: float
-) -> torch.Tensor:
+def mask_scores(s: torch.Tensor, edit: HeadEdit, qpos: torch.Tensor, kpos: torch.Tensor, neg: float) -> torch.Tensor:
     """Scores [R, C, K] of one head (already causal/window masked with ``neg``) with the edit's key masks.
 
     ``qpos`` [C] / ``kpos`` [K] are the absolute positions of the chunk's queries and keys.

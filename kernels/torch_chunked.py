@@ -129,14 +129,14 @@ def torch_attention_with_stats(
                 kpos_c = torch.arange(klo, khi, device=dev)
                 s_heads = s.view(b, hkv * g, c, nkc)
                 for edit in masking:
-                    r = rows_of(edit, b)
-                    s_heads[r, edit.head] = mask_scores(s_heads[r, edit.head], edit, qpos_c, kpos_c, _NEG)
+                    sel = rows_of(edit, b)
+                    s_heads[sel, edit.head] = mask_scores(s_heads[sel, edit.head], edit, qpos_c, kpos_c, _NEG)
 
             m, idx = s.max(dim=-1)  # first maximal index on ties
             s.sub_(m[..., None])  # t - m  (<= 0)
             e = torch.exp(s)  # unnormalised probabilities; 0 on masked cells
             l = e.sum(-1)
-            reweighted = []
+            reweighted: list[tuple[list[int], int, torch.Tensor]] = []
             if reweighting:
                 # ACT rows: p -> p' (rows still sum to 1, so e' = p' * l keeps l); their entropy, max and
                 # argmax are recomputed from p' below, the rest of the statistics follow from e'
@@ -145,12 +145,12 @@ def torch_attention_with_stats(
                     vis = vis & (kpos_c[None, :] > qpos_c[:, None] - sw)
                 e_heads, l_heads = e.view(b, hkv * g, c, nkc), l.view(b, hkv * g, c)
                 for edit in reweighting:
-                    r = rows_of(edit, b)
+                    sel = rows_of(edit, b)
                     cols = torch.as_tensor([j - klo for j in edit.act_sinks if klo <= j < khi], dtype=torch.long, device=dev)
-                    norm = l_heads[r, edit.head][..., None]
-                    p_new = act_reweight(e_heads[r, edit.head] / norm, cols, vis, edit.act_beta)
-                    e_heads[r, edit.head] = p_new * norm
-                    reweighted.append((r, edit.head, p_new))
+                    norm = l_heads[sel, edit.head][..., None]
+                    p_new = act_reweight(e_heads[sel, edit.head] / norm, cols, vis, edit.act_beta)
+                    e_heads[sel, edit.head] = p_new * norm
+                    reweighted.append((sel, edit.head, p_new))
             s.mul_(e)  # e * (t - m): centred entropy terms, finite everywhere
             a = s.sum(-1)
             del s
@@ -159,11 +159,11 @@ def torch_attention_with_stats(
             ent[..., i0:i1] = log_l - a / l
             pmax[..., i0:i1] = 1.0 / l
             amax[..., i0:i1] = idx + klo
-            for r, head, p_new in reweighted:
-                ent.view(b, hkv * g, nq)[r, head, i0:i1] = torch.special.entr(p_new).sum(-1)
+            for sel, head, p_new in reweighted:
+                ent.view(b, hkv * g, nq)[sel, head, i0:i1] = torch.special.entr(p_new).sum(-1)
                 best, where = p_new.max(dim=-1)
-                pmax.view(b, hkv * g, nq)[r, head, i0:i1] = best
-                amax.view(b, hkv * g, nq)[r, head, i0:i1] = where + klo
+                pmax.view(b, hkv * g, nq)[sel, head, i0:i1] = best
+                amax.view(b, hkv * g, nq)[sel, head, i0:i1] = where + klo
 
             o = torch.matmul(e.view(b, hkv, g * c, nkc), vf[:, :, klo:khi]).view(b, hkv, g, c, d)
             out[..., i0:i1, :] = o / l[..., None]

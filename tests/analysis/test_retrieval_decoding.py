@@ -56,14 +56,45 @@ def test_text_needle_prompts_end_with_the_answer_cue_and_ask_for_50_tokens_to_a_
 def test_decoding_runs_to_the_newline_and_scores_what_came_before(tiny_llama, monkeypatch):
     calls = []
 
-    def fake_generate(model, prompt, n_new, stop_ids=()):
-        calls.append((n_new, list(stop_ids)))
-        return torch.tensor([[11, 12, 7, 9, 9]])  # the answer, a newline (7), then anything
+    from workbench.record import decode
 
-    monkeypatch.setattr(retrieval_mod, "greedy_generate", fake_generate)
+    def fake_generate(model, prompt, n_new, stop_ids=(), record=None):
+        calls.append((n_new, list(stop_ids)))
+        real = decode.generate(model, prompt, 5, record=record)  # records of 5 decoded positions
+        real.tokens = torch.tensor([[11, 12, 7, 9, 9]])  # the answer, a newline (7), then anything
+        return real
+
+    monkeypatch.setattr(retrieval_mod, "generate", fake_generate)
     prompt = torch.randint(4, 60, (40,), generator=torch.Generator().manual_seed(0))
     prompt[20:22] = torch.tensor([11, 12])
     trial = NeedleTrial(prompt, torch.tensor([11, 12]), (20, 22), 40, 0.5, {"max_new_tokens": 50, "stop_ids": [7]})
     report = retrieval_scores(tiny_llama, [trial], RetrievalConfig())
     assert calls == [(50, [7])]
     assert report.trials[0].generated == [11, 12] and report.trials[0].recall == 1.0 and report.trials[0].exact
+
+
+def test_teacher_forced_needle_outcomes_are_the_greedy_exact_matches(tiny_llama):
+    """One teacher-forced pass decides exact match as the greedy loop does: trials whose answer is the
+    model's own greedy continuation (also with its last token changed) and random answers."""
+    from workbench.analysis.retrieval import needle_outcomes
+    from workbench.interventions import ablate_heads
+    from workbench.models.generate import greedy_generate
+
+    g = torch.Generator().manual_seed(3)
+    trials = []
+    for i in range(6):
+        prompt = torch.randint(4, tiny_llama.geometry.vocab_size, (30,), generator=g)
+        own = greedy_generate(tiny_llama, prompt.view(1, -1), 4, cache=False)[0].cpu()
+        if i % 3 == 1:
+            own = own.clone()
+            own[-1] = (own[-1] + 1) % tiny_llama.geometry.vocab_size  # right until the last token
+        answer = own if i % 3 != 2 else torch.randint(4, tiny_llama.geometry.vocab_size, (4,), generator=g)
+        trials.append(NeedleTrial(prompt, answer, (5, 9), 30, 0.5, {}))
+    for heads in ([], ["L0H0", "L1H1"]):
+        with ablate_heads(tiny_llama, heads, "uniform"):
+            greedy = [
+                greedy_generate(tiny_llama, t.prompt.view(1, -1), 4, cache=False)[0].cpu().tolist() == t.answer.tolist()
+                for t in trials
+            ]
+            assert needle_outcomes(tiny_llama, trials) == greedy
+    assert True in greedy and False in greedy

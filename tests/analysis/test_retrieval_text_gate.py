@@ -70,6 +70,18 @@ def test_the_needle_span_covers_the_answers_own_tokens(bpe):
     assert trial.answer.tolist() == _ids(bpe, " 4821")  # the expected generation keeps its space
 
 
+def _forced(tokens: torch.Tensor):
+    """`generate` with its tokens replaced by ``tokens`` (its records are of as many real decode steps)."""
+    from workbench.record import decode
+
+    def fake(model, prompt, n, stop_ids=(), record=None):
+        real = decode.generate(model, prompt, tokens.shape[1], record=record)
+        real.tokens = tokens
+        return real
+
+    return fake
+
+
 def test_retrieval_scores_gate_decoded_text(bpe, tiny_llama, monkeypatch):
     """The family's scoring path: a generation with the answer's digits in the wrong order is not a
     recalled trial (before: token-id ROUGE 1.0, counted), the right one is."""
@@ -78,7 +90,7 @@ def test_retrieval_scores_gate_decoded_text(bpe, tiny_llama, monkeypatch):
     monkeypatch.setattr(tiny_llama, "tokenizer", bpe)
     for text, counted in ((" 1284", 0), (" 12", 0), (" 4821", 1)):
         generated = torch.tensor([_ids(bpe, text)])
-        monkeypatch.setattr(retrieval_mod, "greedy_generate", lambda model, prompt, n, stop_ids=(), g=generated: g)
+        monkeypatch.setattr(retrieval_mod, "generate", _forced(generated))
         report = retrieval_scores(tiny_llama, [trial], RetrievalConfig())
         assert report.n_counted == counted, text
         assert report.trials[0].recall == float(counted)

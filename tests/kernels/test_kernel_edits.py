@@ -34,8 +34,14 @@ def _ref(q, k, v, q_offset, sliding_window):
     from workbench.kernels.reference import reference_attention_with_stats
 
     return reference_attention_with_stats(
-        q.double(), k.double(), v.double(), scale=D**-0.5, q_offset=q_offset, return_probs=True,
-        sliding_window=sliding_window, stats_dtype=torch.float64,
+        q.double(),
+        k.double(),
+        v.double(),
+        scale=D**-0.5,
+        q_offset=q_offset,
+        return_probs=True,
+        sliding_window=sliding_window,
+        stats_dtype=torch.float64,
     )
 
 

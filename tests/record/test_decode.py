@@ -10,11 +10,13 @@ tokens (1e-4, the architecture matrix's statistics tolerance: float32 in another
 from __future__ import annotations
 
 import contextlib
+from typing import cast
 
 import pytest
 import torch
 
 from workbench.interventions import ablate_heads, head_means
+from workbench.interventions.ablation import AblationMode
 from workbench.interventions.attention_edits import removed_first_token
 from workbench.interventions.kernel_edits import kernel_edits
 from workbench.interventions.kv_budget import streaming_heads
@@ -54,7 +56,7 @@ def _ablation(model, mode: str, prompt: torch.Tensor):
     if mode == "none":
         return contextlib.nullcontext()
     means = head_means(model, prompt) if mode == "mean" else None
-    return ablate_heads(model, HEADS, mode, means=means)
+    return ablate_heads(model, HEADS, cast(AblationMode, mode), means=means)
 
 
 @pytest.mark.parametrize("mode", ["none", "uniform", "zero", "mean"])
@@ -98,7 +100,9 @@ def test_each_decode_step_records_the_rows_of_a_full_pass(arch, arch_model):
         for name in ("lse", "entropy", "pmax", "first_k_mass", "window_mass"):
             torch.testing.assert_close(getattr(pre, name), getattr(ref, name)[..., :N_PROMPT], atol=TOL, rtol=0)
             step_rows = torch.cat([getattr(s.layers[layer], name) for s in result.steps], dim=-1)
-            torch.testing.assert_close(step_rows, getattr(ref, name)[..., N_PROMPT:], atol=TOL, rtol=0, msg=f"{arch} L{layer} {name}")
+            torch.testing.assert_close(
+                step_rows, getattr(ref, name)[..., N_PROMPT:], atol=TOL, rtol=0, msg=f"{arch} L{layer} {name}"
+            )
         step_argmax = torch.cat([s.layers[layer].argmax for s in result.steps], dim=-1)
         assert torch.equal(step_argmax, ref.argmax[..., N_PROMPT:])
         assert all(s.layers[layer].q_offset == N_PROMPT + k for k, s in enumerate(result.steps))
@@ -138,7 +142,10 @@ def test_cached_generation_with_act_is_the_uncached_instrumented_loop(arch, arch
     """ACT's sink set comes from a recorded prefill; with the set fixed, cached and uncached decoding agree."""
     model = arch_model(arch)
     prompt = _prompt(model, seed=3)
-    edits = {0: [HeadEdit(head=1, act_sinks=(0, 3), act_beta=0.2)], 1: [HeadEdit(head=0, rows=(1,), act_sinks=(0,), act_beta=0.4)]}
+    edits = {
+        0: [HeadEdit(head=1, act_sinks=(0, 3), act_beta=0.2)],
+        1: [HeadEdit(head=0, rows=(1,), act_sinks=(0,), act_beta=0.4)],
+    }
     with kernel_edits(model, edits):
         with AttentionRecorder(model, layers=(), columns=False):
             want = greedy_generate(model, prompt, N_NEW, cache=False)
@@ -150,7 +157,10 @@ def test_kernel_edits_refuse_the_eager_attention(arch_model):
     from workbench.errors import WorkbenchError
 
     model = arch_model("llama")
-    with kernel_edits(model, {0: [HeadEdit(head=0, removed=(0,))]}), pytest.raises(WorkbenchError, match="instrumented attention"):
+    with (
+        kernel_edits(model, {0: [HeadEdit(head=0, removed=(0,))]}),
+        pytest.raises(WorkbenchError, match="instrumented attention"),
+    ):
         model.logits(_prompt(model))
     model.logits(_prompt(model))  # the refusal hook is gone after the block
 

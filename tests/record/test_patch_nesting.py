@@ -6,7 +6,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from workbench.errors import UnsupportedModelError
 from workbench.models import load_model
 from workbench.record import AttentionRecorder, patch, record_attention
 

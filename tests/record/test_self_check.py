@@ -48,8 +48,8 @@ def test_wrong_scale_is_caught_and_the_model_is_restored(fresh, monkeypatch):
     ref = model.logits(tokens)
     original = patch._rotary_forward
 
-    def wrong_scale(attn, layer, core, spec):
-        return original(attn, layer, lambda l, q, k, v, s, sp: core(l, q, k, v, 1.5 * s, sp), spec)
+    def wrong_scale(attn, layer, core, spec, bridge=None):
+        return original(attn, layer, lambda l, q, k, v, s, sp, off=0: core(l, q, k, v, 1.5 * s, sp, off), spec, bridge)
 
     monkeypatch.setattr(patch, "_rotary_forward", wrong_scale)
     with pytest.raises(CoreMismatchError):

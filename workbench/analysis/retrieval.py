@@ -35,10 +35,11 @@ from workbench.analysis.scores import HeadScores
 from workbench.data.needles import NeedleTrial
 from workbench.errors import InputDataError
 from workbench.interventions.kv_budget import STREAMING_RECENT, STREAMING_SINK
-from workbench.models.generate import greedy_generate
+from workbench.models.generate import last_logits_kwargs
 from workbench.models.heads import Head
 from workbench.models.model import Model
 from workbench.record import AttentionRecord, AttentionRecorder, RecorderConfig
+from workbench.record.decode import generate
 
 if TYPE_CHECKING:  # imported where used, like ablate_heads itself
     from workbench.interventions.ablation import AblationMode
@@ -132,9 +133,15 @@ def retrieval_scores(
         prompt = trial.prompt.view(1, -1).to(model.device)
         n_new = cfg.max_new_tokens or trial.meta.get("max_new_tokens") or len(trial.answer)
         stops = [int(i) for i in trial.meta.get("stop_ids", ())]
-        # decoded through the recorder's O(N)-memory attention (long prompts), recording nothing
-        with AttentionRecorder(model, layers=(), columns=False):
-            generated = greedy_generate(model, prompt, n_new, stop_ids=stops)[0].cpu()
+        # KV-cached decoding on the recorder's O(N)-memory attention, recording the decoded rows as the
+        # reference does (flash prefill, then attention rows of the generated tokens only): the token at
+        # step k is predicted by the prefill's last query (k = 0) or by decode step k - 1
+        decoded = generate(model, prompt, n_new, stop_ids=stops, record=rec_cfg)
+        assert decoded.prefill is not None
+        row_argmax = [decoded.prefill.stack("argmax")[:, 0, :, -1]] + [r.stack("argmax")[:, 0, :, 0] for r in decoded.steps]
+        row_pmax = [decoded.prefill.stack("pmax")[:, 0, :, -1]] + [r.stack("pmax")[:, 0, :, 0] for r in decoded.steps]
+        decoded.prefill = None  # its per-query statistics of the whole prompt are not needed any more
+        generated = decoded.tokens[0].cpu()
         cut = next((i for i, tok in enumerate(generated.tolist()) if tok in stops), None)
         if cut is not None:
             generated = generated[:cut]  # the reference stops at the newline and scores what came before
@@ -143,23 +150,18 @@ def retrieval_scores(
         answer = trial.answer.tolist()
         recall = answer_recall(model.tokenizer, answer, generated.tolist())
         full = torch.cat([prompt[0].cpu(), generated[:-1]]).view(1, -1)
-        with AttentionRecorder(model, rec_cfg) as rec, torch.no_grad():
-            model.logits(full)
-        argmax = rec.last.stack("argmax")[:, 0]  # [L, H, N]
-        pmax = rec.last.stack("pmax")[:, 0].double().numpy()  # [L, H, N]
         start, end = trial.answer_span
         span = end - start
         score = np.zeros((geo.n_layers, geo.n_heads))
         sharp = np.zeros((geo.n_layers, geo.n_heads))
         hits: list[tuple[int, int, int]] = []
         for k, token in enumerate(generated.tolist()):
-            pos = prompt.shape[1] - 1 + k
-            top = argmax[:, :, pos]  # [L, H]
+            top = row_argmax[k]  # [L, H]: the key each head attends most when predicting token k
             inside = (top >= start) & (top < end)
             same = full[0][top.clamp(max=full.shape[1] - 1)] == token
             for layer, head in zip(*np.nonzero((inside & same).numpy())):
                 score[layer, head] += 1.0 / span
-                sharp[layer, head] += pmax[layer, head, pos] / span
+                sharp[layer, head] += float(row_pmax[k][layer, head]) / span
                 hits.append((int(layer), int(head), int(top[layer, head])))
         copies += score
         counted = recall > cfg.success_gate
@@ -301,11 +303,23 @@ def detector_scores(model: Model, tokens: torch.Tensor, kinds: Sequence[str] = D
 
 @torch.no_grad()
 def needle_outcomes(model: Model, trials: Sequence[NeedleTrial]) -> list[bool]:
-    """Per trial: the greedy answer is exactly the expected one (hooks active in the caller's context apply)."""
+    """Per trial: the greedy answer is exactly the expected one (hooks and kernel edits active in the
+    caller's context apply).
+
+    Teacher-forced in one pass per trial: greedy decoding reproduces the answer exactly when every answer
+    token is the argmax given the prompt and the answer before it (by induction over the steps), so one
+    forward over prompt + answer[:-1] decides it, on the instrumented O(N)-memory attention, computing
+    logits for the answer positions only (tests/analysis/test_retrieval_decoding.py checks it against
+    greedy generation).
+    """
     out = []
-    for trial in trials:
-        gen = greedy_generate(model, trial.prompt.view(1, -1), len(trial.answer))[0].cpu()
-        out.append(gen.tolist() == trial.answer.tolist())
+    with AttentionRecorder(model, layers=(), columns=False):
+        for trial in trials:
+            n = trial.answer.numel()
+            seq = torch.cat([trial.prompt, trial.answer[:-1]]).view(1, -1).to(model.device)
+            logits = model.bridge(seq, **last_logits_kwargs(model, n))
+            pred = logits[0, -n:].argmax(-1).cpu()
+            out.append(torch.equal(pred, trial.answer.cpu()))
     return out
 
 

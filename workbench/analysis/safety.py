@@ -26,10 +26,10 @@ from workbench.analysis.refusal import RefusalJudge, ShipsPaperJudge, Verdict, a
 from workbench.analysis.scores import HeadScores
 from workbench.errors import InputDataError
 from workbench.interventions.ablation import ablate_heads
-from workbench.models.generate import greedy_generate
 from workbench.models.heads import Head
 from workbench.models.hooks import temporary_hooks
 from workbench.models.model import Model
+from workbench.record.decode import generate
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def generate_responses(model: Model, prompts: Sequence[torch.Tensor], max_new_to
     out: list[str] = [""] * len(prompts)
     for _, idx in _by_length(prompts).items():
         batch = torch.stack([prompts[i] for i in idx])
-        gen = greedy_generate(model, batch, max_new_tokens)
+        gen = generate(model, batch, max_new_tokens).tokens  # KV-cached, on the instrumented core
         for row, i in enumerate(idx):
             out[i] = model.tokenizer.decode(gen[row].tolist(), skip_special_tokens=True)
     return out

@@ -42,7 +42,9 @@ def kernel_edits(model: Model, edits: LayerEdits, eager_too: bool = False) -> It
     geo = model.geometry
     for layer, layer_edits in edits.items():
         if not 0 <= int(layer) < geo.n_layers:
-            raise WorkbenchError(f"kernel edit on layer {layer}: the model has {geo.n_layers} layers", f"use 0..{geo.n_layers - 1}")
+            raise WorkbenchError(
+                f"kernel edit on layer {layer}: the model has {geo.n_layers} layers", f"use 0..{geo.n_layers - 1}"
+            )
         for e in layer_edits:
             if not 0 <= e.head < geo.n_heads:
                 raise WorkbenchError(

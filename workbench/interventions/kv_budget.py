@@ -65,9 +65,7 @@ def streaming_heads(model: Model, windows: Mapping[HeadLike, tuple[int, int]]) -
         points.append((model.bridge.blocks[layer].attn.hook_attn_scores, hook))
     # the same windows as kernel edits: under the instrumented core (long prompts, cached decoding) the
     # scores hook never fires and the core applies them instead, without an N x N mask
-    edits = {
-        layer: [HeadEdit(head=h, stream=window) for h, window in sorted(heads.items())] for layer, heads in by_layer.items()
-    }
+    edits = {layer: [HeadEdit(head=h, stream=window) for h, window in sorted(heads.items())] for layer, heads in by_layer.items()}
     with temporary_hooks(points), kernel_edits(model, edits, eager_too=True):
         yield
 

@@ -45,14 +45,15 @@ def new_cache() -> Any:
     return DynamicCache()
 
 
-def last_logits_kwargs(model: Model) -> dict[str, Any]:
-    """``logits_to_keep=1`` when the wrapped model takes it: a long prefill then computes one row of
-    logits instead of N x vocab floats (67 GB at 128k tokens and a 128k vocabulary)."""
+def last_logits_kwargs(model: Model, n: int = 1) -> dict[str, Any]:
+    """``logits_to_keep=n`` when the wrapped model takes it: a long prefill then computes the last ``n``
+    rows of logits instead of N x vocab floats (67 GB at 128k tokens and a 128k vocabulary). Callers
+    slice ``[:, -n:]`` either way."""
     try:
         params = inspect.signature(model.hf_model.forward).parameters
     except (TypeError, ValueError):
         return {}
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    return {"logits_to_keep": int(n)} if "logits_to_keep" in params else {}
 
 
 def _check_context(model: Model, n_prompt: int, max_new_tokens: int) -> None:

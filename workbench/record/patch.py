@@ -296,7 +296,9 @@ def instrumented_attention(bridge: Any, core: Core, layers: list[int] | None = N
                 name, fn = "forward", _rotary_forward(attn, layer, layer_core, specs[layer], bridge)
             elif kind in ("joint_qkv", "joint_qkv_rotary"):
                 name = "_reconstruct_attention"
-                fn = _joint_qkv_reconstruct(attn, layer, layer_core, specs[layer], rotary=kind == "joint_qkv_rotary", bridge=bridge)
+                fn = _joint_qkv_reconstruct(
+                    attn, layer, layer_core, specs[layer], rotary=kind == "joint_qkv_rotary", bridge=bridge
+                )
             else:
                 key = id(attn.original_component)
                 routed.append((key, _ROUTES.get(key)))

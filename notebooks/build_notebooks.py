@@ -639,8 +639,9 @@ NOTEBOOKS["04_temporal"] = [
         "md",
         """# Temporal predictability
 
-TAPPA's **q-similarity** is the mean cosine between a head's queries inside windows of 32 positions: stable queries
-draw predictable patterns. From the recorder's statistics and the attention-by-offset profile h[d] (the mean
+TAPPA's **q-similarity** is the mean cosine between a head's queries: stable queries draw predictable patterns.
+`q_sim_prune` is TAPPA's pruning-path version (pre-RoPE, whole chunks of up to 1024 tokens), `q_sim_pre_windowed`
+the same inside windows of 32 positions, `q_sim_post` after RoPE (its KV-cache path). From the recorder's statistics and the attention-by-offset profile h[d] (the mean
 attention from each position to the one d tokens back) every head gets a class: **re-access** (vertical lines: a few
 keys take the mass), **sequential** (one offset takes it: previous-token, induction), **seasonal** (stripes every P
 tokens) or **unpredictable**. The profile is also a linear filter, H(w) = sum_d h[d] exp(-i w d), whose Bode plot
@@ -673,7 +674,7 @@ for name, rep in (("filler text", on_text), ("periodic text", on_periodic)):
         "code",
         """from workbench.report.figures import class_heatmap, head_heatmap
 
-head_heatmap(on_text.scores["q_sim_pre"].tolist(), "q-similarity (pre-RoPE) on filler text", "q-sim").show()
+head_heatmap(on_text.scores["q_sim_prune"].tolist(), "q-similarity (TAPPA's pruning path, pre-RoPE) on filler text", "q-sim").show()
 for name, rep in (("filler text", on_text), ("periodic text", on_periodic)):
     rows = [{"layer": l, "head": h, "class": lab.label + (f" (offset {lab.offset})" if lab.offset is not None else "")}
             for (l, h), lab in sorted(rep.labels.items())]
@@ -756,7 +757,7 @@ from workbench.families.prompts import family_prompts
 other_prompts, source = family_prompts(other, ctx, "temporal")
 other_report = analyze_temporal(other, other_prompts)
 print(f"{len(other_prompts)} prompts ({source}); classes {({c: len(other_report.heads_with(c)) for c in CLASSES})}")
-assert other_report.scores["q_sim_pre"].shape == (other.geometry.n_layers, other.geometry.n_heads)""",
+assert other_report.scores["q_sim_prune"].shape == (other.geometry.n_layers, other.geometry.n_heads)""",
     ),
 ]
 

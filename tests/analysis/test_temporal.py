@@ -100,7 +100,7 @@ def test_analyze_temporal_runs_on_a_model(tiny_model_dir):
     assert report.rope_shares.shape == (2, 4, 8)
     np.testing.assert_allclose(report.rope_shares.sum(-1), 1.0, atol=1e-9)
     assert set(report.labels) == {(l, h) for l in range(2) for h in range(4)}
-    assert np.isfinite(report.scores["q_sim_pre"]).all()
+    assert np.isfinite(report.scores["q_sim_prune"]).all() and np.isfinite(report.scores["q_sim_pre_windowed"]).all()
 
 
 def test_period_copy_share_reads_lags_one_short_of_each_period():

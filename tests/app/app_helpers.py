@@ -78,7 +78,7 @@ def write_run(
             {
                 "name": "temporal",
                 "description": "synthetic temporal",
-                "primary_metric": "q_sim_pre",
+                "primary_metric": "q_sim_prune",
                 "evidence_metric": None,
                 "parts": ["all"],
             }
@@ -104,7 +104,7 @@ def write_run(
             writer.commit_family("sinks", FamilyResult(sinks, arts, {"n_prompts": 2, "sink_rate_percent": 12.5}, [(0, 1)]))
             if temporal:
                 temp = HeadScores("temporal", n_layers, n_heads)
-                temp.add("q_sim_pre", rng.random((n_layers, n_heads)), "q similarity")
+                temp.add("q_sim_prune", rng.random((n_layers, n_heads)), "q similarity")
                 classes = [
                     {
                         "input": "text",

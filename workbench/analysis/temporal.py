@@ -2,14 +2,19 @@
 kind of pattern it draws.
 
 * q-similarity (TAPPA, "Why Attention Patterns Exist"): per head, the mean cosine over all
-  ordered off-diagonal query pairs of a window of T positions, averaged over windows; pre-RoPE
-  (TAPPA's pruning path, hook_q) and post-RoPE (its KV-cache path, hook_rot_q); plus the lag-1
-  cosine (the quantity in TAPPA's Prop. 4.1).
+  ordered off-diagonal query pairs of a set of positions. TAPPA computes it two ways, and so does
+  this module: its pruning path (``Prune/prune/model_utils.py``) on the pre-RoPE queries (hook_q,
+  the q_proj output) of whole chunks of up to 1024 tokens starting every 256 (``q_sim_prune``,
+  `q_similarity_prune`), and its KV-cache path on the post-RoPE queries (hook_rot_q) of the last
+  32 prompt tokens (``q_sim_post``, and `tappa_decision`). ``q_sim_pre_windowed`` is ours: pre-RoPE,
+  windows of 32 every 16 positions; ``lag1_sim`` the lag-1 cosine (TAPPA's Prop. 4.1).
 * Pattern class per head: re-access (vertical lines: a few fixed keys take the mass),
-  sequential (one relative offset takes it: previous-token, induction), seasonal (mass at
-  several multiples of a period P >= 2), unpredictable (none of these). Computed from the
+  sequential (one relative offset takes it: previous-token, induction), seasonal (stripes at
+  the multiples of a period P >= 2), unpredictable (none of these). Computed from the
   recorder's per-key statistics and the attention-by-offset profile h[d] = mean_t A[t, t-d],
-  so it runs at long context; each label has a confidence (the winning share).
+  so it runs at long context; each label has a confidence (the winning share). The seasonal
+  share is the share of *all* the head's attention on the stripes over the whole context
+  (`offset_shares`), so a fixed periodic pattern gets the same class and period at any length.
 * Spectral view: the head as a linear filter, H(w) = sum_d h[d] exp(-i w d) (magnitude and
   phase, a Bode plot), and the share of the attention logit carried by each RoPE channel
   pair (a dominant pair i* predicts a period 2 pi / theta_i*).
@@ -31,6 +36,7 @@ import torch
 from workbench.analysis.scores import HeadScores
 from workbench.errors import InputDataError
 from workbench.kernels import offset_profile
+from workbench.models.attention_spec import layer_windows
 from workbench.models.hooks import temporary_hooks
 from workbench.models.model import Model
 from workbench.record import AttentionRecorder
@@ -44,9 +50,11 @@ class TemporalConfig:
     predictor (AxonAD-style history-only prediction, linear); class thresholds are ours
     (TAPPA publishes none) and are stated in `classify_profile`."""
 
-    window: int = 32
-    stride: int = 16
-    max_offset: int = 64
+    window: int = 32  # q_sim_pre_windowed / q_sim_post: windows of this many queries ...
+    stride: int = 16  # ... starting every this many
+    prune_max_seq_len: int = 1024  # q_sim_prune: TAPPA's pruning path, chunks of up to 1024 tokens ...
+    prune_stride: int = 256  # ... starting every 256 (Prune/compute_q_similarity.py defaults)
+    max_offset: int = 64  # offsets of the stored profile and of the sequential share (the seasonal share covers all)
     top_keys: int = 4  # re-access: share of all attention on the 4 most-attended keys
     min_share: float = 0.4  # below this for every class the head is "unpredictable"
     min_period: int = 2
@@ -82,6 +90,31 @@ def q_similarity(q: torch.Tensor, window: int, stride: int) -> np.ndarray:
     return torch.stack(values).mean(0).numpy()
 
 
+def q_similarity_prune(q: torch.Tensor, max_seq_len: int = 1024, stride: int = 256) -> np.ndarray:
+    """[chunks, H] TAPPA's pruning-path q-similarity of one prompt, one row per chunk.
+
+    As ``ShortGPTModel.eval_q_similarity`` cuts a text: chunks ``q[s : s + max_seq_len]`` for every
+    ``s`` in ``range(0, N, stride)`` (the later ones shorter, down to the text's tail), each scored by
+    the mean cosine over its ordered off-diagonal pairs, with q / (|q| + 1e-8) as in
+    ``_accumulate_q_similarity``. TAPPA averages the rows of every chunk of every text (then over
+    heads for its layer score). Differences from it: float64 instead of float32, and chunks of a
+    single token (TAPPA's 0/0) are left out. ``q`` is [N, H, D], pre-RoPE (hook_q).
+    """
+    n = q.shape[0]
+    if n < 2:
+        raise InputDataError(f"a prompt of {n} token(s) is too short for q-similarity", "use prompts of at least 2 tokens")
+    qn = q.double() / (q.double().norm(dim=-1, keepdim=True) + 1e-8)  # [N, H, D]
+    rows = []
+    for s in range(0, n, max(1, stride)):
+        chunk = qn[s : s + max_seq_len]
+        t = chunk.shape[0]
+        if t < 2:
+            continue
+        total = chunk.sum(0)  # [H, D]: |sum of unit vectors|^2 = sum over all (t, s) pairs of the cosine
+        rows.append(((total * total).sum(-1) - t) / (t * (t - 1)))  # minus the diagonal, counted as t (TAPPA)
+    return torch.stack(rows).numpy()
+
+
 def lag_similarity(q: torch.Tensor, lag: int = 1) -> np.ndarray:
     """[H] mean cosine between queries ``lag`` positions apart (q: [N, H, D])."""
     a, b = q[lag:].double(), q[:-lag].double()
@@ -105,18 +138,61 @@ def vertical_share(col_sum: np.ndarray, n_tokens: int, top_keys: int) -> float:
     return float(np.sort(np.asarray(col_sum))[::-1][:top_keys].sum() / max(n_tokens, 1))
 
 
-def classify_profile(profile: np.ndarray, vertical: float, cfg: TemporalConfig = TemporalConfig()) -> PatternLabel:
-    """Label one head from its offset profile h[d] (d = 0..R-1) and its vertical share.
+def offset_shares(profile: np.ndarray, n_tokens: int) -> np.ndarray:
+    """[..., N] share of all the head's attention at each offset d over the whole context:
+    h[d] x (queries that reach d) / (all queries) = sum_t A[t, t-d] / N, from the whole-context
+    profile h[d] = mean_t A[t, t-d] (d = 0..N-1, causal, N queries). Sums to 1 over d."""
+    h = np.asarray(profile, dtype=np.float64)
+    n = int(n_tokens)
+    if h.shape[-1] != n:
+        raise ValueError(f"the profile has {h.shape[-1]} offsets for {n} tokens: it must cover the whole context")
+    return h * (n - np.arange(n)) / n
+
+
+def seasonal_period(stripes: np.ndarray, cfg: TemporalConfig = TemporalConfig()) -> tuple[float, int | None]:
+    """(share of all attention on the stripes, period) of a whole-context share profile (`offset_shares`).
+
+    A period P >= ``min_period`` has real stripes when, among its multiples m >= 1, the second
+    strongest holds >= 20% of the strongest (several parallel stripes, not one diagonal), their mean
+    is >= 3x the mean of the other offsets >= 1, and together they hold more than offset 0 (stripes,
+    not a self-attention head with faint echoes). Its mass is the share on offsets mP, m >= 0 (the
+    query's own token is on the m = 0 stripe). Among real periods, the *fundamental* is the largest
+    whose mass is within ``period_tolerance`` of the best: every divisor of the true period sums at
+    least as much mass (stripes every 8 tokens are also "every 2"). O(N log N) per head.
+    """
+    share = np.asarray(stripes, dtype=np.float64)
+    n = len(share)
+    rest_total = share[1:].sum()
+    candidates: dict[int, float] = {}
+    for p in range(cfg.min_period, n // 2 + 1):
+        multiples = share[p::p]
+        if len(multiples) < 2:
+            continue
+        top_two = np.partition(multiples, len(multiples) - 2)[-2:]
+        n_others = (n - 1) - len(multiples)
+        others_mean = (rest_total - multiples.sum()) / n_others if n_others > 0 else 0.0
+        if top_two[0] >= 0.2 * top_two[1] and multiples.mean() >= 3.0 * others_mean and multiples.sum() > share[0]:
+            candidates[p] = float(multiples.sum() + share[0])
+    if not candidates:
+        return 0.0, None
+    best_mass = max(candidates.values())
+    period = max(p for p, mass in candidates.items() if mass >= (1.0 - cfg.period_tolerance) * best_mass)
+    return candidates[period], period
+
+
+def classify_profile(
+    profile: np.ndarray, vertical: float, cfg: TemporalConfig = TemporalConfig(), stripes: np.ndarray | None = None
+) -> PatternLabel:
+    """Label one head from its offset profile h[d] (d = 0..R-1), its vertical share and its
+    whole-context share profile ``stripes`` (`offset_shares`; without it ``profile`` is read as one).
 
     Shares (each a fraction of the head's attention, in [0, 1]):
     * re-access  = mass on the ``top_keys`` most-attended keys / all mass (vertical lines);
-    * sequential = max_d h[d] (one diagonal);
-    * seasonal   = sum_{m>=1} h[mP] at the *fundamental* period P: among the P >= min_period whose
-      stripes are real (the second strongest multiple holds >= 20% of the strongest, so several
-      parallel stripes and not one diagonal; multiples of P average >= 3x the other offsets), the
-      largest P whose stripe mass is within ``period_tolerance`` of the best. Every divisor of the
-      true period sums at least as much mass (stripes every 8 tokens are also "every 2"), so taking
-      the P with the most mass reported 2 for a period-8 head.
+    * sequential = max_d h[d] over the R offsets of ``profile`` (one diagonal, among the queries that
+      reach it: a previous-token or induction head scores the same at any length);
+    * seasonal   = share of all attention on the stripes of the fundamental period (`seasonal_period`),
+      over the whole context, so the class and period of a fixed periodic pattern do not depend on
+      the prompt length (a sum of h over the first R offsets did: it falls as 1/N).
     The largest share wins if it is >= ``min_share``; otherwise "unpredictable" with confidence
     1 - (largest share).
     """
@@ -124,21 +200,8 @@ def classify_profile(profile: np.ndarray, vertical: float, cfg: TemporalConfig =
     vertical = float(vertical)
     offset = int(np.argmax(h))
     sequential = float(h[offset])
-    seasonal, period = 0.0, None
-    candidates: dict[int, float] = {}
-    for p in range(cfg.min_period, len(h) // 2 + 1):
-        multiples = h[p::p]
-        others = np.delete(h[1:], np.arange(p - 1, len(h) - 1, p))
-        top_two = np.sort(multiples)[::-1][:2]
-        stripes = len(top_two) == 2 and top_two[1] >= 0.2 * top_two[0]
-        contrast = multiples.mean() >= 3.0 * (others.mean() if len(others) else 0.0)
-        if stripes and contrast:
-            candidates[p] = float(multiples.sum())
-    if candidates:
-        best_mass = max(candidates.values())
-        period = max(p for p, mass in candidates.items() if mass >= (1.0 - cfg.period_tolerance) * best_mass)
-        seasonal = candidates[period]
-    # h[d] averages over the queries that reach offset d, so sums over d can exceed 1: clip.
+    seasonal, period = seasonal_period(h if stripes is None else stripes, cfg)
+    # h[d] averages over the queries that reach offset d: clip a share read from it
     shares = {"re-access": min(vertical, 1.0), "sequential": min(sequential, 1.0), "seasonal": min(seasonal, 1.0)}
     best = max(shares, key=shares.__getitem__)
     if shares[best] < cfg.min_share:
@@ -252,16 +315,36 @@ def ar_predictability(q: torch.Tensor, order: int, ridge: float, fit_fraction: f
 
 @dataclass
 class TemporalReport:
-    scores: HeadScores  # q_sim_pre, q_sim_post, lag1_sim, ar_cos, persistence_cos, class shares, confidence
+    # q_sim_prune, q_sim_pre_windowed, q_sim_post, lag1_sim, ar_cos, persistence_cos, class shares, confidence
+    scores: HeadScores
     labels: dict[tuple[int, int], PatternLabel]
-    profiles: np.ndarray  # [L, H, R] mean attention by offset
+    profiles: np.ndarray  # [L, H, R] mean attention by offset (R = max_offset)
     rope_shares: np.ndarray | None  # [L, H, pairs]
     rope_periods: np.ndarray | None  # [L, pairs] period of each pair as the model rotates it
-    layer_q_sim: np.ndarray  # [L] mean over heads (pre-RoPE)
+    layer_q_sim: np.ndarray  # [L] mean over heads of q_sim_prune (TAPPA's per-layer pruning score)
     config: TemporalConfig = field(default_factory=TemporalConfig)
 
     def heads_with(self, label: str) -> list[tuple[int, int]]:
         return sorted(h for h, lab in self.labels.items() if lab.label == label)
+
+
+def _profile_chunk(max_offset: int, n_heads: int, budget: int = 1 << 22) -> int:
+    """Query chunk of `offset_profile` keeping its [chunk, max_offset] block per head near ``budget`` values."""
+    return int(min(256, max(16, budget // max(1, max_offset * n_heads))))
+
+
+def whole_context_profile(
+    q_rot: torch.Tensor, k_rot: torch.Tensor, lse: torch.Tensor, scale: float, window: int | None = None
+) -> np.ndarray:
+    """[H, N] h[d] = mean_t A[t, t-d] for every offset of one prompt (q_rot [1, Hq, N, D], k_rot
+    [1, Hkv, N, D], the causal LSE [1, Hq, N]); offsets outside a sliding ``window`` get 0 (keys
+    there are masked; `offset_profile` itself knows no window). Memory O(N) per query chunk."""
+    n = q_rot.shape[2]
+    reach = n if window is None else min(n, int(window))
+    prof = offset_profile(q_rot, k_rot, lse, scale=scale, max_offset=reach, chunk=_profile_chunk(reach, q_rot.shape[1]))
+    out = np.zeros((q_rot.shape[1], n))
+    out[:, :reach] = prof[0].double().numpy()
+    return out
 
 
 def analyze_temporal(model: Model, prompts: Sequence[torch.Tensor], cfg: TemporalConfig = TemporalConfig()) -> TemporalReport:
@@ -272,8 +355,11 @@ def analyze_temporal(model: Model, prompts: Sequence[torch.Tensor], cfg: Tempora
     L, H = geo.n_layers, geo.n_heads
     rope = geo.positional.kind == "rope"
     rope_dims = geo.positional.rope_dims
+    windows = layer_windows(model.hf_model.config, L)
     acc: dict[str, list[np.ndarray]] = {k: [] for k in ("q_pre", "q_post", "lag1", "ar", "persist")}
+    prune_rows: list[list[np.ndarray]] = [[] for _ in range(L)]  # per layer: [chunks, H] of every prompt
     profiles, col_sums, n_tok, rope_sh = [], [], [], []
+    stripe_sum = np.zeros((L, H, 0))  # summed over prompts; shorter prompts add 0 beyond their length
     captured: dict[tuple[str, int], torch.Tensor] = {}
 
     def grab(name: str, layer: int) -> Callable[[torch.Tensor, Any], None]:
@@ -289,14 +375,19 @@ def analyze_temporal(model: Model, prompts: Sequence[torch.Tensor], cfg: Tempora
         with temporary_hooks(points), AttentionRecorder(model, capture_qk=True) as rec, torch.no_grad():
             model.logits(tokens.to(model.device))
         record = rec.last
+        n = tokens.shape[1]
         prof = np.zeros((L, H, cfg.max_offset))
+        stripes = np.zeros((L, H, n))
         shares = []
         cols = record.stack("col_sum")[:, 0].double().numpy()  # [L, H, N] (every layer recorded)
         for l in range(L):
             q_pre = captured[("q", l)]
             q_rot, k_rot, scale = record.qk[l]
             lse = record.layer(l).lse
-            prof[l] = offset_profile(q_rot, k_rot, lse, scale=scale, max_offset=cfg.max_offset)[0].double().numpy()
+            full = whole_context_profile(q_rot, k_rot, lse, scale, windows[l])  # [H, N]
+            prof[l, :, : min(n, cfg.max_offset)] = full[:, : cfg.max_offset]
+            stripes[l] = offset_shares(full, n)
+            prune_rows[l].append(q_similarity_prune(q_pre, cfg.prune_max_seq_len, cfg.prune_stride))
             acc["q_pre"].append(q_similarity(q_pre, cfg.window, cfg.stride))
             acc["q_post"].append(q_similarity(q_rot[0].transpose(0, 1), cfg.window, cfg.stride))
             acc["lag1"].append(lag_similarity(q_pre))
@@ -311,6 +402,9 @@ def analyze_temporal(model: Model, prompts: Sequence[torch.Tensor], cfg: Tempora
                     rope_channel_shares(q_rot[0], k_exp, rope_dims, cfg.rope_pairs_sampled, cfg.seed, geo.positional.pair_layout)
                 )
         profiles.append(prof)
+        if n > stripe_sum.shape[-1]:
+            stripe_sum = np.pad(stripe_sum, ((0, 0), (0, 0), (0, n - stripe_sum.shape[-1])))
+        stripe_sum[..., :n] += stripes
         col_sums.append(cols)
         n_tok.append(tokens.shape[1])
         if rope:
@@ -322,20 +416,33 @@ def analyze_temporal(model: Model, prompts: Sequence[torch.Tensor], cfg: Tempora
         return arr.mean(0)
 
     mean_profile = np.mean(profiles, 0)
+    mean_stripes = stripe_sum / n_prompts
     labels: dict[tuple[int, int], PatternLabel] = {}
     conf = np.zeros((L, H))
     share_maps = {c: np.zeros((L, H)) for c in ("re-access", "sequential", "seasonal")}
     for l in range(L):
         for h in range(H):
             vertical = float(np.mean([vertical_share(c[l, h], n, cfg.top_keys) for c, n in zip(col_sums, n_tok)]))
-            lab = classify_profile(mean_profile[l, h], vertical, cfg)
+            lab = classify_profile(mean_profile[l, h], vertical, cfg, mean_stripes[l, h])
             labels[(l, h)] = lab
             conf[l, h] = lab.confidence
             for c in share_maps:
                 share_maps[c][l, h] = lab.shares[c]
     scores = HeadScores("temporal", L, H)
-    scores.add("q_sim_pre", per_layer("q_pre"), f"TAPPA q-similarity, pre-RoPE, window {cfg.window}")
-    scores.add("q_sim_post", per_layer("q_post"), f"TAPPA q-similarity, post-RoPE, window {cfg.window}")
+    prune = np.stack([np.concatenate(rows).mean(0) for rows in prune_rows])  # TAPPA: mean over all chunks of all texts
+    scores.add(
+        "q_sim_prune",
+        prune,
+        f"TAPPA q-similarity as its pruning path computes it: pre-RoPE, whole chunks of up to {cfg.prune_max_seq_len} "
+        f"tokens every {cfg.prune_stride}",
+    )
+    scores.add("q_sim_pre_windowed", per_layer("q_pre"), f"q-similarity, pre-RoPE, windows of {cfg.window} every {cfg.stride}")
+    scores.add(
+        "q_sim_post",
+        per_layer("q_post"),
+        f"q-similarity, post-RoPE as TAPPA's KV path (which scores the last {cfg.window} queries only), windows of "
+        f"{cfg.window} every {cfg.stride}",
+    )
     scores.add("lag1_sim", per_layer("lag1"), "mean cosine of consecutive pre-RoPE queries")
     scores.add("ar_cos", per_layer("ar"), f"held-out cosine of a ridge AR({cfg.ar_order}) query forecast")
     scores.add("persistence_cos", per_layer("persist"), "held-out cosine of the previous query as forecast")
@@ -349,7 +456,7 @@ def analyze_temporal(model: Model, prompts: Sequence[torch.Tensor], cfg: Tempora
     )
     rope_shares = np.mean(rope_sh, 0) if rope else None
     periods = rope_periods_per_layer(geo.positional) if rope and geo.positional.layer_inv_freq else None
-    return TemporalReport(scores, labels, mean_profile, rope_shares, periods, scores["q_sim_pre"].mean(1), cfg)
+    return TemporalReport(scores, labels, mean_profile, rope_shares, periods, prune.mean(1), cfg)
 
 
 def period_channel(report: TemporalReport, head: tuple[int, int]) -> tuple[int, float, float] | None:

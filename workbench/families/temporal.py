@@ -38,6 +38,21 @@ class TemporalFamilyConfig(TemporalConfig):
     #: 32 keys are always kept on top)
     budget_averages: tuple[int, ...] = (4, 8, 16, 32, 64)
     n_trials: int = 16
+    #: what the family claims (`claim_rule`): heads of these classes on the text prompts ...
+    claim_classes: tuple[str, ...] = ("re-access", "sequential", "seasonal")
+    #: ... whose class confidence (the class's share of the head's attention) reaches this floor
+    claim_min_confidence: float = 0.4
+    period_copy_min_share: float = 0.5  # period-copy heads: attention at lags mP-1 on periodic text >= this
+
+
+def claim_rule(cfg: TemporalFamilyConfig) -> str:
+    """The temporal family's claim, in one sentence (stored in the summary, printed with the headline)."""
+    return (
+        f"claims the heads whose class on the text prompts is {' / '.join(cfg.claim_classes)} with confidence "
+        f">= {cfg.claim_min_confidence:g} (the class's share of the head's attention); period-copy heads "
+        f"(periodic text, attention at lags mP-1 >= {cfg.period_copy_min_share:g}) and induction-lag heads "
+        "(random tokens shown twice, sequential at lag repeat-1) are listed beside, not claimed"
+    )
 
 
 def repeated_prompts(model: Model, ctx: RunContext, n: int, repeat: int) -> list[torch.Tensor]:
@@ -56,15 +71,28 @@ class TemporalFamily(Family):
     name = "temporal"
     config_class = TemporalFamilyConfig
     description = "how predictable each head's attention is over time, and which kind of pattern it draws"
-    primary_metric = "q_sim_pre"
+    primary_metric = "q_sim_prune"
     evidence_metric = None
 
     def members(self, scores):
-        codes = scores["label_code"]
-        return [(int(l), int(h)) for l, h in zip(*np.nonzero(codes < 3))]
+        """`claim_rule`: a claimed class on the text prompts, with confidence >= the floor."""
+        from workbench.analysis.temporal import CLASSES
+
+        codes = np.asarray(scores["label_code"])
+        claimed = np.isin(codes, [CLASSES.index(c) for c in self.config.claim_classes])
+        sure = np.asarray(scores["label_confidence"]) >= self.config.claim_min_confidence
+        return [(int(l), int(h)) for l, h in zip(*np.nonzero(claimed & sure))]
 
     def check_inputs(self, model: Model, ctx: RunContext) -> list[InputProblem]:
-        return text_input_problems(model, ctx, self.name)
+        from workbench.analysis.temporal import CLASSES
+
+        problems = text_input_problems(model, ctx, self.name)
+        unknown = [c for c in self.config.claim_classes if c not in CLASSES[:3]]
+        if unknown:
+            problems.append(
+                InputProblem(self.name, f"temporal.claim_classes {unknown} are not claimable classes", f"use {CLASSES[:3]}")
+            )
+        return problems
 
     def run_part(self, model: Model, ctx: RunContext, part: str) -> PartResult:
         from workbench.analysis.temporal import (
@@ -81,7 +109,7 @@ class TemporalFamily(Family):
         report = analyze_temporal(model, prompts, tcfg)
         ctx.report("temporal: text", 1, 2)
         scores = report.scores
-        classes = []
+        classes: list[dict[str, Any]] = []
         views = [("text", report)]
         periodic_set = model_dataset("periodic", model)
         period = int(periodic_set.hints.get("period", 0)) if periodic_set is not None else 0
@@ -134,6 +162,10 @@ class TemporalFamily(Family):
         summary: dict[str, Any] = {
             "prompt_source": source,
             "n_prompts": len(prompts),
+            "claim_rule": claim_rule(cfg),
+            "claimed": {
+                c: [f"L{l}H{h}" for l, h in self.members(scores) if report.labels[(l, h)].label == c] for c in cfg.claim_classes
+            },
             "label_counts": {
                 view: {
                     c: sum(1 for r in classes if r["input"] == view and r["label"] == c)
@@ -145,14 +177,21 @@ class TemporalFamily(Family):
         if "period_copy_share" in scores.metrics:
             copy = scores["period_copy_share"]
             summary["planted_period"] = period
-            summary["period_copy_heads"] = [f"L{l}H{h}" for l, h in zip(*np.nonzero(copy >= 0.5))]
+            summary["period_copy_heads"] = [f"L{l}H{h}" for l, h in zip(*np.nonzero(copy >= cfg.period_copy_min_share))]
+            summary["period_copy"] = {
+                "rule": f"attention at lags mP-1 (P = {period}) on periodic text >= {cfg.period_copy_min_share:g}",
+                "heads": {f"L{l}H{h}": float(copy[l, h]) for l, h in zip(*np.nonzero(copy >= cfg.period_copy_min_share))},
+            }
         if rep_len >= 4:
             summary["repeat_len"] = rep_len
-            summary["induction_lag_heads"] = [
-                f"L{r['layer']}H{r['head']}"
-                for r in classes
-                if r["input"] == "repeated" and r["label"] == "sequential" and r["offset"] == rep_len - 1
+            lagged = [
+                r for r in classes if r["input"] == "repeated" and r["label"] == "sequential" and r["offset"] == rep_len - 1
             ]
+            summary["induction_lag_heads"] = [f"L{r['layer']}H{r['head']}" for r in lagged]
+            summary["induction_lag"] = {
+                "rule": f"sequential at lag {rep_len - 1} (repeat - 1) on random tokens shown twice (repeat {rep_len})",
+                "heads": {f"L{r['layer']}H{r['head']}": float(r["confidence"]) for r in lagged},
+            }
         if isinstance(model_dataset("needles", model), GeneratedSet):  # a needle task the model can do
             from workbench.analysis.temporal import tappa_decision
             from workbench.families.retrieval import RetrievalFamilyConfig, needle_trials

@@ -384,8 +384,10 @@ def _safety(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.n
 
 
 def _temporal(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np.ndarray], summary: dict, art: dict) -> list[str]:
+    """Claimed heads (the family's `claim_rule`, stored in its summary) get their class as role; the
+    heads its period-copy and induction-lag summaries name get a role of their own (listed, not
+    claimed), so each name in a summary has its row in the table."""
     rows = {(r["layer"], r["head"]): r for r in art.get("temporal_classes", []) if r.get("input") == "text"}
-    lag_heads = set(summary.get("induction_lag_heads") or [])
     for layer, head in members:
         row = rows.get((layer, head))
         if row is None:
@@ -396,11 +398,42 @@ def _temporal(b: _Builder, members: list[tuple[int, int]], metrics: dict[str, np
         f.evidence.append(
             Evidence("no per-head causal check (a temporal class)", None, None, None, role=f"temporal: {row['label']}")
         )
-    for label in lag_heads:
-        layer, head = (int(x) for x in label[1:].split("H"))
-        if (layer, head) in b.heads:
-            b.heads[(layer, head)].notes.append("attends at the induction lag on repeated text")
+    for role, score, names in _temporal_listed(summary):
+        for name, value in names.items():
+            f = b.get(*(int(x) for x in name[1:].split("H")))
+            f.roles.append(role)
+            if value is not None:
+                f.scores.append(f"{score} {_num(_finite(value))}")
     return []
+
+
+def _temporal_listed(summary: dict) -> list[tuple[str, str, dict[str, float | None]]]:
+    """(role, score name, {head: score}) of the heads the temporal summaries name (older runs: names only)."""
+    out = []
+    copy, lag = summary.get("period_copy") or {}, summary.get("induction_lag") or {}
+    copy_heads = copy.get("heads") or dict.fromkeys(summary.get("period_copy_heads") or [])
+    if copy_heads:
+        role = f"temporal, listed: period copy on periodic text (P = {summary.get('planted_period', '?')})"
+        out.append((role, "period-copy share", copy_heads))
+    lag_heads = lag.get("heads") or dict.fromkeys(summary.get("induction_lag_heads") or [])
+    if lag_heads:
+        repeat = summary.get("repeat_len")
+        role = f"temporal, listed: induction lag {repeat - 1 if isinstance(repeat, int) else '?'} on repeated text"
+        out.append((role, "lag confidence", lag_heads))
+    return out
+
+
+def _temporal_headline(summary: dict) -> str:
+    """The claim rule and the listed heads, after the temporal headline's count."""
+    parts = []
+    claimed = {c: heads for c, heads in (summary.get("claimed") or {}).items() if heads}
+    if claimed:
+        parts.append("; ".join(f"{c}: {', '.join(h[:6])}{' ...' if len(h) > 6 else ''}" for c, h in claimed.items()))
+    for role, _, names in _temporal_listed(summary):
+        heads = list(names)
+        parts.append(f"{role.removeprefix('temporal, listed: ')}: {', '.join(heads[:8])}{' ...' if len(heads) > 8 else ''}")
+    rule = summary.get("claim_rule")
+    return (f" ({' | '.join(parts)})" if parts else "") + (f" [{rule}]" if rule else "")
 
 
 FAMILY_FINDINGS = {"sinks": _sinks, "retrieval": _retrieval, "safety": _safety, "temporal": _temporal}
@@ -412,7 +445,9 @@ def _headline(name: str, b: _Builder, role: str, summary: dict) -> str:
     heads = [f for f in b.heads.values() if any(r == role or r.startswith(role + ":") for r in f.roles)]
     confirmed = [f.head for f in heads if any(e.verdict == CONFIRMED and e.role == role for e in f.evidence)]
     text = f"{name}: {len(heads)} head{'s' if len(heads) != 1 else ''} claimed"
-    if name != "temporal":
+    if name == "temporal":
+        text += _temporal_headline(summary)
+    else:
         text += f", {len(confirmed)} confirmed by {'its' if len(confirmed) == 1 else 'their'} causal check"
         if confirmed:
             text += f" ({', '.join(confirmed[:6])}{' ...' if len(confirmed) > 6 else ''})"

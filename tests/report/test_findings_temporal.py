@@ -25,7 +25,7 @@ def test_the_temporal_headline_states_its_rule_and_the_claimed_heads_follow_it(t
     rule = fam.summary["claim_rule"]
     assert rule == claim_rule(cfg) and f">= {cfg.claim_min_confidence:g}" in rule
     (headline,) = found.headlines
-    assert headline.startswith("temporal: ") and headline.endswith(f"[{rule}]")
+    assert headline.startswith("temporal: ") and headline.endswith(f"; rule: the family {rule}")
     codes, conf = np.asarray(scores["label_code"]), np.asarray(scores["label_confidence"])
 
     def by_rule(floor: float) -> dict[str, str]:

@@ -433,7 +433,7 @@ def _temporal_headline(summary: dict) -> str:
         heads = list(names)
         parts.append(f"{role.removeprefix('temporal, listed: ')}: {', '.join(heads[:8])}{' ...' if len(heads) > 8 else ''}")
     rule = summary.get("claim_rule")
-    return (f" ({' | '.join(parts)})" if parts else "") + (f" [{rule}]" if rule else "")
+    return (f" ({' | '.join(parts)})" if parts else "") + (f"; rule: the family {rule}" if rule else "")
 
 
 FAMILY_FINDINGS = {"sinks": _sinks, "retrieval": _retrieval, "safety": _safety, "temporal": _temporal}

@@ -35,6 +35,7 @@ def test_a_tiny_run_warns_about_random_tokens_and_skipped_families(tiny_model_di
         assert head.verdict in (CONFIRMED, NOT_CONFIRMED, NO_CHECK)
 
 
+@pytest.mark.slow
 def test_a_tiny_random_model_confirms_no_head_and_its_headlines_say_why(tiny_model_dir, tmp_path):
     """Issue 26: an untrained model claims nothing it cannot back. Safety refuses because the model
     already answers most harmful requests, retrieval because it never finds the needle; the heads the
@@ -43,9 +44,13 @@ def test_a_tiny_random_model_confirms_no_head_and_its_headlines_say_why(tiny_mod
 
     rng = random.Random(26)
     harmful = tmp_path / "harmful.txt"  # requests in the tiny vocabulary (w0..w59)
-    harmful.write_text("\n".join(" ".join(f"w{rng.randrange(4, 60)}" for _ in range(8)) for _ in range(16)) + "\n")
-    opts = {"sinks": {"act": False}, "safety": {"harmful_file": str(harmful), "max_new_tokens": 16, "min_chars": 8}}
-    result = Atlas(tiny_model_dir("llama"), store=tmp_path / "r", n_prompts=16, max_tokens=64, options=opts).run()
+    harmful.write_text("\n".join(" ".join(f"w{rng.randrange(4, 60)}" for _ in range(8)) for _ in range(12)) + "\n")
+    opts = {
+        "sinks": {"act": False},
+        "retrieval": {"budget_fractions": [0.25], "n_random": 1, "n_controls": 6},
+        "safety": {"harmful_file": str(harmful), "max_new_tokens": 8, "min_chars": 8, "asr_controls": 6},
+    }
+    result = Atlas(tiny_model_dir("llama"), store=tmp_path / "r", n_prompts=12, max_tokens=48, options=opts).run()
     with Store.open(tmp_path / "r") as store:
         found = build_findings(store, result.run_id)
         (safety,) = [f for f in store.families(result.run_id) if f.family == "safety"]

@@ -379,8 +379,9 @@ def _findings_section(page: Page, found: dict[str, Any] | None) -> None:
     if heads:
         parts.append(
             '<h3>What each head does</h3><p class="meta">Every head a family claims, its role and score, the causal '
-            "check behind it (baseline -> with the head ablated, and the same check with random heads), and whether "
-            "the check confirmed it.</p>"
+            "check behind it (baseline -> with the head ablated, and the mean ± spread of the same check with several "
+            "random heads), n and the test's p-value with its correction over the family's tested heads, and whether "
+            "the test confirmed it (corrected p <= 0.05 and an effect above the floor).</p>"
         )
         parts.append(table(heads, css_class="role-table").replace("<table", '<table id="role-table"', 1))
     else:

@@ -427,9 +427,9 @@ probe = repeated_random_tokens([i for i in range(geo.vocab_size) if i not in spe
 razor = echo_induction_scores(model, probe, 64)
 detect = detector_scores(model, probe)
 head_heatmap(report.scores["retrieval_score"].tolist(), "retrieval score (Wu et al.)", "score").show()
-head_heatmap(razor["induction_score"].tolist(), "induction score (RazorAttention)", "score").show()
+head_heatmap(razor["razor_induction_score"].tolist(), "induction score (RazorAttention)", "score").show()
 head_heatmap(detect["previous_token_score"].tolist(), "previous-token score (TransformerLens detector)", "score").show()
-top_induction = razor.top("induction_score", 1)[0]
+top_induction = razor.top("razor_induction_score", 1)[0]
 print("strongest induction head:", top_induction, "- ground-truth induction heads:", sorted(map(str, gt_heads("induction"))))
 print("strongest previous-token heads:", detect.top("previous_token_score", 3))
 assert top_induction in gt_heads("induction")""",
@@ -468,7 +468,7 @@ for comparison, random sets of as many other heads.""",
         "code",
         '''from workbench.analysis.retrieval import top_vs_random_ablation
 
-ranking = sorted(geo.all_heads(), key=lambda h: (-report.scores.score("retrieval_score", h), -razor.score("induction_score", h)))
+ranking = sorted(geo.all_heads(), key=lambda h: (-report.scores.score("retrieval_score", h), -razor.score("razor_induction_score", h)))
 cmp = top_vs_random_ablation(model, trials, ranking, k=len(report.retrieval_heads()), n_random=4, mode="uniform", seed=0)
 print(f"base {cmp.base_accuracy:.2f}; top {cmp.k} {[str(h) for h in cmp.top_heads]} ablated: {cmp.top_accuracy:.2f}")
 for heads, acc in zip(cmp.random_heads, cmp.random_accuracies):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from workbench.cli.common import console
@@ -24,10 +25,10 @@ def print_findings(found: Findings) -> None:
     """Headlines, warnings, then one row per head and role with its causal check, n and p-values,
     narrow enough for 80 columns (the check folds inside its cell; a head label never breaks)."""
     console.print("[bold]Findings[/]", highlight=False)
-    for line in found.headlines:
-        console.print(f"  {line}", highlight=False)
+    for line in found.headlines:  # the findings' own text is never rich markup
+        console.print(f"  {escape(line)}", highlight=False)
     for warning in found.warnings:
-        console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"  [yellow]warning:[/] {escape(warning)}", highlight=False)
     if not found.heads:
         return
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
@@ -41,7 +42,9 @@ def print_findings(found: Findings) -> None:
         for i, e in enumerate(f.evidence):
             check = e.text() if e.ablated is not None else e.effect()
             stats = e.statistics()
-            table.add_row(f.head if i == 0 else "", e.role, check, stats, SHORT_VERDICT.get(e.verdict, "no check"))
+            table.add_row(
+                f.head if i == 0 else "", escape(e.role), escape(check), stats, SHORT_VERDICT.get(e.verdict, "no check")
+            )
         for role in [r for r in f.roles if r not in roles_with_evidence]:
             table.add_row(f.head if not f.evidence and role == f.roles[0] else "", role, "-", "-", "")
     console.print(table)

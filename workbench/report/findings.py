@@ -453,7 +453,7 @@ def _headline(name: str, b: _Builder, role: str, summary: dict) -> str:
             text += f" ({', '.join(confirmed[:6])}{' ...' if len(confirmed) > 6 else ''})"
         if name in b.tested:
             v = b.verdicts
-            text += f" [p <= {v.alpha:g} after {v.correction} over {b.tested[name]} tested heads, effect >= floor]"
+            text += f"; test: p <= {v.alpha:g} after {v.correction} over {b.tested[name]} tested heads, effect >= floor"
     return text
 
 

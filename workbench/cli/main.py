@@ -17,6 +17,7 @@ from workbench.cli.common import err_console
 from workbench.cli.compare import compare
 from workbench.cli.export import export
 from workbench.cli.info import info
+from workbench.cli.plan import plan
 from workbench.cli.report import report
 from workbench.cli.runs import runs
 from workbench.errors import WorkbenchError
@@ -41,6 +42,7 @@ app.command("runs")(runs)
 app.command("report")(report)
 app.command("compare")(compare)
 app.command("export")(export)
+app.command("plan")(plan)
 app.command("app")(dashboard)
 from workbench.cli.organisms import organisms_app  # noqa: E402
 

@@ -1,0 +1,56 @@
+"""The cost plan's pass counts are the passes the families make.
+
+Each family runs through `Atlas` on the tiny random Llama with a counter on the bridge's forward (a
+prefill is a forward without a filled KV cache; a decode step is one with it); the plan's formulas for
+the same geometry and sizes must give the same numbers.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+
+from workbench import Atlas
+from workbench.atlas.plan import LLAMA_31_8B, Workload, assumed_costs, atlas_steps, geometry_of, plan_atlas
+from workbench.record import record_attention
+
+N_PROMPTS, MAX_TOKENS = 2, 64
+
+
+@pytest.fixture
+def counted(tiny_llama):
+    record_attention(tiny_llama, torch.randint(4, 60, (1, 8)))  # the self-check runs (and is cached) before counting
+    counts: collections.Counter = collections.Counter()
+
+    def pre(module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        counts["step" if cache is not None and cache.get_seq_length() > 0 else "prefill"] += 1
+
+    handle = tiny_llama.bridge.register_forward_pre_hook(pre, with_kwargs=True)
+    yield tiny_llama, counts
+    handle.remove()
+
+
+@pytest.mark.parametrize("family", ["sinks", "retrieval", "temporal"])
+def test_planned_passes_are_the_counted_passes(family, counted, tmp_path):
+    model, counts = counted
+    result = Atlas(model, families=[family], store=tmp_path / "s", n_prompts=N_PROMPTS, max_tokens=MAX_TOKENS).run()
+    steps = atlas_steps(geometry_of(model), [family], {}, Workload(n_tokens=MAX_TOKENS, n_prompts=N_PROMPTS))
+    kept = family != "sinks" or bool(result.artefacts("sinks")["act_calibration"]["selected"])
+    planned_prefills = sum(s.passes for s in steps if kept or not s.conditional)
+    assert counts["prefill"] == planned_prefills, [(s.step, s.passes) for s in steps]
+    assert counts["step"] == sum(s.decode_steps for s in steps)
+    assert counts["prefill"] > 0
+
+
+def test_the_8b_plan_prices_every_family_and_names_its_assumptions():
+    cost, notes = assumed_costs(LLAMA_31_8B)
+    plan = plan_atlas(LLAMA_31_8B, ["sinks", "retrieval", "safety", "temporal"], cost, notes, work=Workload(n_tokens=131072))
+    assert set(plan.by_family()) == {"sinks", "retrieval", "safety", "temporal"}
+    assert all(s.seconds > 0 for s in plan.steps) and len(plan.assumptions) == 3
+    # a 128k prefill: 2 * 7e9 * 131072 matmul FLOPs plus 2 * 32 * 32 * 128 * 131072^2 attention FLOPs
+    longest = max(plan.steps, key=lambda s: s.tokens)
+    one = longest.seconds / longest.passes
+    assert 10 < one < 30, one

@@ -366,9 +366,8 @@ def atlas_steps(geo: PlanGeometry, families: list[str], options: dict[str, dict[
             steps += retrieval_steps(geo, cfg, work.n_prompts or cfg.n_trials, context, work.needle_new_tokens, probe)
         elif name == "safety":
             requests = work.n_prompts or cfg.n_prompts
-            steps += safety_steps(
-                geo, cfg, requests, work.n_benign, work.request_tokens, work.safety_new_tokens, work.length_groups
-            )
+            groups = min(work.length_groups, requests)  # at most one batch per request
+            steps += safety_steps(geo, cfg, requests, work.n_benign, work.request_tokens, work.safety_new_tokens, groups)
         elif name == "temporal":
             rep = min(cfg.repeat_len, cfg.max_offset - 1, (n - 1) // 2)
             steps += temporal_steps(cfg, work.n_prompts or cfg.n_prompts, n, False, 2 * rep + 1 if rep >= 4 else 0)

@@ -153,7 +153,10 @@ def removed_first_token(model: Model, heads: Iterable[HeadLike], n_first: int = 
     edits: dict[int, list[HeadEdit]] = {}
     for h in chosen:
         edits.setdefault(h.layer, []).append(HeadEdit(head=h.head, removed=tuple(range(n_first))))
-    with edited_patterns(model, chosen, lambda p: remove_keys(p, list(range(n_first)))), kernel_edits(model, edits, eager_too=True):
+    with (
+        edited_patterns(model, chosen, lambda p: remove_keys(p, list(range(n_first)))),
+        kernel_edits(model, edits, eager_too=True),
+    ):
         yield
 
 

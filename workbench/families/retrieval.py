@@ -3,8 +3,12 @@
 Scores: the Wu et al. retrieval score on needle trials (the model's own needle set, such as the
 organisms' key/value needles with distractors, or a text needle in the user's prompts / the shipped prose), RazorAttention echo and
 induction scores on a repeated random segment, and TransformerLens-style detector scores.
-Evidence: needle accuracy with each top head ablated (uniform attention), the top-k vs random-k
-comparison, and the KV-budget curve (top heads on the full cache, the rest sink + recent).
+Evidence: needle outcomes per trial with each top head ablated (uniform attention) and with random
+single heads ablated (the control draws of each head's verdict, `workbench.analysis.verdicts`; stored
+as the ``head_checks`` artefact), the top-k vs random-k comparison, and the KV-budget curve (top heads
+on the full cache, the rest sink + recent). RazorAttention's and TransformerLens's induction scores
+keep their own names (``razor_induction_score``, ``tl_induction_score``). A model that fails the needle
+without ablation claims no heads (`RetrievalFamily.merge`).
 """
 
 from __future__ import annotations

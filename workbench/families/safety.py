@@ -2,7 +2,9 @@
 
 Prompts: the harmful and harmless request sets registered for the model (the organisms' held-out
 requests), else the shipped sets, or a harmful-prompt file (and optionally a benign one). The per-head evidence is the attack success
-rate on the harmful prompts with that head ablated (uniform attention). Parts are blocks of
+rate on the harmful prompts with that head ablated (uniform attention), per request, beside random single
+heads ablated over the same requests (the verdict's control draws, the ``head_checks`` artefact). A model
+that already answers, or does not refuse, the harmful requests claims no heads (`SafetyFamily.merge`). Parts are blocks of
 heads, so a long Ships sweep resumes where it stopped.
 """
 

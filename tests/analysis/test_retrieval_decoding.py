@@ -97,4 +97,5 @@ def test_teacher_forced_needle_outcomes_are_the_greedy_exact_matches(tiny_llama)
                 for t in trials
             ]
             assert needle_outcomes(tiny_llama, trials) == greedy
-    assert True in greedy and False in greedy
+            # the trial set must hold both outcomes, or the comparison above could not tell a wrong rule
+            assert True in greedy and False in greedy

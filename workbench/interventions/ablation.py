@@ -17,6 +17,9 @@ Three modes, one list of heads:
   > 0: scaling the scores by 0 would give NaNs that TransformerLens turns into zero attention,
   silently a different ablation.)
 
+`ablate_rows` ablates a different head set in each batch row of one forward (a per-row head mask),
+so a sweep evaluates many heads per pass.
+
 Hooks are installed with the bridge's ``hooks`` context, so they are removed when the block
 exits, also when it raises.
 
@@ -206,6 +209,99 @@ def ablate_heads(
     """
     parsed = resolve_heads(model, heads)
     hooks = ablation_hooks(model, parsed, mode, means=means, reference=reference, epsilon=epsilon) if parsed else []
+    with model.bridge.hooks(fwd_hooks=hooks):
+        yield parsed
+
+
+# ----------------------------------------------------------------------------- one head set per batch row
+
+
+def _row_masks(model: Model, rows: Sequence[list[Head]]) -> dict[int, torch.Tensor]:
+    """Per layer with any ablated head: a [rows, n_heads] bool mask (True = ablate in that row)."""
+    n_heads = model.geometry.n_heads
+    masks: dict[int, torch.Tensor] = {}
+    for r, heads in enumerate(rows):
+        for h in heads:
+            if h.layer not in masks:
+                masks[h.layer] = torch.zeros(len(rows), n_heads, dtype=torch.bool)
+            masks[h.layer][r, h.head] = True
+    return masks
+
+
+def _check_rows(t: torch.Tensor, mask: torch.Tensor, hook: Any) -> None:
+    if t.shape[0] != mask.shape[0]:
+        raise WorkbenchError(
+            f"the row ablation describes {mask.shape[0]} batch rows but {getattr(hook, 'name', 'a hook')} got a batch of {t.shape[0]}",
+            "run the forward on exactly one row per head set given to ablate_rows",
+        )
+
+
+def row_ablation_hooks(
+    model: Model,
+    rows: Sequence[str | Iterable[HeadLike]],
+    mode: AblationMode = "zero",
+    *,
+    means: HeadMeans | None = None,
+    reference: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    epsilon: float = DEFAULT_EPSILON,
+) -> list[tuple[str, object]]:
+    """Hooks that ablate ``rows[r]`` in batch row ``r`` only (`ablate_rows` installs them).
+
+    Each element is the same edit `ablation_hooks` makes, selected per row with ``torch.where``, so a
+    row's numbers are those of `ablate_heads` with its own heads (up to the batch's float order)."""
+    _check_mode(mode, epsilon)
+    parsed = [resolve_heads(model, heads) for heads in rows]
+    masks = _row_masks(model, parsed)
+    if mode == "mean":
+        if means is None:
+            if reference is None:
+                raise WorkbenchError(
+                    "mean ablation needs the head means or a reference batch", "pass means=... or reference=<token ids>"
+                )
+            means = head_means(model, reference, layers=masks)
+        missing = [layer for layer in masks if layer not in means]
+        if missing:
+            raise WorkbenchError(f"the head means have no entry for layer(s) {missing}", "compute them with head_means")
+    hooks: list[tuple[str, object]] = []
+    for layer, mask in masks.items():
+        if mode == "uniform":
+
+            def scale_q(q: torch.Tensor, hook, _m=mask) -> torch.Tensor:
+                _check_rows(q, _m, hook)
+                return torch.where(_m.to(q.device)[:, None, :, None], q * epsilon, q)
+
+            hooks.append((_q_hook(model, layer), scale_q))
+        else:
+            fill = None if mode == "zero" else means[layer]  # type: ignore[index]
+
+            def edit_z(z: torch.Tensor, hook, _m=mask, _f=fill) -> torch.Tensor:
+                _check_rows(z, _m, hook)
+                value = torch.zeros((), dtype=z.dtype, device=z.device) if _f is None else _f.to(device=z.device, dtype=z.dtype)
+                return torch.where(_m.to(z.device)[:, None, :, None], value, z)
+
+            hooks.append((_z_hook(layer), edit_z))
+    return hooks
+
+
+@contextlib.contextmanager
+def ablate_rows(
+    model: Model,
+    rows: Sequence[str | Iterable[HeadLike]],
+    mode: AblationMode = "zero",
+    *,
+    means: HeadMeans | None = None,
+    reference: torch.Tensor | Sequence[torch.Tensor] | None = None,
+    epsilon: float = DEFAULT_EPSILON,
+) -> Iterator[list[list[Head]]]:
+    """Ablate a different head set in each batch row: a forward inside the block must have batch size
+    ``len(rows)``, and row ``r`` runs as under ``ablate_heads(model, rows[r], mode)``. One pass then
+    sweeps many heads (one head, or one group, per row). Yields the parsed head sets.
+
+        with ablate_rows(model, [["L0H1"], ["L1H2"], []], "uniform"):
+            logits = model.logits(tokens.expand(3, -1))   # row 2 is the unablated baseline
+    """
+    parsed = [resolve_heads(model, heads) for heads in rows]
+    hooks = row_ablation_hooks(model, parsed, mode, means=means, reference=reference, epsilon=epsilon)
     with model.bridge.hooks(fwd_hooks=hooks):
         yield parsed
 

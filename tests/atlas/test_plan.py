@@ -54,3 +54,22 @@ def test_the_8b_plan_prices_every_family_and_names_its_assumptions():
     longest = max(plan.steps, key=lambda s: s.tokens)
     one = longest.seconds / longest.passes
     assert 10 < one < 30, one
+
+
+def test_atlas_plan_is_measured_on_the_model_and_prices_every_family(tiny_llama):
+    plan = Atlas(tiny_llama, families=["sinks", "temporal"], n_prompts=N_PROMPTS, max_tokens=MAX_TOKENS).plan(measure_tokens=32)
+    expected = atlas_steps(geometry_of(tiny_llama), ["sinks", "temporal"], {}, Workload(n_tokens=MAX_TOKENS, n_prompts=N_PROMPTS))
+    assert [(s.step, s.passes) for s in plan.steps] == [(s.step, s.passes) for s in expected]
+    assert set(plan.by_family()) == {"sinks", "temporal"} and plan.seconds > 0
+    assert any("measured on cpu" in note for note in plan.assumptions), plan.assumptions
+
+
+def test_a_plan_over_the_budget_is_a_warning_of_the_run(tiny_llama, tmp_path):
+    atlas = Atlas(tiny_llama, families=["temporal"], store=tmp_path / "s", n_prompts=1, max_tokens=32, budget_minutes=1e-9)
+    result = atlas.run()
+    over = [w for w in result.warnings if "over the budget" in w]
+    assert over and "temporal" in over[0], result.warnings
+    generous = Atlas(tiny_llama, families=["temporal"], store=tmp_path / "s", n_prompts=1, max_tokens=32, budget_minutes=1e6)
+    assert not [w for w in generous.run().warnings if "over the budget" in w]
+    with pytest.raises(Exception, match="budget_minutes must be > 0"):
+        Atlas(tiny_llama, budget_minutes=0)

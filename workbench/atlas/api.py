@@ -37,6 +37,7 @@ from workbench.store.store import RunInfo, Store, ensure_writable
 if TYPE_CHECKING:
     import pandas as pd
 
+    from workbench.atlas.plan import Plan
     from workbench.executors.base import Executor
     from workbench.models.model import Model
 
@@ -169,6 +170,7 @@ class Atlas:
         config: str | Path | None = None,
         set_options: Sequence[str] = (),
         progress: AtlasProgress | None = None,
+        budget_minutes: float | None = None,
     ) -> None:
         self._model: Model | None = None if model is None or isinstance(model, (str, Path)) else model
         spec = None if model is None else (str(model) if isinstance(model, (str, Path)) else model.name)
@@ -194,6 +196,9 @@ class Atlas:
         self.opts: AtlasOptions = resolve_options(cli, config, list(set_options), fam_opts)
         self.progress: AtlasProgress = progress or SilentProgress()
         self.warnings: list[InputProblem] = []
+        if budget_minutes is not None and not budget_minutes > 0:
+            raise WorkbenchError(f"budget_minutes must be > 0, got {budget_minutes}", "give the minutes the run may take")
+        self.budget_minutes = budget_minutes
 
     # -- pieces ------------------------------------------------------------------------------------
 
@@ -250,12 +255,42 @@ class Atlas:
     def preflight(self) -> list[InputProblem]:
         """Check every input of every family now (raises `PreflightError`); returns the warnings."""
         texts = self._texts_from_file()
-        return preflight(
+        warnings = preflight(
             self.model,
             self._families(),
             self._context(texts, str(self.model.device)),
             explicit_max_tokens="max_tokens" in self.opts.given,
         )
+        return warnings + (self.budget_problems(self.plan()) if self.budget_minutes is not None else [])
+
+    def plan(self, measure_tokens: int = 256) -> Plan:
+        """Every family's passes and their estimated time and peak memory on the model's device, before
+        any work. The cost of a pass is fitted from three short recorded passes on that device
+        (`workbench.atlas.plan.measure_costs`), not from a constant."""
+        from workbench.atlas.plan import Workload, geometry_of, measure_costs, plan_atlas
+
+        o = self.opts
+        model = self.model
+        cost, notes = measure_costs(model, max(2, min(measure_tokens, o.max_tokens)))
+        work = Workload(n_tokens=o.max_tokens, n_prompts=o.n_prompts)
+        return plan_atlas(
+            geometry_of(model), list(o.families), cost, notes, options=o.family_options, work=work, device=str(model.device)
+        )
+
+    def budget_problems(self, plan: Plan) -> list[InputProblem]:
+        """A warning when the plan is over ``budget_minutes`` (nothing when no budget was given)."""
+        if self.budget_minutes is None or plan.seconds <= self.budget_minutes * 60:
+            return []
+        worst = max(plan.steps, key=lambda s: s.seconds)
+        return [
+            InputProblem(
+                "run",
+                f"the plan estimates {plan.seconds / 60:.1f} min, over the budget of {self.budget_minutes:g} min "
+                f"(largest step: {worst.family} {worst.step}, {worst.seconds / 60:.1f} min)",
+                "fewer --n-prompts, a shorter --max-tokens, fewer --families, or a larger budget; `workbench plan` shows every step",
+                fatal=False,
+            )
+        ]
 
     # -- a new run ---------------------------------------------------------------------------------
 
@@ -270,6 +305,8 @@ class Atlas:
             model = self.model
             ctx = self._context(texts, o.device)
             self.warnings = preflight(model, fams, ctx, explicit_max_tokens="max_tokens" in o.given)
+            if self.budget_minutes is not None:
+                self.warnings += self.budget_problems(self.plan())
             config = {
                 "model": o.model,
                 "families": o.families,

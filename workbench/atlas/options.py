@@ -10,6 +10,7 @@ with that family's options::
     prompt_field: text                # optional; the field holding the prompt in .jsonl/.json/.csv
     n_prompts: 8
     max_tokens: 256
+    context: null                     # N: every family's length (sets max_tokens: N; see CONTEXT_OPTIONS)
     seed: 0
     device: auto
     dtype: float32
@@ -20,6 +21,13 @@ with that family's options::
     sinks:
       eps: 0.3
       evidence_heads: 4
+
+``context: N`` (``--context N``) runs every family at N tokens: it sets ``max_tokens`` to N (giving
+both with different values is an error) and each family's own length option listed in
+`CONTEXT_OPTIONS` (the needle context ``retrieval.context``, temporal's periodic prompts
+``temporal.periodic_tokens``) to N; a family option given explicitly (``--set retrieval.context=M``,
+a family section in the file) still wins. Without it, prompts are capped by ``max_tokens`` and the
+needle context follows ``max_tokens``. A length the model cannot hold is refused before any work.
 
 Precedence: command line > config file > defaults. Relative paths are relative to the current
 folder. An unknown key is an error naming it and listing the valid ones.
@@ -43,7 +51,11 @@ OPTION_KEYS: dict[str, str] = {
     "prompts": "prompt file (.txt one per line, .json list, .jsonl or .csv); default: each family's own data",
     "prompt_field": "field holding the prompt in a .jsonl/.json/.csv prompt file (default: prompt, input, text ...)",
     "n_prompts": "prompts per family (default: the family's default, or the whole prompt file)",
-    "max_tokens": "longest prompt in tokens (default 256)",
+    "max_tokens": "longest prompt in tokens, also the needle context (default 256)",
+    "context": (
+        "every family's length in tokens: sets max_tokens to N and the families' own lengths "
+        "(retrieval.context, temporal.periodic_tokens) to N; an explicit --set FAMILY.KEY still wins"
+    ),
     "seed": "random seed (default 0)",
     "device": "cpu, cuda, cuda:N or auto",
     "dtype": "float32, float16 or bfloat16",
@@ -61,6 +73,7 @@ DEFAULTS: dict[str, Any] = {
     "prompt_field": None,
     "n_prompts": None,
     "max_tokens": 256,
+    "context": None,
     "seed": 0,
     "device": "auto",
     "dtype": "float32",
@@ -70,8 +83,14 @@ DEFAULTS: dict[str, Any] = {
     "ray_workers": None,
 }
 
-# Keys that change the numbers of a run (checked against the recorded run on --resume).
+# Keys that change the numbers of a run (checked against the recorded run on --resume). ``context``
+# is not among them: it is recorded through what it sets (max_tokens and the family options).
 RESULT_KEYS = ("families", "n_prompts", "max_tokens", "seed", "dtype")
+
+#: the family options that ``--context N`` sets to N (unless given explicitly): each family's own
+#: length that is not already ``max_tokens``. A family whose length should follow ``--context`` adds
+#: its option here (sinks' ``act_context`` is its owner's choice: ACT calibrates with one pass per head).
+CONTEXT_OPTIONS: dict[str, tuple[str, ...]] = {"retrieval": ("context",), "temporal": ("periodic_tokens",)}
 
 
 @dataclass
@@ -92,6 +111,37 @@ class AtlasOptions:
     ray_address: str | None = None
     ray_workers: int | None = None
     prompt_field: str | None = None
+    context: int | None = None  # --context N (already applied to max_tokens and CONTEXT_OPTIONS)
+
+
+def context_family_options(context: int, families: list[str]) -> dict[str, dict[str, int]]:
+    """The family options ``--context N`` sets (`CONTEXT_OPTIONS`), for the families that run."""
+    return {name: {key: context for key in keys} for name, keys in CONTEXT_OPTIONS.items() if name in families}
+
+
+def apply_context(context: Any, max_tokens: Any, max_tokens_given: bool) -> tuple[int | None, Any]:
+    """``(context, max_tokens)`` once ``--context`` is applied: N and N, or (None, max_tokens) when no
+    context is asked. Giving both with different values is an error naming both."""
+    if context is None:
+        return None, max_tokens
+    n = _int(context, "context", 2)
+    if max_tokens_given and max_tokens is not None and _int(max_tokens, "max_tokens", 2) != n:
+        raise InputDataError(
+            f"--context {n} and --max-tokens {max_tokens} disagree (--context sets max_tokens)",
+            f"give only --context {n}, or only --max-tokens",
+        )
+    return n, n
+
+
+def context_set_options(context: int, config: str | Path | None, set_options: list[str]) -> list[str]:
+    """``--set`` items that give every `CONTEXT_OPTIONS` option the value N, leaving out those given
+    explicitly in ``set_options`` or in the config file's family sections (they win). For a caller that
+    hands options to `workbench.Atlas` as ``--set`` items (the CLI, while `Atlas` takes no context)."""
+    given = {(f, k) for f, section in parse_set_options(set_options).items() for k in section}
+    if config is not None:
+        _, sections = _check_keys(load_config_file(config), f"config file {str(config)!r}")
+        given |= {(f, k) for f, section in sections.items() for k in section}
+    return [f"{f}.{k}={context}" for f, keys in CONTEXT_OPTIONS.items() for k in keys if (f, k) not in given]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -213,6 +263,13 @@ def resolve_options(
     for name, section in family_options.items():
         make_config(family_class(name).config_class, section, name)  # unknown option -> error listing valid ones
 
+    context, merged["max_tokens"] = apply_context(merged["context"], merged["max_tokens"], "max_tokens" in given)
+    if context is not None:
+        given.add("max_tokens")  # asked for explicitly: a length the model cannot hold is refused, not capped
+        for name, section in context_family_options(context, families).items():
+            for key, value in section.items():
+                family_options.setdefault(name, {}).setdefault(key, value)  # an explicit family option wins
+
     quiet = merged["quiet"]
     if not isinstance(quiet, bool):
         raise InputDataError(f"option 'quiet' must be true or false, got {quiet!r}")
@@ -243,4 +300,5 @@ def resolve_options(
         ray_address=merged["ray_address"],
         ray_workers=None if merged["ray_workers"] is None else _int(merged["ray_workers"], "ray_workers", 1),
         prompt_field=merged["prompt_field"],
+        context=context,
     )

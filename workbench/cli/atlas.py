@@ -8,6 +8,11 @@ was missing (e.g. ``safety.harmful_file``) if none of its parts ran. All of a ru
 checked before any work starts (one message per problem). Exit codes: 0 done, 2 bad input,
 130 interrupted.
 
+Lengths: ``--max-tokens N`` caps every prompt and is the needle context (cut to what the model can
+hold with the answer, said in the retrieval summary); ``--context N`` runs every family at N tokens
+(``--max-tokens N`` plus the families' own lengths, `workbench.atlas.options.CONTEXT_OPTIONS`) and is
+refused when the model cannot hold N tokens. An explicit ``--set retrieval.context=M`` still wins.
+
 Executors: ``--executor local`` (default) computes every part in this process; ``--executor
 ray`` hands the parts to Ray actors (``--ray-address``, ``--ray-workers``), each loading the
 model once. Either way this process alone writes the store, so the stored run is the same.
@@ -41,7 +46,18 @@ def atlas(
     prompts: Path = typer.Option(None, "--prompts", help="prompt file: .txt (one per line), .json list, .jsonl or .csv"),
     prompt_field: str = typer.Option(None, "--prompt-field", help="field holding the prompt in a .jsonl/.json/.csv file"),
     n_prompts: int = typer.Option(None, "--n-prompts", help="prompts per family (default: the family's own default)"),
-    max_tokens: int = typer.Option(None, "--max-tokens", help="longest prompt in tokens (default 256)"),
+    max_tokens: int = typer.Option(
+        None, "--max-tokens", help="longest prompt in tokens, also the needle context (default 256; capped by the model)"
+    ),
+    context: int = typer.Option(
+        None,
+        "--context",
+        help=(
+            "every family's length in tokens: sets --max-tokens N, the needle context (retrieval.context) and "
+            "temporal's periodic prompts (temporal.periodic_tokens) to N; an explicit --set FAMILY.KEY wins; "
+            "refused when the model cannot hold N tokens (plus the needle's answer)"
+        ),
+    ),
     seed: int = typer.Option(None, "--seed", help="random seed (default 0)"),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:N or auto (default)"),
     dtype: str = typer.Option(None, "--dtype", help="float32 (default), float16 or bfloat16"),
@@ -64,7 +80,13 @@ def atlas(
 ) -> None:
     """Run the head atlas (all families by default) on MODEL and store the run."""
     from workbench.atlas.api import Atlas
+    from workbench.atlas.options import apply_context, context_set_options
     from workbench.cli.progress import RunProgress
+
+    if context is not None:  # --context N is --max-tokens N plus the families' own lengths (CONTEXT_OPTIONS)
+        _, max_tokens = apply_context(context, max_tokens, max_tokens is not None)
+        if not resume:  # a resumed run keeps its recorded family options; max_tokens is checked against it
+            set_options = [*context_set_options(context, config, list(set_options)), *set_options]
 
     with RunProgress(enabled=not quiet) as bars:
         progress = CliProgress(bars, quiet)

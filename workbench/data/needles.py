@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench.data.haystack import occurs
 from workbench.errors import InputDataError
 
 
@@ -113,7 +114,8 @@ def text_needle_trials(
 ) -> list[NeedleTrial]:
     """Trials from a text haystack: the needle inserted at each depth (moved to a sentence
     boundary), truncated so each prompt has the given token length, the question appended in Wu et
-    al.'s form ending with the answer cue. Each trial asks for up to ``max_new_tokens`` (50) of
+    al.'s form ending with the answer cue. A haystack that already holds the answer's tokens is refused
+    (the copied span would be ambiguous); one shorter than a context is repeated. Each trial asks for up to ``max_new_tokens`` (50) of
     greedy decoding stopped at a newline, as the reference does."""
     text = haystack.read_text(encoding="utf-8") if isinstance(haystack, Path) else str(haystack)
     if not text.strip():
@@ -135,12 +137,20 @@ def text_needle_trials(
             base = (hay_ids * reps)[:budget]
         else:
             base = hay_ids[:budget]
+        twin = occurs(base, answer_ids)
+        if twin >= 0:  # the span would be ambiguous: a head copying the haystack's copy is not retrieving the needle
+            raise InputDataError(
+                f"the haystack already holds the needle's answer {answer.strip()!r} (token {twin} of the haystack)",
+                "use a haystack without that text, or another answer",
+            )
         for depth in depths:
-            cut = int(len(base) * float(depth))
-            while cut > 0 and base[cut - 1] not in period_ids:  # back to a sentence end
-                cut -= 1
+            want = int(len(base) * float(depth))
+            # back to a sentence end; a haystack with none (a vocabulary-word haystack) keeps the depth
+            cut = next((c for c in range(want, 0, -1) if base[c - 1] in period_ids), want)
             ids = bos + base[:cut] + needle_ids + base[cut:] + question_ids
-            start, end = own_token_span(tokenizer, ids, locate_span(ids, answer_ids))
+            at = len(bos) + cut  # the answer is searched inside the inserted needle only
+            span = locate_span(ids[at : at + len(needle_ids)], answer_ids)
+            start, end = own_token_span(tokenizer, ids, (span[0] + at, span[1] + at))
             trials.append(
                 NeedleTrial(torch.tensor(ids), torch.tensor(answer_ids), (start, end), len(ids), float(depth), dict(meta))
             )

@@ -24,7 +24,12 @@ ProgressFn = Callable[[str, int, int], None]
 class RunContext:
     """Options shared by all families of one run.
 
-    ``max_tokens`` caps the length of every prompt a family builds or reads; ``n_prompts`` is
+    ``max_tokens`` caps the length of every prompt a family builds or reads. ``context`` is the
+    length asked for with ``--context N`` (``None``: not asked). The options layer
+    (`workbench.atlas.options.resolve_options`) has already turned it into ``max_tokens = N`` and into
+    the families' own length options (`workbench.atlas.options.CONTEXT_OPTIONS`, e.g.
+    ``retrieval.context``), so a family gets the asked length from those; the field is here for a
+    family whose own length is not among them yet. ``n_prompts`` is
     how many prompts (or probes) a family uses (``None``: the family's default, or every prompt
     of the prompt file). ``prompts`` is the user's prompt
     file as a list of texts (``None``: each family uses its own dataset). ``family_options``
@@ -33,6 +38,7 @@ class RunContext:
 
     seed: int = 0
     max_tokens: int = 256
+    context: int | None = None
     n_prompts: int | None = None
     device: str = "auto"
     dtype: str = "float32"

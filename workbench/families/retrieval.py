@@ -22,9 +22,10 @@ import numpy as np
 from workbench.analysis.retrieval import RAZOR_INDUCTION, RetrievalConfig
 from workbench.analysis.verdicts import draw_controls, retrieval_refusal
 from workbench.data.registry import GeneratedSet, model_dataset
+from workbench.errors import InputDataError
 from workbench.families.base import Artefact, Family, FamilyResult, InputProblem, PartResult
 from workbench.families.context import RunContext
-from workbench.families.prompts import prompt_length, text_input_problems, usable_text
+from workbench.families.prompts import MAX_UNKNOWN_SHARE, prompt_length, text_input_problems, unknown_share, usable_text
 from workbench.interventions.kv_budget import STREAMING_RECENT, STREAMING_SINK
 
 if TYPE_CHECKING:
@@ -35,10 +36,16 @@ if TYPE_CHECKING:
 class RetrievalFamilyConfig(RetrievalConfig):
     """The analysis's `RetrievalConfig` (threshold, gate: Wu et al. 2024; segment/repeats:
     RazorAttention, scaled) plus the trials, the ablation evidence and the budget curve
-    (StreamingLLM-style sink 4 + recent window)."""
+    (StreamingLLM-style sink 4 + recent window).
+
+    ``context``: the needle context in tokens; 0 follows ``--max-tokens`` (cut to what the model can
+    hold with the answer, said in the summary), any other value is used as given and refused when the
+    model cannot hold it (``--context N`` sets it to N). ``haystack``: "" for the generated haystack
+    (`workbench.data.haystack`), else a text file or a dataset name (``prose``, ``hf:NAME...``)."""
 
     n_trials: int = 16
-    context: int = 512
+    context: int = 0
+    haystack: str = ""
     evidence_heads: int = 4
     compare_k: int = 3
     n_random: int = 3
@@ -51,35 +58,136 @@ class RetrievalFamilyConfig(RetrievalConfig):
 
 #: new tokens a model's own needle set may ask for (the organisms' answers are a few tokens)
 GENERATED_ANSWER_ROOM = 16
+#: codes drawn for a user's haystack before giving up on one that does not occur in it
+_CODE_DRAWS = 64
 
 
-def needle_trials(model: Model, ctx: RunContext, cfg: RetrievalFamilyConfig):
-    from workbench.data.needles import REFERENCE_MAX_NEW_TOKENS, text_needle_trials
+@dataclass(frozen=True)
+class NeedleSetup:
+    """The needle trials of a run and what a reader of the summary needs to know about them."""
+
+    trials: list[Any]
+    source: str  # the trials' source ("text-needle (shipped:prose)", an organism's set)
+    context: int  # tokens per trial asked for
+    haystack: str = ""  # where the haystack came from ("" for a model's own needle set)
+    notes: tuple[str, ...] = ()  # the context was cut to the model, the haystack repeated ...
+
+
+def answer_room(model: Model, cfg: RetrievalFamilyConfig) -> int:
+    """New tokens a trial's answer needs inside the model's context."""
+    from workbench.data.needles import REFERENCE_MAX_NEW_TOKENS
+
+    own = model_dataset("needles", model)
+    return cfg.max_new_tokens or (GENERATED_ANSWER_ROOM if isinstance(own, GeneratedSet) else REFERENCE_MAX_NEW_TOKENS)
+
+
+def needle_context(model: Model, ctx: RunContext, cfg: RetrievalFamilyConfig) -> tuple[int, str]:
+    """(needle context, note): ``retrieval.context`` as given (refused when the model cannot hold it with
+    the answer), else ``--max-tokens`` cut to what the model holds (the note says so)."""
+    room = answer_room(model, cfg)
+    n_ctx = int(getattr(model.geometry, "n_ctx", 0) or 0)
+    fits = n_ctx - room if n_ctx > 0 else None  # None: the model states no length
+    if fits is not None and fits < 2:
+        raise InputDataError(
+            f"the model's context of {n_ctx} tokens leaves no room for a needle and its {room}-token answer",
+            "lower retrieval.max_new_tokens, or skip the retrieval family",
+        )
+    if cfg.context:
+        if cfg.context < 2:
+            raise InputDataError(f"retrieval.context={cfg.context} is too short", "give 0 (follow --max-tokens) or at least 2")
+        if fits is not None and cfg.context > fits:
+            raise InputDataError(
+                f"a needle context of {cfg.context} tokens (--context or retrieval.context) plus its {room}-token "
+                f"answer does not fit the model's context of {n_ctx} tokens",
+                f"give --context {fits} or less, or --set retrieval.context={fits} (or 0 to follow --max-tokens)",
+            )
+        return cfg.context, ""
+    asked = max(2, ctx.max_tokens)
+    if fits is not None and asked > fits:
+        return fits, (
+            f"needle context {fits} tokens, not --max-tokens {asked}: the model holds {n_ctx} tokens and the answer needs {room}"
+        )
+    return asked, ""
+
+
+def _default_sentences(model: Model, rng: np.random.Generator) -> tuple[list[str], str]:
+    """Sentences for the generated haystack: the model's readable text set (the shipped prose by
+    default), else sentences of the tokenizer's own vocabulary."""
+    from workbench.data.haystack import split_sentences, vocabulary_sentences
+
+    text, _ = usable_text(model, model_dataset("text", model))
+    if text is not None:
+        return split_sentences([str(x) for x in text.items]), text.source
+    return vocabulary_sentences(model.tokenizer, model.geometry.vocab_size, rng), "vocabulary words"
+
+
+def needle_setup(model: Model, ctx: RunContext, cfg: RetrievalFamilyConfig) -> NeedleSetup:
+    """The run's needle trials: the model's own needle set when it has one, else a text needle
+    ("The secret code is NNNN .") in a haystack: ``retrieval.haystack`` (a file or a dataset), else the
+    prompt file, else a haystack generated from the run seed to the needle context's length."""
+    from workbench.data.haystack import count_tokens, generated_haystack, load_haystack
+    from workbench.data.needles import text_needle_trials
 
     n = ctx.n_prompts or cfg.n_trials
     own = model_dataset("needles", model)
-    # the answer is generated after the prompt: leave it room inside the model's context
-    answer_room = cfg.max_new_tokens or (GENERATED_ANSWER_ROOM if isinstance(own, GeneratedSet) else REFERENCE_MAX_NEW_TOKENS)
-    n_ctx = int(getattr(model.geometry, "n_ctx", 0) or 0)
-    context = min(cfg.context, prompt_length(model, ctx), n_ctx - answer_room if n_ctx > answer_room else cfg.context)
+    context, note = needle_context(model, ctx, cfg)
+    notes = [note] if note else []
     rng = ctx.rng("retrieval", "needles")
     if isinstance(own, GeneratedSet):
-        return own.make(model, rng, n, context), own.source
-    text, _ = usable_text(model, model_dataset("text", model))
-    if ctx.prompts:
-        haystack = " ".join(ctx.prompts)
-    elif text is not None:
-        haystack = "\n\n".join(text.items)
-    else:  # the shipped prose is unknown tokens for this tokenizer: words of its own vocabulary
-        words = [model.tokenizer.decode([int(i)]) for i in rng.integers(4, model.geometry.vocab_size, 400)]
-        haystack = " ".join(w.strip() for w in words if w.strip()) + " ."
+        return NeedleSetup(own.make(model, rng, n, context), own.source, context, "", tuple(notes))
+    tok = model.tokenizer
+    if cfg.haystack:
+        hay = load_haystack(cfg.haystack, tok)
+        share = unknown_share(model, [hay.text[:20000]])
+        if share > MAX_UNKNOWN_SHARE:
+            raise InputDataError(
+                f"retrieval.haystack={cfg.haystack!r} is {share:.0%} unknown tokens for this tokenizer",
+                "give a haystack in the model's language",
+            )
+        text, where, hay_source = hay.text, f"haystack {hay.source}", hay.source
+    elif ctx.prompts:
+        text = " ".join(ctx.prompts)
+        where = hay_source = "prompt file"
+    else:
+        text = ""
+        where = hay_source = ""
     code = str(int(rng.integers(1000, 9999)))
+    if text:  # a user's text: draw again while the code occurs in it (the needle must be the only copy)
+        for _ in range(_CODE_DRAWS):
+            if code not in text:
+                break
+            code = str(int(rng.integers(1000, 9999)))
+        else:
+            raise InputDataError(
+                f"every needle code drawn occurs in the haystack ({hay_source})", "use a haystack with fewer numbers"
+            )
+        have = count_tokens(tok, text)
+        if have < context:
+            notes.append(f"the haystack ({hay_source}) has {have} tokens: repeated to fill the {context}-token context")
+    needle, question = f"The secret code is {code} .", "What is the secret code ?"
+    if not text:
+        sentences, pool = _default_sentences(model, ctx.rng("retrieval", "haystack", "words"))
+        answer_ids = tok(" " + code, add_special_tokens=False)["input_ids"]
+        hay = generated_haystack(
+            tok,
+            context,
+            ctx.rng("retrieval", "haystack"),
+            sentences,
+            avoid=(code, "secret code"),
+            avoid_ids=(answer_ids,),
+            source=f"generated from {pool}",
+        )
+        text, where = hay.text, pool
+        hay_source = f"{hay.source} (seed {ctx.seed}; {hay.note})"
     depths = [float(d) for d in np.linspace(0.1, 0.9, max(1, n))]
-    trials = text_needle_trials(
-        model.tokenizer, haystack, f"The secret code is {code} .", "What is the secret code ?", code, [context], depths
-    )
-    where = "prompt file" if ctx.prompts else (text.source if text is not None else "random vocabulary words")
-    return trials, f"text-needle ({where})"
+    trials = text_needle_trials(tok, text, needle, question, code, [context], depths)
+    return NeedleSetup(trials, f"text-needle ({where})", context, hay_source, tuple(notes))
+
+
+def needle_trials(model: Model, ctx: RunContext, cfg: RetrievalFamilyConfig):
+    """(trials, source): `needle_setup` without its notes (the temporal family's budget decision)."""
+    setup = needle_setup(model, ctx, cfg)
+    return setup.trials, setup.source
 
 
 def ranked_heads(scores: Any, metric: str) -> list:
@@ -109,7 +217,15 @@ class RetrievalFamily(Family):
         return [(int(l), int(h)) for l, h in zip(*np.nonzero(np.nan_to_num(values) > self.config.threshold))]
 
     def check_inputs(self, model: Model, ctx: RunContext) -> list[InputProblem]:
-        return text_input_problems(model, ctx, self.name)
+        """The text fallback warning, and the needle trials built once (cheap: no forward pass), so a
+        context the model cannot hold, a missing or empty haystack, or a haystack holding the answer
+        is refused before any work; a cut context or a repeated haystack is a warning."""
+        problems = [] if self.config.haystack else text_input_problems(model, ctx, self.name)
+        try:
+            setup = needle_setup(model, ctx, self.config)
+        except InputDataError as exc:
+            return [*problems, InputProblem(self.name, exc.message, exc.hint or "")]
+        return problems + [InputProblem(self.name, note, "", fatal=False) for note in setup.notes]
 
     def merge(self, parts: dict[str, PartResult]) -> FamilyResult:
         """A model that fails the needle with nothing ablated has no retrieval heads to claim: the
@@ -137,7 +253,8 @@ class RetrievalFamily(Family):
         cfg = self.config
         geo = model.geometry
         ctx.seed_torch(self.name, part)
-        trials, source = needle_trials(model, ctx, cfg)
+        setup = needle_setup(model, ctx, cfg)
+        trials, source = setup.trials, setup.source
         rcfg = cfg  # the family config is a RetrievalConfig
         report = retrieval_scores(model, trials, rcfg, progress=lambda i, n: ctx.report("retrieval: needles", i, n))
         scores = report.scores
@@ -262,6 +379,9 @@ class RetrievalFamily(Family):
         }
         summary = {
             "trial_source": source,
+            "haystack": setup.haystack,
+            "needle_context": setup.context,
+            "context_notes": list(setup.notes),
             "n_trials": len(trials),
             "context_tokens": int(np.mean([t.context_len for t in trials])),
             "needle_accuracy": report.accuracy,

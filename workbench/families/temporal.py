@@ -33,7 +33,7 @@ class TemporalFamilyConfig(TemporalConfig):
     n_periodic: int = 4
     n_repeated: int = 4  # random-token sequences shown twice: induction heads draw a diagonal at lag repeat-1
     repeat_len: int = 40  # must stay below max_offset so the induction lag is in the profile
-    periodic_tokens: int = 128
+    periodic_tokens: int = 128  # capped by --max-tokens; --context N sets it to N (atlas.options.CONTEXT_OPTIONS)
     #: average prefix keys kept per layer at which TAPPA's and uniform budgets are compared (the last
     #: 32 keys are always kept on top)
     budget_averages: tuple[int, ...] = (4, 8, 16, 32, 64)

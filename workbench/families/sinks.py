@@ -3,7 +3,8 @@
 Scores come from `workbench.analysis.sinks` (Gu et al. 2024 sink rate, ACT hidden sinks).
 Evidence: for the strongest first-token heads one at a time, and for the top-k against the
 bottom-k heads as a group, the change in LM loss when the head(s) can no longer attend to
-the first token (`first_token_removal_check`). Prompts: the user's prompt file, the model's own text
+their sink tokens or the first token (`workbench.analysis.sinks.sink_evidence`): kernel-side key
+removal under the instrumented core, the variants of one prompt batched one per row. Prompts: the user's prompt file, the model's own text
 set (the organisms' filler), otherwise windows of the shipped prose (`workbench.families.prompts`).
 """
 
@@ -21,6 +22,8 @@ from workbench.families.context import RunContext
 from workbench.families.prompts import family_prompts, text_input_problems
 
 if TYPE_CHECKING:
+    from workbench.analysis.metrics import Targets
+    from workbench.data.needles import NeedleTrial
     from workbench.models.model import Model
 
 MAX_SINK_TOKEN_ROWS = 20000
@@ -42,7 +45,26 @@ class SinksFamilyConfig(SinkConfig):
     act_skip_first_layers: int = 2  # ACT's code calibrates layers 2..30 of 32: never the first two ...
     act_skip_last_layers: int = 1  # ... nor the last
     act_trials: int = 16  # calibration and evaluation sets (kept apart) when the model has its own needle set
+    # tokens per ACT calibration/evaluation sequence (needle context, or LM-loss prompt length), within the
+    # run's --max-tokens (0: --max-tokens itself). The search costs about ceil(tried heads / rows) passes per
+    # calibration sequence, so it stays at a short length when the atlas runs at long context
     act_context: int = 256
+    # edited variants of one prompt (a head or a head group per variant) scored in one forward, one per
+    # batch row: at most check_batch rows and check_batch_tokens tokens per pass (removal checks and ACT)
+    check_batch: int = 8
+    check_batch_tokens: int = 16384
+
+
+def _needle_targets(trial: NeedleTrial) -> Targets:
+    """A needle trial teacher-forced: the prompt and the answer but its last token fed, the answer scored
+    (what `workbench.analysis.retrieval.answer_logprob` measures)."""
+    import torch
+
+    from workbench.analysis.metrics import Targets
+
+    tokens = torch.cat([trial.prompt.reshape(-1), trial.answer.reshape(-1)[:-1]]).cpu()
+    start = trial.prompt.numel() - 1
+    return Targets(tokens, torch.arange(start, start + trial.answer.numel()), trial.answer.reshape(-1).cpu())
 
 
 class SinksFamily(Family):
@@ -73,32 +95,32 @@ class SinksFamily(Family):
         """ACT calibration: single-head search on a calibration set, then the kept heads on a
         held-out set. A model with its own needle set (the organisms) is scored by needle answer
         log-probability; other models by the negative LM loss on two disjoint halves of the prompts."""
-        from workbench.analysis.metrics import lm_loss
-        from workbench.analysis.sinks import act_head_search
+        from dataclasses import replace
+
+        from workbench.analysis.metrics import Targets
+        from workbench.analysis.sinks import BatchLimits, act_head_search
         from workbench.data.registry import GeneratedSet, model_dataset
 
         cfg = self.config
         geo = model.geometry
+        context = self.act_length(ctx)
         needles = model_dataset("needles", model)
         if isinstance(needles, GeneratedSet):
-            from workbench.analysis.retrieval import answer_logprob
-
-            context = min(cfg.act_context, max(64, ctx.max_tokens))
             cal_rng, eval_rng = ctx.rng("sinks", "act-cal"), ctx.rng("sinks", "act-eval")
-            cal = needles.make(model, cal_rng, cfg.act_trials, context)
-            held = needles.make(model, eval_rng, cfg.act_trials, context)
+            needle_context = max(64, context)
+            cal = [_needle_targets(t) for t in needles.make(model, cal_rng, cfg.act_trials, needle_context)]
+            held = [_needle_targets(t) for t in needles.make(model, eval_rng, cfg.act_trials, needle_context)]
             metric_name = "needle answer log-probability"
-            cal_fn, eval_fn = (lambda: answer_logprob(model, cal)), (lambda: answer_logprob(model, held))
         else:
-            prompts, _ = family_prompts(model, ctx, "sinks-act", default_n=8)
+            prompts, _ = family_prompts(model, replace(ctx, max_tokens=context), "sinks-act", default_n=8)
             half = max(1, len(prompts) // 2)
             cal_p, held_p = prompts[:half], prompts[half:] or prompts[:half]
             metric_name = "negative LM loss"
-            cal_fn, eval_fn = (lambda: -lm_loss(model, cal_p)), (lambda: -lm_loss(model, held_p))
+            cal, held = [Targets.next_tokens(p) for p in cal_p], [Targets.next_tokens(p) for p in held_p]
         result = act_head_search(
             model,
-            cal_fn,
-            eval_fn,
+            cal,
+            held,
             beta=cfg.act_beta,
             tau=cfg.tau,
             skip_first_layers=cfg.act_skip_first_layers,
@@ -106,6 +128,7 @@ class SinksFamily(Family):
             min_query_share=cfg.min_query_share,
             progress=lambda i, n: ctx.report("sinks: ACT head search", i, n),
             sink_rule=cfg.act_sink_rule,
+            limits=BatchLimits(cfg.check_batch, cfg.check_batch_tokens),
         )
         gain = np.full((geo.n_layers, geo.n_heads), np.nan)
         for head, g in result.single_head_gain.items():
@@ -128,8 +151,17 @@ class SinksFamily(Family):
             "calibration_after": result.calibration_after,
             "evaluation_before": result.evaluation_before,
             "evaluation_after": result.evaluation_after,
+            "context": sorted({int(t.tokens.numel()) for t in cal}),
+            "tried": [str(h) for h in result.candidates if h not in result.skipped],
+            "skipped": [{"head": str(h), "reason": why} for h, why in result.skipped.items()],
+            "passes": result.passes,
         }
         return PartResult(scores, {"act_calibration": act}, {"act": act})
+
+    def act_length(self, ctx: RunContext) -> int:
+        """ACT's calibration length: ``act_context`` tokens within the run's --max-tokens (0: --max-tokens)."""
+        n = int(self.config.act_context)
+        return ctx.max_tokens if n <= 0 else min(n, ctx.max_tokens)
 
     def check_inputs(self, model: Model, ctx: RunContext) -> list[InputProblem]:
         from workbench.interventions.attention_edits import ACT_SINK_RULES
@@ -149,13 +181,7 @@ class SinksFamily(Family):
         if part == "act":
             ctx.seed_torch(self.name, part)
             return self.run_act(model, ctx)
-        from workbench.analysis.metrics import lm_loss
-        from workbench.analysis.sinks import (
-            analyze_sinks,
-            first_token_removal_check,
-            loss_without_sinks,
-            sink_removal_check,
-        )
+        from workbench.analysis.sinks import BatchLimits, analyze_sinks, sink_evidence
 
         cfg = self.config
         sink_cfg = cfg  # the family config is a SinkConfig
@@ -166,19 +192,26 @@ class SinksFamily(Family):
         geo = model.geometry
         n_heads_total = geo.n_layers * geo.n_heads
 
-        # Evidence, head by head: loss change when only this head loses its sink tokens.
+        # Evidence: loss change when only this head loses its sink tokens, and the top-k vs bottom-k
+        # group checks, as edited variants of each prompt sharing batched passes (one variant per row)
         ranked = [h for h, _ in scores.ranked("first_token_mass")]
         k = n_heads_total if cfg.evidence_heads < 0 else min(cfg.evidence_heads, n_heads_total)
-        base = lm_loss(model, prompts)
-        delta = np.full((geo.n_layers, geo.n_heads), np.nan)
-        for i, head in enumerate(ranked[:k]):
-            delta[head.layer, head.head] = loss_without_sinks(model, report, prompts, [head]) - base
-            ctx.report("sinks: sink removal", i + 1, k)
-        scores.add("removal_loss_delta", delta, "LM loss change when this head cannot attend to its sink tokens (first + hidden)")
-
         check_k = max(1, min(cfg.check_k, n_heads_total // 2))
-        check = sink_removal_check(model, report, prompts, k=check_k)
-        first = first_token_removal_check(model, report, prompts, k=check_k)
+        evidence = sink_evidence(
+            model,
+            report,
+            prompts,
+            ranked[:k],
+            check_k,
+            BatchLimits(cfg.check_batch, cfg.check_batch_tokens),
+            progress=lambda i, n: ctx.report("sinks: removal checks", i, n),
+        )
+        base = evidence.base_loss
+        delta = np.full((geo.n_layers, geo.n_heads), np.nan)
+        for head, loss in evidence.head_loss.items():
+            delta[head.layer, head.head] = loss - base
+        scores.add("removal_loss_delta", delta, "LM loss change when this head cannot attend to its sink tokens (first + hidden)")
+        check, first = evidence.sink_check, evidence.first_token_check
 
         tokens = [
             {

@@ -1,21 +1,31 @@
-"""Edits of the attention pattern of chosen heads (the eager path: hook_pattern).
+"""Edits of the attention pattern of chosen heads: the causal checks of the sink family.
 
-These are the causal checks of the sink family: remove a key from a head's view and give
-its mass back to the other keys, or calibrate hidden sinks as in ACT (Yu et al., ICML 2024).
-They act on the bridge's full pattern, so they are meant for prompts of a few thousand
-tokens at most; hooks are always removed on exit.
+Remove a key from a head's view and give its mass back to the other keys, or calibrate hidden sinks as
+in ACT (Yu et al., ICML 2024). Two forms of each:
+
+* kernel-side edits (`removal_edits`, `act_edits`: `workbench.kernels.HeadEdit` descriptions the
+  instrumented core applies while it computes attention; no N x N tensor, any length, one head per
+  batch row if asked). The sink family runs its checks this way (`workbench.analysis.sinks`).
+* eager pattern hooks (`edited_patterns`, `act_calibrated`): the bridge's full pattern, edited by the
+  dense functions `remove_keys` / `act_calibrate`; prompts of a few thousand tokens at most. They are
+  the references the kernel path is tested against. ACT's dense and kernel forms share one row rule
+  (`workbench.kernels.edits.act_reweight`) and one sink rule (`act_sink_mask`).
+
+Hooks are always removed on exit.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from workbench.errors import InputDataError
+from workbench.kernels import HeadEdit
+from workbench.kernels.edits import act_reweight
 from workbench.models.heads import Head, HeadLike, parse_heads
 from workbench.models.hooks import edits_paused, temporary_hooks
 from workbench.models.model import Model
@@ -64,6 +74,21 @@ def act_query_share(sink_rule: str, min_query_share: float = 0.25) -> float:
     return 0.0 if sink_rule == "act" else min_query_share
 
 
+def act_sink_mask(
+    col_mean: torch.Tensor, seen: torch.Tensor, n_queries: int, tau: float = 0.1, min_query_share: float = 0.0
+) -> torch.Tensor:
+    """ACT's sink set as a boolean mask [..., Nk], from column means [..., Nk] over the ``seen`` [Nk]
+    queries that see each key: keys with mean received attention > tau (and, when ``min_query_share`` >
+    0, seen by that share of the ``n_queries``: the guarded rule), minus ACT's *first detected* sink
+    (``indices[1:]`` in its code: the first key above tau, usually key 0, but not always), which ACT
+    leaves alone. The one definition the dense calibration and the kernel-side edits both use."""
+    act_set = col_mean > tau
+    sinks = act_set & (seen >= min_query_share * n_queries) if min_query_share > 0 else act_set
+    first = act_set.to(torch.int8).argmax(-1)  # ACT's first detected sink, spared
+    spare = torch.zeros_like(sinks).scatter_(-1, first[..., None], act_set.any(-1, keepdim=True))
+    return sinks & ~spare
+
+
 def act_calibrate(
     pattern: torch.Tensor,
     beta: float = 0.4,
@@ -71,38 +96,47 @@ def act_calibrate(
     min_query_share: float = 0.0,
     sliding_window: int | None = None,
 ) -> torch.Tensor:
-    """ACT calibration of one head's causal pattern [B, Nq, Nk].
+    """ACT calibration of one head's causal pattern [B, Nq, Nk] (the dense reference of the kernel edit).
 
-    Sinks S: keys whose mean received attention over the queries that see them exceeds tau (ACT's
-    own rule, the default ``min_query_share = 0``; > 0 also needs that share of the queries to see
-    the key: the workbench's guarded rule), minus ACT's *first detected* sink (``indices[1:]`` in its
-    code: usually key 0, but not always), which ACT leaves alone. Attention on S is scaled by beta;
-    the freed mass (1 - beta) * sum_S goes to the other keys of the row in proportion to their
-    attention, so rows still sum to 1.
+    Sinks S: `act_sink_mask` of the pattern's own column means (ACT's rule by default; ``min_query_share``
+    > 0 is the workbench's guarded rule). Attention on S is scaled by beta; the freed mass (1 - beta) *
+    sum_S goes to the other keys of the row in proportion to their attention (`act_reweight`), so rows
+    still sum to 1.
     """
     b, nq, nk = pattern.shape
     vis = _visible(nq, nk, pattern.device, sliding_window)
     seen = vis.sum(0).to(pattern.dtype)  # queries that see key j
     col_mean = pattern.sum(-2) / seen.clamp_min(1)  # [B, Nk]
-    act_set = col_mean > tau
-    sinks = act_set & (seen >= min_query_share * nq) if min_query_share > 0 else act_set
-    first = act_set.to(torch.int8).argmax(-1)  # ACT's first detected sink, spared
-    spare = torch.zeros_like(sinks).scatter_(-1, first[:, None], act_set.any(-1, keepdim=True))
-    sinks = sinks & ~spare
-    sink_mask = sinks[:, None, :].to(pattern.dtype)  # [B, 1, Nk]
-    on_sinks = (pattern * sink_mask).sum(-1, keepdim=True)
-    rest = pattern * (1 - sink_mask)
-    rest_total = rest.sum(-1, keepdim=True)
-    freed = (1 - beta) * on_sinks
-    # ACT shares the freed mass in proportion to the row's non-sink attention. When that is
-    # exactly zero (a row entirely on sinks; ACT's formula divides 0 by 0) we share it
-    # uniformly over the visible non-sink keys instead; a row with none keeps its pattern.
-    fallback = vis.to(pattern.dtype) * (1 - sink_mask)
-    fallback_total = fallback.sum(-1, keepdim=True)
-    share = torch.where(rest_total > 0, rest / rest_total.clamp_min(1e-38), fallback / fallback_total.clamp_min(1.0))
-    edited = pattern * sink_mask * beta + rest + freed * share
-    movable = (rest_total > 0) | (fallback_total > 0)
-    return torch.where(movable, edited, pattern)
+    sinks = act_sink_mask(col_mean, seen, nq, tau, min_query_share)
+    return act_reweight(pattern, sinks[:, None, :], vis, beta)
+
+
+def act_edits(
+    sink_sets: Mapping[Head, Sequence[int]], beta: float = 0.4, rows: Mapping[Head, Sequence[int]] | None = None
+) -> dict[int, list[HeadEdit]]:
+    """Kernel-side ACT edits ({layer: [HeadEdit]}) for heads whose sink sets (already without the spared
+    sink) were found on a recorded pass; heads with an empty set get no edit (ACT leaves them as they
+    are). ``rows``: the batch rows each head's edit applies to (all rows when absent)."""
+    edits: dict[int, list[HeadEdit]] = {}
+    for head, keys in sink_sets.items():
+        if not keys:
+            continue
+        on = None if rows is None else tuple(int(r) for r in rows[head])
+        edits.setdefault(head.layer, []).append(
+            HeadEdit(head=head.head, rows=on, act_sinks=tuple(int(j) for j in keys), act_beta=beta)
+        )
+    return edits
+
+
+def removal_edits(removed: Mapping[Head, Sequence[int]], rows: Sequence[int] | None = None) -> dict[int, list[HeadEdit]]:
+    """Kernel-side key removal ({layer: [HeadEdit]}): each head loses its keys (mass renormalised, as
+    `remove_keys`), on the given batch rows (all when None); heads with no keys get no edit."""
+    edits: dict[int, list[HeadEdit]] = {}
+    on = None if rows is None else tuple(int(r) for r in rows)
+    for head, keys in removed.items():
+        if keys:
+            edits.setdefault(head.layer, []).append(HeadEdit(head=head.head, rows=on, removed=tuple(int(j) for j in keys)))
+    return edits
 
 
 def act_layers(n_layers: int, skip_first: int = 2, skip_last: int = 1) -> list[int]:

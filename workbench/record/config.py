@@ -22,6 +22,9 @@ class RecorderConfig:
     window: int = 16  # local mass on the last `window` keys
     columns: bool = True  # per-key attention received and the pooled map (kernel pass B)
     pool: int = 64  # pooled-map block size
+    # Keep the block-pooled map with the column statistics. Only the live pattern view reads it (app/live.py);
+    # at 128k tokens it is 16 MiB per head (16 GiB per record of an 8B model), so the families record without.
+    pooled: bool = True
     chunk: int = 256  # query chunk of the torch backend
     layers: tuple[int, ...] | None = None  # record only these layers (all by default)
     keep_patterns: bool = False  # eager backend only: keep the full [B, H, N, N] patterns

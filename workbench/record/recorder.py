@@ -12,6 +12,7 @@ The model is restored on exit, also when the forward raises.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
 
 import torch
@@ -168,10 +169,16 @@ class AttentionRecorder:
             edits=spec.edits,
         )
         if wanted:
-            self._pending[layer] = stats.cpu() if hasattr(stats, "cpu") else stats
+            self._pending[layer] = self._keep(stats)
             if cfg.capture_qk:
                 self._qk[layer] = (q.detach().float().cpu(), k.detach().float().cpu(), scale)
         return out
+
+    def _keep(self, stats: AttentionStats) -> AttentionStats:
+        """What the record keeps of one layer's statistics, on the host (``pooled=False``: no pooled map)."""
+        if not self.config.pooled and stats.pooled is not None:
+            stats = dataclasses.replace(stats, pooled=None)
+        return stats.cpu() if hasattr(stats, "cpu") else stats
 
     def _eager_points(self) -> list[tuple[Any, Any]]:
         """hook_attn_scores / hook_pattern of every wanted layer, in whichever order the bridge fires them.
@@ -223,7 +230,7 @@ class AttentionRecorder:
             sliding_window=spec.sliding_window,
             softcap=spec.softcap,
         )
-        self._pending[layer] = stats.cpu() if hasattr(stats, "cpu") else stats
+        self._pending[layer] = self._keep(stats)
         if cfg.keep_patterns:
             self._patterns[layer] = pattern.float().cpu()
 

@@ -73,7 +73,11 @@ def test_sentences_holding_the_needle_are_left_out(prose_tok):
     # a token-level twin of the answer is refused rather than planted twice
     with pytest.raises(InputDataError, match="answer tokens"):
         generated_haystack(
-            prose_tok, 50, np.random.default_rng(0), ["the river ran."], avoid_ids=(prose_tok(" river", add_special_tokens=False)["input_ids"],)
+            prose_tok,
+            50,
+            np.random.default_rng(0),
+            ["the river ran."],
+            avoid_ids=(prose_tok(" river", add_special_tokens=False)["input_ids"],),
         )
 
 

@@ -113,3 +113,15 @@ def test_a_batch_of_the_wrong_size_is_refused_and_hooks_are_removed(arch_model):
     with pytest.raises(WorkbenchError, match="epsilon"):
         with ablate_rows(model, ROWS, "uniform", epsilon=0.0):
             pass
+
+
+def test_rows_opened_before_the_core_self_check(tiny_model_dir):
+    """A fresh model runs the core's one-row self-check inside the first generate: the row mask stands
+    aside for it, and the generation is still each row's own."""
+    model = load_model(tiny_model_dir("llama", peaked=True), device="cpu")
+    tokens = _tokens(model)
+    with ablate_rows(model, ROWS, "uniform"):
+        gen = generate(model, tokens, 4).tokens
+    alone = _one_at_a_time(model, tokens, "uniform", None, lambda t: generate(model, t, 4).tokens)
+    for r in range(len(ROWS)):
+        assert torch.equal(gen[r], alone[r]), r

@@ -38,6 +38,7 @@ import torch
 from workbench.errors import UnsupportedModelError, WorkbenchError
 from workbench.models.attention_spec import bridge_kind
 from workbench.models.heads import Head, HeadLike, parse_heads
+from workbench.models.hooks import edits_paused
 from workbench.models.model import Model
 
 AblationMode = Literal["zero", "mean", "uniform"]
@@ -248,7 +249,8 @@ def row_ablation_hooks(
     """Hooks that ablate ``rows[r]`` in batch row ``r`` only (`ablate_rows` installs them).
 
     Each element is the same edit `ablation_hooks` makes, selected per row with ``torch.where``, so a
-    row's numbers are those of `ablate_heads` with its own heads (up to the batch's float order)."""
+    row's numbers are those of `ablate_heads` with its own heads (up to the batch's float order). They
+    stand aside during the instrumented core's self-check, whose one-row probe compares unedited cores."""
     _check_mode(mode, epsilon)
     parsed = [resolve_heads(model, heads) for heads in rows]
     masks = _row_masks(model, parsed)
@@ -267,6 +269,8 @@ def row_ablation_hooks(
         if mode == "uniform":
 
             def scale_q(q: torch.Tensor, hook, _m=mask) -> torch.Tensor:
+                if edits_paused(model.bridge):  # the core's one-row self-check probe
+                    return q
                 _check_rows(q, _m, hook)
                 return torch.where(_m.to(q.device)[:, None, :, None], q * epsilon, q)
 
@@ -275,6 +279,8 @@ def row_ablation_hooks(
             fill = None if mode == "zero" else means[layer]  # type: ignore[index]
 
             def edit_z(z: torch.Tensor, hook, _m=mask, _f=fill) -> torch.Tensor:
+                if edits_paused(model.bridge):
+                    return z
                 _check_rows(z, _m, hook)
                 value = torch.zeros((), dtype=z.dtype, device=z.device) if _f is None else _f.to(device=z.device, dtype=z.dtype)
                 return torch.where(_m.to(z.device)[:, None, :, None], value, z)

@@ -138,3 +138,17 @@ def test_generated_needles_are_fixed_by_the_seed(long_llama):
         return [t.prompt.tolist() for t in setup.trials]
 
     assert prompts(1) == prompts(1) and prompts(1) != prompts(2)
+
+
+def test_the_needle_context_rule_without_a_model():
+    """`fit_needle_context` is the rule the cost plan can share: follow, cut with a note, or refuse."""
+    from workbench.errors import InputDataError
+    from workbench.families.retrieval import fit_needle_context
+
+    assert fit_needle_context(0, 131072, 131072 * 2, 50) == (131072, "")
+    assert fit_needle_context(0, 131072, 131072, 50)[0] == 131022
+    assert fit_needle_context(4096, 256, 0, 50) == (4096, "")  # a model that states no length: as asked
+    with pytest.raises(InputDataError, match="does not fit the model's context of 131072 tokens"):
+        fit_needle_context(131072, 131072, 131072, 50)
+    with pytest.raises(InputDataError, match="leaves no room"):
+        fit_needle_context(0, 256, 40, 50)

@@ -82,27 +82,32 @@ def answer_room(model: Model, cfg: RetrievalFamilyConfig) -> int:
 
 
 def needle_context(model: Model, ctx: RunContext, cfg: RetrievalFamilyConfig) -> tuple[int, str]:
-    """(needle context, note): ``retrieval.context`` as given (refused when the model cannot hold it with
-    the answer), else ``--max-tokens`` cut to what the model holds (the note says so)."""
-    room = answer_room(model, cfg)
+    """(needle context, note) for this model and run: `fit_needle_context`."""
     n_ctx = int(getattr(model.geometry, "n_ctx", 0) or 0)
+    return fit_needle_context(cfg.context, ctx.max_tokens, n_ctx, answer_room(model, cfg))
+
+
+def fit_needle_context(context: int, max_tokens: int, n_ctx: int, room: int) -> tuple[int, str]:
+    """(needle context, note): ``context`` (``retrieval.context``) as given, refused when a model of
+    ``n_ctx`` positions (0: unknown) cannot hold it plus a ``room``-token answer; 0 follows ``max_tokens``,
+    cut to what the model holds (the note says so). No model needed: the cost plan uses it too."""
     fits = n_ctx - room if n_ctx > 0 else None  # None: the model states no length
     if fits is not None and fits < 2:
         raise InputDataError(
             f"the model's context of {n_ctx} tokens leaves no room for a needle and its {room}-token answer",
             "lower retrieval.max_new_tokens, or skip the retrieval family",
         )
-    if cfg.context:
-        if cfg.context < 2:
-            raise InputDataError(f"retrieval.context={cfg.context} is too short", "give 0 (follow --max-tokens) or at least 2")
-        if fits is not None and cfg.context > fits:
+    if context:
+        if context < 2:
+            raise InputDataError(f"retrieval.context={context} is too short", "give 0 (follow --max-tokens) or at least 2")
+        if fits is not None and context > fits:
             raise InputDataError(
-                f"a needle context of {cfg.context} tokens (--context or retrieval.context) plus its {room}-token "
+                f"a needle context of {context} tokens (--context or retrieval.context) plus its {room}-token "
                 f"answer does not fit the model's context of {n_ctx} tokens",
                 f"give --context {fits} or less, or --set retrieval.context={fits} (or 0 to follow --max-tokens)",
             )
-        return cfg.context, ""
-    asked = max(2, ctx.max_tokens)
+        return context, ""
+    asked = max(2, max_tokens)
     if fits is not None and asked > fits:
         return fits, (
             f"needle context {fits} tokens, not --max-tokens {asked}: the model holds {n_ctx} tokens and the answer needs {room}"

@@ -166,7 +166,7 @@ def test_the_safety_family_names_its_judge():
 
     organism = load_model("organism-4l", device="cpu")
     family = SafetyFamily(SafetyFamilyConfig(heads_per_part=1, judge="ships-paper"))
-    result = family.run_part(organism, RunContext(n_prompts=2), "heads-0-1")
+    result = family.run_part(organism, RunContext(n_prompts=2), "group")
     assert result.summary["judge"].startswith("Ships paper keywords") and result.summary["max_new_tokens"] == 8
 
 

@@ -192,7 +192,7 @@ def test_batched_ships_and_sahara_equal_the_per_head_loop(arch, max_rows, arch_m
         np.testing.assert_allclose(a, b, atol=ANGLE_TOL, rtol=0)
     assert sweep.angles is not None
     np.testing.assert_allclose(sweep.angles, steps[0], atol=ANGLE_TOL, rtol=0)  # the sweep's step 1 is Sahara's
-    reused = S.sahara_search(model, prompts, cfg, first_step=sweep.angles)
+    reused = S.sahara_search(model, prompts, cfg, first_step=sweep)
     assert reused.group == group
 
 
@@ -204,6 +204,9 @@ def test_ships_of_some_heads_and_the_pass_count(arch_model, monkeypatch):
     calls = _count_forwards(model, monkeypatch)
     got = S.ships_scores(model, prompts, SafetyConfig(max_rows=4), heads=heads)
     assert calls["n"] == 2 + 3  # base: ceil(5 / 4); heads: ceil(10 / 4)
+    calls["n"] = 0
+    S.sweep_heads(model, prompts, SafetyConfig(max_rows=4), heads=heads, angles=True)
+    assert calls["n"] == 2 + 3  # the base log-probs and representations come from the same passes
     assert np.isnan(got[:, 0, 0]).all() and np.isfinite(got[:, 1, 3]).all() and np.isfinite(got[:, 0, 2]).all()
 
 

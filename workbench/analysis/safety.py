@@ -125,17 +125,30 @@ def _sweep(
         yield chunk, logp, final
 
 
+def _base(
+    model: Model, prompts: list[torch.Tensor], cfg: SafetyConfig, logprobs: bool = True, reps: bool = False
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Unablated ([Q, V] log-probs, [Q, d_model] final-norm outputs) from the same ragged batches."""
+    out_logp: torch.Tensor | None = None
+    out_reps: torch.Tensor | None = None
+    for chunk, logp, final in _sweep(model, prompts, [(q, ()) for q in range(len(prompts))], cfg, logprobs, reps):
+        if logp is not None:
+            if out_logp is None:
+                out_logp = torch.empty(len(prompts), logp.shape[-1], dtype=torch.float64)
+            out_logp[chunk] = logp.cpu()
+        if final is not None:
+            if out_reps is None:
+                out_reps = torch.empty(len(prompts), final.shape[-1], dtype=torch.float64)
+            out_reps[chunk] = final
+    return out_logp, out_reps
+
+
 @torch.no_grad()
 def last_token_logprobs(model: Model, prompts: Sequence[torch.Tensor], cfg: SafetyConfig = SafetyConfig()) -> torch.Tensor:
     """[Q, V] log-probabilities of the next token after each prompt (ragged batches, right padded)."""
-    prompts = _check_prompts(prompts)
-    out = torch.empty(0)
-    for chunk, logp, _ in _sweep(model, prompts, [(q, ()) for q in range(len(prompts))], cfg):
-        assert logp is not None
-        if out.numel() == 0:
-            out = torch.empty(len(prompts), logp.shape[-1], dtype=torch.float64)
-        out[chunk] = logp.cpu()
-    return out
+    logp, _ = _base(model, _check_prompts(prompts), cfg)
+    assert logp is not None
+    return logp
 
 
 def kl_divergence(logp_base: torch.Tensor, logp_other: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -147,15 +160,9 @@ def kl_divergence(logp_base: torch.Tensor, logp_other: torch.Tensor, eps: float 
 @torch.no_grad()
 def final_representations(model: Model, prompts: Sequence[torch.Tensor], cfg: SafetyConfig = SafetyConfig()) -> torch.Tensor:
     """[Q, d_model] final-norm output (with its gain) at the last prompt token (ragged batches)."""
-    prompts = _check_prompts(prompts)
-    out: torch.Tensor | None = None
-    for chunk, _, reps in _sweep(model, prompts, [(q, ()) for q in range(len(prompts))], cfg, logprobs=False, reps=True):
-        assert reps is not None
-        if out is None:
-            out = torch.empty(len(prompts), reps.shape[-1], dtype=torch.float64)
-        out[chunk] = reps
-    assert out is not None
-    return out
+    _, reps = _base(model, _check_prompts(prompts), cfg, logprobs=False, reps=True)
+    assert reps is not None
+    return reps
 
 
 def _by_length_order(prompts: Sequence[torch.Tensor]) -> list[int]:
@@ -170,6 +177,7 @@ class HeadSweep:
 
     ships: np.ndarray  # [Q, L, H], NaN for heads not swept
     angles: np.ndarray | None  # [L, H] subspace angle with the head ablated, NaN for heads not swept
+    base_reps: torch.Tensor | None = None  # [Q, d_model] the unablated final-norm outputs (with angles)
 
 
 def _group_sweep(
@@ -224,8 +232,7 @@ def sweep_heads(
     geo = model.geometry
     prompts = _check_prompts(prompts)
     chosen = list(heads) if heads is not None else geo.all_heads()
-    base_logp = last_token_logprobs(model, prompts, cfg)
-    base_reps = final_representations(model, prompts, cfg) if angles else None
+    base_logp, base_reps = _base(model, prompts, cfg, reps=angles)
     kls, angle_list = _group_sweep(model, prompts, [(h,) for h in chosen], cfg, base_logp, base_reps, progress)
     ships = np.full((len(prompts), geo.n_layers, geo.n_heads), np.nan)
     angle_map = np.full((geo.n_layers, geo.n_heads), np.nan) if angles else None
@@ -234,7 +241,7 @@ def sweep_heads(
         ships[:, head.layer, head.head] = kls[:, j]
         if angle_map is not None and angle_list is not None:
             angle_map[head.layer, head.head] = angle_list[j]
-    return HeadSweep(ships, angle_map)
+    return HeadSweep(ships, angle_map, base_reps)
 
 
 def ships_scores(
@@ -267,22 +274,28 @@ def sahara_search(
     prompts: Sequence[torch.Tensor],
     cfg: SafetyConfig = SafetyConfig(),
     progress: Callable[[int, int], None] | None = None,
-    first_step: np.ndarray | None = None,
+    first_step: HeadSweep | None = None,
 ) -> SaharaResult:
     """Greedy head-group search maximising the subspace angle against the unablated base. Each step is
-    one batched sweep over (candidate, request) rows; ``first_step`` (the [L, H] angles of
-    `sweep_heads(angles=True)`, the same rows) skips the first."""
+    one batched sweep over (candidate, request) rows; ``first_step`` (a `sweep_heads(angles=True)` of
+    every head over the same prompts: the same rows) gives the base and the first step's angles."""
     geo = model.geometry
     prompts = _check_prompts(prompts)
-    base = final_representations(model, prompts, cfg)
+    if first_step is not None and (first_step.angles is None or first_step.base_reps is None):
+        raise InputDataError("sahara_search got a head sweep without angles", "run sweep_heads(..., angles=True)")
+    if first_step is not None and first_step.angles is not None and bool(np.isnan(first_step.angles).any()):
+        raise InputDataError("sahara_search got a head sweep of some heads only", "sweep every head (heads=None)")
+    base = first_step.base_reps if first_step is not None else None
+    if base is None:
+        base = final_representations(model, prompts, cfg)
     group: list[Head] = []
     steps: list[np.ndarray] = []
     total = cfg.max_group * geo.n_total_heads
     done = 0
     for step in range(cfg.max_group):
         candidates = [h for h in geo.all_heads() if h not in group]
-        if step == 0 and first_step is not None:
-            scores = np.array(first_step, dtype=float)
+        if step == 0 and first_step is not None and first_step.angles is not None:
+            scores = np.array(first_step.angles, dtype=float)
         else:
             start = done
 
@@ -436,7 +449,7 @@ def analyze_safety(
     for i in np.nanargmax(flat, axis=1):
         top[i // geo.n_heads, i % geo.n_heads] += 1.0 / len(ships)
     scores.add("ships_top1_share", top, "share of queries whose top Ships head is this head")
-    sahara = sahara_search(model, harmful, cfg, first_step=sweep.angles) if run_sahara else None
+    sahara = sahara_search(model, harmful, cfg, first_step=sweep) if run_sahara else None
     if sahara is not None:
         scores.add("sahara_angle", sahara.step_scores[0], "Sahara step-1 subspace angle (degrees) with the head ablated")
     return SafetyReport(scores, ships, sahara, cfg)

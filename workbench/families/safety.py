@@ -4,8 +4,12 @@ Prompts: the harmful and harmless request sets registered for the model (the org
 requests), else the shipped sets, or a harmful-prompt file (and optionally a benign one). The per-head evidence is the attack success
 rate on the harmful prompts with that head ablated (uniform attention), per request, beside random single
 heads ablated over the same requests (the verdict's control draws, the ``head_checks`` artefact). A model
-that already answers, or does not refuse, the harmful requests claims no heads (`SafetyFamily.merge`). Parts are blocks of
-heads, so a long Ships sweep resumes where it stopped.
+that already answers, or does not refuse, the harmful requests claims no heads (`SafetyFamily.merge`).
+
+One part, ``group``: Ships is computed once, in one batched sweep over (head, request) rows that also
+gives Sahara's first step, and the ASR generations of every condition share batches. (Parts cannot
+read each other, so per-head-block Ships parts made the group part compute Ships a second time.)
+The stored shape is unchanged: the summary nested by part, artefacts prefixed ``group/``.
 """
 
 from __future__ import annotations
@@ -47,7 +51,10 @@ class SafetyFamilyConfig:
     benign_file: str = ""
     prompt_field: str = ""  # the field holding the request in those files (default: the first usual one)
     template: str = "raw"
+    #: ignored since Ships is one batched sweep inside the single part (kept so old --set lines parse)
     heads_per_part: int = 16
+    #: batch rows per pass of the sweeps and generations ((head, request) pairs): bounds their memory
+    max_rows: int = SafetyConfig.max_rows
     #: per-head ASR for the top heads by dataset-level Ships (-1: every head); each is a generation pass
     asr_heads: int = 8
     #: random single heads ablated over the same requests: the control draws of each head's verdict
@@ -112,9 +119,7 @@ class SafetyFamily(Family):
     evidence_metric = "asr_when_ablated"
 
     def parts(self, model: Model, ctx: RunContext) -> list[str]:
-        n = model.geometry.n_total_heads
-        step = max(1, self.config.heads_per_part)
-        return [f"heads-{s}-{min(s + step, n)}" for s in range(0, n, step)] + ["group"]
+        return ["group"]
 
     def members(self, scores):
         """Heads whose single ablation lets at least half of the harmful prompts through."""
@@ -125,6 +130,10 @@ class SafetyFamily(Family):
         """A model that already answers the harmful requests with nothing ablated has no refusal for a
         head to carry: the members are dropped and the summary says why (`verdicts.safety_refusal`)."""
         merged = super().merge(parts)
+        if len(parts) == 1:  # the shape runs had with several parts: what the report and old runs read
+            (name,) = parts
+            merged.summary = {"parts": {name: merged.summary}}
+            merged.artefacts = {f"{name}/{k}": v for k, v in merged.artefacts.items()}
         group = parts.get("group")
         refusal = (
             safety_refusal(group.summary.get("base_asr"), group.summary.get("base_refusal_harmful"))
@@ -187,67 +196,60 @@ class SafetyFamily(Family):
 
     def run_part(self, model: Model, ctx: RunContext, part: str) -> PartResult:
         from workbench.analysis.refusal import make_judge
-        from workbench.analysis.safety import asr, sahara_search, ships_scores
+        from workbench.analysis.safety import asr, asr_many, sahara_search, sweep_heads
         from workbench.analysis.scores import HeadScores
 
+        if part != "group":
+            raise InputDataError(f"the safety family has one part, 'group', not {part!r}", "run the part 'group'")
         cfg = self.config
         geo = model.geometry
         new_tokens, min_chars = generation_settings(model, cfg)
         judge = make_judge(cfg.judge, min_chars)
-        scfg = SafetyConfig(epsilon=cfg.epsilon, rank=cfg.rank, max_group=cfg.max_group, max_new_tokens=new_tokens, judge=judge)
+        scfg = SafetyConfig(
+            epsilon=cfg.epsilon,
+            rank=cfg.rank,
+            max_group=cfg.max_group,
+            max_new_tokens=new_tokens,
+            judge=judge,
+            max_rows=cfg.max_rows,
+        )
         harmful, benign, source = safety_prompts(model, ctx, cfg)
         ctx.seed_torch(self.name, part)
         scores = HeadScores(self.name, geo.n_layers, geo.n_heads)
-        if part.startswith("heads-"):
-            lo, hi = (int(x) for x in part.split("-")[1:])
-            heads = geo.all_heads()[lo:hi]
-            ships = ships_scores(
-                model, harmful, scfg, heads=heads, progress=lambda i, n: ctx.report(f"safety: Ships {part}", i, n)
-            )
-            scores.add("ships_mean", ships.mean(0), "dataset-level Ships: mean KL at the last prompt token")
-            return PartResult(
-                scores,
-                {f"ships_{part}": ships},
-                {"prompt_source": source, "n_harmful": len(harmful), "judge": judge.name, "max_new_tokens": new_tokens},
-            )
-        # the group part: Sahara, base ASR, per-query top-Ships ablation vs random heads
-        sahara = sahara_search(model, harmful, scfg, progress=lambda i, n: ctx.report("safety: Sahara", i, n))
+        # Ships of every head, once: the same rows give Sahara's first step
+        sweep = sweep_heads(model, harmful, scfg, angles=True, progress=lambda i, n: ctx.report("safety: Ships", i, n))
+        full = sweep.ships
+        scores.add("ships_mean", full.mean(0), "dataset-level Ships: mean KL at the last prompt token")
+        sahara = sahara_search(model, harmful, scfg, progress=lambda i, n: ctx.report("safety: Sahara", i, n), first_step=sweep)
         scores.add("sahara_angle", sahara.step_scores[0], "Sahara step-1 subspace angle (degrees) with the head ablated")
-        full = ships_scores(model, harmful, scfg)
         flat = full.reshape(len(harmful), -1)
         # per-head evidence: ASR with each of the top heads by dataset-level Ships ablated (every head
-        # costs a full generation pass over the requests; a real model has hundreds of heads)
+        # costs a generation over the requests; a real model has hundreds of heads)
         mean_ships = np.nan_to_num(flat.mean(0), nan=-np.inf)
         order = [int(i) for i in np.argsort(-mean_ships, kind="stable")]
         k = len(order) if cfg.asr_heads < 0 else min(cfg.asr_heads, len(order))
-        asr_map = np.full((geo.n_layers, geo.n_heads), np.nan)
-        answered: dict[Any, list[bool]] = {}  # head -> per request: answered (the attack succeeded)
-
-        def ablated(head: Any) -> list[bool]:
-            if head not in answered:
-                answered[head] = [v == "compliance" for v in asr(model, harmful, [head], scfg).verdicts]
-            return answered[head]
-
         tested = [geo.all_heads()[i] for i in order[:k]]
-        for i, head in enumerate(tested):
-            asr_map[head.layer, head.head] = float(np.mean(ablated(head)))
-            ctx.report("safety: ASR of the top Ships heads", i + 1, k)
-        scores.add(
-            "asr_when_ablated", asr_map, f"attack success rate on harmful prompts with this head ablated (top {k} heads by Ships)"
-        )
         controls = draw_controls(
             geo.all_heads(), cfg.asr_controls, random.Random(int(ctx.rng("safety", "controls").integers(2**31)))
         )
-        for i, head in enumerate(controls):
-            ablated(head)
-            ctx.report("safety: random-head controls", i + 1, len(controls))
+        singles = list(dict.fromkeys([*tested, *controls]))  # a control that is also tested runs once
         top_per_query = [[geo.all_heads()[int(i)]] for i in np.nanargmax(flat, axis=1)]
         rng = ctx.rng("safety", "random")
         random_per_query = [[geo.all_heads()[int(rng.integers(geo.n_total_heads))]] for _ in harmful]
-        base = asr(model, harmful, [], scfg)
-        top = asr(model, harmful, top_per_query, scfg)
-        rand = asr(model, harmful, random_per_query, scfg)
-        group = asr(model, harmful, sahara.group, scfg)
+        # every condition's (request, heads) rows in shared generation batches
+        ctx.report("safety: ASR generations", 0, 1)
+        results = asr_many(model, harmful, [*[[h] for h in singles], [], top_per_query, random_per_query, sahara.group], scfg)
+        ctx.report("safety: ASR generations", 1, 1)
+        answered: dict[Any, list[bool]] = {  # head -> per request: answered (the attack succeeded)
+            h: [v == "compliance" for v in r.verdicts] for h, r in zip(singles, results)
+        }
+        base, top, rand, group = results[len(singles) :]
+        asr_map = np.full((geo.n_layers, geo.n_heads), np.nan)
+        for head in tested:
+            asr_map[head.layer, head.head] = float(np.mean(answered[head]))
+        scores.add(
+            "asr_when_ablated", asr_map, f"attack success rate on harmful prompts with this head ablated (top {k} heads by Ships)"
+        )
         refusal_benign = None
         if benign:
             b = asr(model, benign, [], scfg)
@@ -274,6 +276,7 @@ class SafetyFamily(Family):
                 "refusal_benign": refusal_benign,
             },
             "sahara_steps": np.stack(sahara.step_scores),
+            f"ships_heads-0-{geo.n_total_heads}": full,
             "safety_examples": examples,
             "head_checks": {
                 "check": "attack success rate",

@@ -38,8 +38,10 @@ def test_planned_passes_are_the_counted_passes(family, counted, tmp_path):
     model, counts = counted
     result = Atlas(model, families=[family], store=tmp_path / "s", n_prompts=N_PROMPTS, max_tokens=MAX_TOKENS).run()
     steps = atlas_steps(geometry_of(model), [family], {}, Workload(n_tokens=MAX_TOKENS, n_prompts=N_PROMPTS))
-    kept = family != "sinks" or bool(result.artefacts("sinks")["act_calibration"]["selected"])
-    planned_prefills = sum(s.passes for s in steps if kept or not s.conditional)
+    # the conditional step (ACT's kept heads) runs once per distinct layer of the kept heads
+    selected = result.artefacts("sinks")["act_calibration"]["selected"] if family == "sinks" else []
+    kept_layers = len({h.split("H")[0] for h in selected})
+    planned_prefills = sum(s.passes * (kept_layers if s.conditional else 1) for s in steps)
     assert counts["prefill"] == planned_prefills, [(s.step, s.passes) for s in steps]
     assert counts["step"] == sum(s.decode_steps for s in steps)
     assert counts["prefill"] > 0

@@ -124,25 +124,57 @@ def _fmt_time(seconds: float) -> str:
 
 
 def sinks_steps(geo: PlanGeometry, cfg: Any, n_prompts: int, n_tokens: int, act_metric_passes: int | None = None) -> list[Step]:
-    """`families/sinks.py`: record P prompts; LM loss base; one removal per evidence head; the top/bottom
-    sink-removal and first-token-removal checks (3 loss sweeps each); ACT: one calibration sweep per
-    candidate head of layers 2..L-2, plus the base, the held-out base and the kept set on both."""
+    """`families/sinks.py`: record P prompts (their LM loss comes with the recording); the per-head
+    evidence and both top/bottom checks as kernel-side key removal, one edited variant per batch row
+    (R rows per pass: ``check_batch`` within ``check_batch_tokens``), k + 4 variants per prompt; ACT at
+    its calibration length n_a: one recorded pass per calibration sequence (sinks and base metric), the
+    candidate heads R_a per pass, the held-out base, and, when heads are kept, one pass per kept layer
+    on both sets. Candidates without a sink are skipped at no cost: the plan counts every candidate."""
     k = geo.n_total_heads if cfg.evidence_heads < 0 else min(cfg.evidence_heads, geo.n_total_heads)
     p, n = n_prompts, n_tokens
+
+    def rows(tokens: int) -> int:
+        return max(1, min(int(cfg.check_batch), int(cfg.check_batch_tokens) // max(tokens, 1)))
+
+    r = rows(n)
     steps = [
-        Step("sinks", "record prompts", p, n),
-        Step("sinks", "LM loss (base)", p, n),
-        Step("sinks", f"sink removal, {k} heads one at a time", k * p, n),
-        Step("sinks", "sink removal check (base, top, bottom)", 3 * p, n),
-        Step("sinks", "first-token removal check (base, top, bottom)", 3 * p, n),
+        Step("sinks", "record prompts (+ base LM loss)", p, n),
+        Step(
+            "sinks",
+            f"sink removal: {k} heads one at a time + top/bottom sink and first-token checks",
+            p * math.ceil((k + 4) / r),
+            n,
+            batch=r,
+            note="a variant whose heads have no sink on a prompt takes no row (fewer passes)",
+        ),
     ]
     if cfg.act:
         n_layers = max(0, geo.n_layers - cfg.act_skip_first_layers - cfg.act_skip_last_layers)
         candidates = n_layers * geo.n_heads
+        n_act = n if int(cfg.act_context) <= 0 else min(int(cfg.act_context), n)
+        ra = rows(n_act)
         m = act_metric_passes if act_metric_passes is not None else max(1, p // 2)
         held = act_metric_passes if act_metric_passes is not None else p - max(1, p // 2) or m
-        steps.append(Step("sinks", f"ACT search, {candidates} candidate heads, held-out base", (1 + candidates) * m + held, n))
-        steps.append(Step("sinks", "ACT kept heads on both sets", m + held, n, note="when a head is kept", conditional=True))
+        steps.append(
+            Step(
+                "sinks",
+                f"ACT search, {candidates} candidate heads at {n_act} tokens, held-out base",
+                m + m * math.ceil(candidates / ra) + held,
+                n_act,
+                batch=ra,
+                note="candidates without a sink are skipped (fewer passes)",
+            )
+        )
+        steps.append(
+            Step(
+                "sinks",
+                "ACT kept heads on both sets, per kept layer",
+                m + held,
+                n_act,
+                note="when a head is kept",
+                conditional=True,
+            )
+        )
     return steps
 
 

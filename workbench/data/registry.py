@@ -9,7 +9,8 @@ asks "is this a shipped organism":
 kind       items
 ========== ===================================================================================
 text       plain prose: sink and temporal prompts, needle haystacks (default: shipped prose)
-needles    needle-in-a-haystack trials (default: a text needle in the text set)
+needles    needle-in-a-haystack trials (default: a text needle in a haystack generated from the text set
+           to the needle context, `workbench.data.haystack`; ``retrieval.haystack`` names another)
 harmful    refusal-eliciting requests (default: the shipped harmful requests)
 harmless   everyday requests for the over-refusal check (default: the shipped harmless requests)
 periodic   text with a known period (no default; the organisms register theirs)

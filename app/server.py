@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,16 +150,69 @@ class JobProgress:
         self.report(1.0, f"run {result.run_id} complete")
 
 
+#: Modules the callbacks and jobs import lazily, imported once by `preload` before any thread starts.
+#: pandas comes first: plotly's validators use it whenever it is in ``sys.modules``, so a job thread
+#: that is still importing it (transformer_lens does) hands a half-built module to a page thread.
+PRELOAD = (
+    "pandas",
+    "transformers",
+    "transformer_lens.model_bridge",
+    "workbench.models.model",
+    "workbench.models.generate",
+    "workbench.record",
+    "workbench.interventions.ablation",
+    "workbench.analysis.temporal",
+    "workbench.families.prompts",
+    "workbench.report.findings",
+    "workbench.atlas",
+)
+
+
+def preload() -> list[str]:
+    """Import what the pages and live jobs would otherwise import on first use, and draw one figure
+    of every trace kind (plotly builds its classes lazily), before the server starts its threads.
+
+    Two threads importing the same package at once can see it half initialised (Python breaks the
+    import-lock cycle by handing one of them the partial module): the head page failed on first open
+    with "partially initialized module 'pandas'". Returns the modules that could not be imported
+    (optional ones; the page that needs them says so)."""
+    import importlib
+
+    missing = []
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2)
+    fig.add_trace(go.Heatmap(z=[[0.0, 1.0]], colorbar={"title": {"text": "x"}}), row=1, col=1)
+    fig.add_trace(go.Bar(x=[0], y=[1.0], marker={"color": "#000"}), row=1, col=2)
+    fig.add_trace(go.Scatter(x=[0], y=[1.0], mode="lines+markers", line={"width": 1}), row=1, col=2)
+    fig.add_shape(type="rect", x0=0, x1=1, y0=0, y1=1, line={"width": 1})
+    fig.add_annotation(text="x", x=0, y=0)
+    fig.update_layout(title={"text": "x"}, xaxis={"title": {"text": "x"}}, yaxis={"title": {"text": "x"}}, coloraxis={})
+    fig.to_plotly_json()
+    return missing
+
+
 def create_app(
     results: str | Path | None = None, *, device: str = "auto", export_dir: str | Path | None = None, refresh_ms: int = 2000
 ) -> Any:
-    """The Dash app over a results folder (it need not exist yet: the pages say so and recover)."""
+    """The Dash app over a results folder (it need not exist yet: the pages say so and recover).
+
+    Everything the pages import lazily is imported here first (`preload`), while only this thread runs."""
     import dash
     from flask import abort, send_from_directory
 
     from workbench.app import callbacks, layout
     from workbench.store import default_results
 
+    missing = preload()
+    if missing:
+        log.info("dashboard: optional modules not importable: %s", ", ".join(missing))
     folder = Path(results).expanduser() if results is not None else default_results()
     state = AppState(
         folder.resolve() if folder.exists() else folder.absolute(),
@@ -213,9 +267,14 @@ def serve(
     device: str = "auto",
     export_dir: str | Path | None = None,
     quiet: bool = False,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
+    """Check the port, build the app (imports included, see `preload`), call ``on_ready`` (the CLI
+    prints the address there, once a browser can connect), then serve until interrupted."""
     check_port(host, port)
     app = create_app(results, device=device, export_dir=export_dir)
+    if on_ready is not None:
+        on_ready()
     if quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     app.run(host=host, port=port, debug=False, threaded=True)

@@ -27,7 +27,7 @@ def test_help_lists_the_options(capsys):
 def test_defaults_bind_to_localhost(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_serve(results, host, port, device, export_dir, quiet):
+    def fake_serve(results, host, port, device, export_dir, quiet, on_ready=None):
         seen.update(results=results, host=host, port=port, device=device)
 
     monkeypatch.setattr("workbench.app.server.serve", fake_serve)

@@ -26,9 +26,13 @@ def dashboard(
         err_console.print(
             f"[bold yellow]note:[/] listening on {host}: anyone who can reach it can run the model", highlight=False
         )
-    err_console.print(
-        f"Attention Workbench dashboard: http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}/ "
-        f"(results: {folder}); Ctrl+C stops it",
-        highlight=False,
-    )
-    serve(folder, host=host, port=port, device=device, export_dir=export_dir, quiet=quiet)
+    err_console.print("starting the dashboard (loading the model libraries once, before the first page)...", highlight=False)
+
+    def ready() -> None:
+        err_console.print(
+            f"Attention Workbench dashboard: http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}/ "
+            f"(results: {folder}); Ctrl+C stops it",
+            highlight=False,
+        )
+
+    serve(folder, host=host, port=port, device=device, export_dir=export_dir, quiet=quiet, on_ready=ready)

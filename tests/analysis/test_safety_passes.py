@@ -62,3 +62,10 @@ def test_safety_family_passes_are_the_formula(tiny_llama, tmp_path):
     # group, and one generation per condition and length
     before = len(by_length) * ((1 + lh) + (1 + sum(lh - s for s in range(g))) + (1 + lh))
     assert sweeps * 4 < before
+    # the cost plan's safety steps use the same formulas (one length group per request length)
+    from workbench.atlas.plan import geometry_of, safety_steps
+
+    planned = safety_steps(geometry_of(model), cfg, q, 0, 8, T, len(by_length))
+    assert planned[0].passes == sweeps
+    assert planned[1].decode_steps == planned[1].passes * (T - 1)
+    assert planned[1].passes >= generations - len(by_length)  # even split of requests over lengths: an estimate

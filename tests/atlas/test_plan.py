@@ -75,3 +75,19 @@ def test_a_plan_over_the_budget_is_a_warning_of_the_run(tiny_llama, tmp_path):
     assert not [w for w in generous.run().warnings if "over the budget" in w]
     with pytest.raises(Exception, match="budget_minutes must be > 0"):
         Atlas(tiny_llama, budget_minutes=0)
+
+
+def test_workbench_atlas_budget_says_before_the_work_that_the_plan_is_over(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli.main import app
+
+    args = ["atlas", str(tiny_model_dir()), "-f", "temporal", "--n-prompts", "1", "--max-tokens", "32", "-r", str(tmp_path / "s")]
+    out = CliRunner().invoke(app, [*args, "--budget", "1e-9"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    said = next(i for i, line in enumerate(lines) if "over the budget" in line)
+    started = next(i for i, line in enumerate(lines) if "part all" in line and "started" in line)
+    assert said < started, out.output  # said before any work, not only in the findings at the end
+    bad = CliRunner().invoke(app, [*args, "--budget", "0"])
+    assert bad.exit_code == 2 and "budget must be > 0" in bad.output, bad.output

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from workbench.models.model import Model
 
 #: options of a family that name its inputs: a resumed run may be given them when they are missing
-INPUT_OPTIONS = {"safety": ("harmful_file", "benign_file", "prompt_field", "template")}
+INPUT_OPTIONS = {"safety": ("harmful_file", "benign_file", "prompt_field", "template"), "retrieval": ("haystack",)}
 
 
 class AtlasProgress(Protocol):
@@ -162,6 +162,7 @@ class Atlas:
         prompt_field: str | None = None,
         n_prompts: int | None = None,
         max_tokens: int | None = None,
+        context: int | None = None,
         seed: int | None = None,
         device: str | None = None,
         dtype: str | None = None,
@@ -185,6 +186,7 @@ class Atlas:
             "prompt_field": prompt_field,
             "n_prompts": n_prompts,
             "max_tokens": max_tokens,
+            "context": context,
             "seed": seed,
             "device": device,
             "dtype": dtype,
@@ -235,6 +237,7 @@ class Atlas:
         return RunContext(
             seed=o.seed,
             max_tokens=o.max_tokens,
+            context=o.context,
             n_prompts=o.n_prompts,
             device=device,
             dtype=o.dtype,
@@ -272,7 +275,7 @@ class Atlas:
         o = self.opts
         model = self.model
         cost, notes = measure_costs(model, max(2, min(measure_tokens, o.max_tokens)))
-        work = Workload(n_tokens=o.max_tokens, n_prompts=o.n_prompts)
+        work = Workload(n_tokens=o.max_tokens, n_prompts=o.n_prompts, n_ctx=int(getattr(model.geometry, "n_ctx", 0) or 0))
         return plan_atlas(
             geometry_of(model), list(o.families), cost, notes, options=o.family_options, work=work, device=str(model.device)
         )
@@ -326,7 +329,10 @@ class Atlas:
             with Store.open(o.results, write=True) as store:
                 writer = start_run(store, model, fams, ctx, config, run_id)
                 where = f"Ray workers ({config['device']})" if o.executor == "ray" else str(model.device)
-                self.progress.started(writer.run_id, f"{model.name} on {where}, families {', '.join(fams)}")
+                over = [str(w) for w in self.warnings if "over the budget" in w.message]
+                self.progress.started(
+                    writer.run_id, f"{model.name} on {where}, families {', '.join(fams)}" + "".join(f"; {w}" for w in over)
+                )
                 self._execute(writer, model, fams, ctx, executor)
         finally:
             if owned:

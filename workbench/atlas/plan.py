@@ -213,46 +213,49 @@ def retrieval_steps(geo: PlanGeometry, cfg: Any, n_trials: int, context: int, ne
 def safety_steps(
     geo: PlanGeometry, cfg: Any, n_requests: int, n_benign: int, request_tokens: int, new_tokens: int, length_groups: int
 ) -> list[Step]:
-    """`families/safety.py`: Ships per head part (a base and one last-token pass per head, per batch of
-    equal-length requests), Sahara's greedy search (max_group steps over every head not yet chosen), Ships
-    again in the group part, then cached generations for ASR: each tested head, each control, base,
-    top-per-query, random-per-query, the Sahara group and the benign set."""
-    lh, g = geo.n_total_heads, length_groups
-    per_part = max(1, cfg.heads_per_part)
-    n_parts = math.ceil(lh / per_part)
-    sahara = sum(lh - s for s in range(cfg.max_group))
+    """`families/safety.py` (one part): one sweep of (head, request) rows, R = ``max_rows`` per pass in
+    right-padded ragged batches, gives Ships and Sahara's first step; Sahara's later steps are one
+    sweep each over the heads not yet chosen; then every ASR condition (each tested head, each control,
+    base, top-per-query, random-per-query, the Sahara group) as cached generations of (condition,
+    request) rows sharing batches within each request length, and the benign set."""
+    lh, g, q = geo.n_total_heads, length_groups, n_requests
+    r = max(1, int(getattr(cfg, "max_rows", 64)))
     k = lh if cfg.asr_heads < 0 else min(cfg.asr_heads, lh)
-    gens = k + cfg.asr_controls + 4
+    conditions = k + cfg.asr_controls + 4
+    sweeps = math.ceil(q / r) + sum(math.ceil((lh - s) * q / r) for s in range(min(cfg.max_group, lh)))
+    per_group = max(1, math.ceil(q / max(g, 1)))
+    gens = g * math.ceil(per_group * conditions / r)
     steps = [
         Step(
             "safety",
-            f"Ships over {lh} heads ({n_parts} parts)",
-            (n_parts + lh) * g,
+            f"Ships + Sahara ({cfg.max_group} greedy steps) over {lh} heads, (head, request) rows",
+            sweeps,
             request_tokens,
-            batch=max(1, n_requests // g),
+            batch=min(r, lh * q),
+            note="the base rows, then one sweep per Sahara step",
         ),
-        Step("safety", f"Sahara, {cfg.max_group} greedy steps", (1 + sahara) * g, request_tokens, batch=max(1, n_requests // g)),
-        Step("safety", "Ships again (group part)", (1 + lh) * g, request_tokens, batch=max(1, n_requests // g)),
         Step(
             "safety",
-            f"ASR generations: {k} heads + {cfg.asr_controls} controls + 4",
-            gens * g,
+            f"ASR generations: {k} heads + {cfg.asr_controls} controls + 4 conditions",
+            gens,
             request_tokens,
-            batch=max(1, n_requests // g),
-            decode_steps=gens * g * max(0, new_tokens - 1),
+            batch=min(r, per_group * conditions),
+            decode_steps=gens * max(0, new_tokens - 1),
             decode_context=request_tokens + new_tokens // 2,
-            note="controls that are also tested run once",
+            note="rows batched within a request length; a repeated (request, heads) row runs once",
         ),
     ]
     if n_benign:
+        per_benign = max(1, math.ceil(n_benign / max(g, 1)))
+        b = g * math.ceil(per_benign / r)
         steps.append(
             Step(
                 "safety",
                 "benign refusals",
-                g,
+                b,
                 request_tokens,
-                batch=max(1, n_benign // g),
-                decode_steps=g * max(0, new_tokens - 1),
+                batch=min(r, per_benign),
+                decode_steps=b * max(0, new_tokens - 1),
                 decode_context=request_tokens + new_tokens // 2,
             )
         )
@@ -380,6 +383,7 @@ class Workload:
     n_benign: int = 40
     safety_new_tokens: int = 128
     needle_new_tokens: int = 50  # text needles: up to 50 tokens to the newline (the reference)
+    n_ctx: int = 0  # the model's context (0: unknown, nothing is cut)
 
 
 def atlas_steps(geo: PlanGeometry, families: list[str], options: dict[str, dict[str, Any]], work: Workload) -> list[Step]:
@@ -393,7 +397,9 @@ def atlas_steps(geo: PlanGeometry, families: list[str], options: dict[str, dict[
         if name == "sinks":
             steps += sinks_steps(geo, cfg, work.n_prompts or 8, n)
         elif name == "retrieval":
-            context = min(cfg.context, n) - 1
+            from workbench.families.retrieval import fit_needle_context
+
+            context = fit_needle_context(cfg.context, n, work.n_ctx, work.needle_new_tokens)[0] - 1
             probe = 1 + min(cfg.segment, max(8, (n - 1) // cfg.repeats)) * cfg.repeats
             steps += retrieval_steps(geo, cfg, work.n_prompts or cfg.n_trials, context, work.needle_new_tokens, probe)
         elif name == "safety":

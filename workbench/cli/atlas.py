@@ -77,12 +77,19 @@ def atlas(
     ray_workers: int = typer.Option(
         None, "--ray-workers", help="Ray actors, each with one model copy (default: one per GPU, else one per CPU)"
     ),
+    budget: float = typer.Option(
+        None,
+        "--budget",
+        help="minutes the run may take: the plan (measured on the model's device) is checked first and a warning says when it is over",
+    ),
 ) -> None:
     """Run the head atlas (all families by default) on MODEL and store the run."""
     from workbench.atlas.api import Atlas
     from workbench.atlas.options import apply_context, context_set_options
     from workbench.cli.progress import RunProgress
 
+    if budget is not None and not budget > 0:
+        raise typer.BadParameter(f"the budget must be > 0 minutes, got {budget:g}", param_hint="--budget")
     if context is not None:  # --context N is --max-tokens N plus the families' own lengths (CONTEXT_OPTIONS)
         _, max_tokens = apply_context(context, max_tokens, max_tokens is not None)
         if not resume:  # a resumed run keeps its recorded family options; max_tokens is checked against it
@@ -107,6 +114,7 @@ def atlas(
             config=config,
             set_options=set_options,
             progress=progress,
+            budget_minutes=budget,
         )
         progress.results = runner.opts.results
         result = _with_interrupts(lambda: runner.resume(model) if resume else runner.run(), progress)

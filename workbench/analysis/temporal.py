@@ -360,19 +360,45 @@ def analyze_temporal(model: Model, prompts: Sequence[torch.Tensor], cfg: Tempora
     prune_rows: list[list[np.ndarray]] = [[] for _ in range(L)]  # per layer: [chunks, H] of every prompt
     profiles, col_sums, n_tok, rope_sh = [], [], [], []
     stripe_sum = np.zeros((L, H, 0))  # summed over prompts; shorter prompts add 0 beyond their length
-    captured: dict[tuple[str, int], torch.Tensor] = {}
+    captured: dict[int, torch.Tensor] = {}  # the pre-RoPE queries of the layer running now
+    per_layer_out: dict[int, dict[str, Any]] = {}
 
-    def grab(name: str, layer: int) -> Callable[[torch.Tensor, Any], None]:
+    def grab(layer: int) -> Callable[[torch.Tensor, Any], None]:
         def fn(t: torch.Tensor, hook: Any) -> None:
-            captured[(name, layer)] = t.detach()[0].float().cpu()  # [N, H, D]
+            captured[layer] = t.detach()[0].float().cpu()  # [N, H, D]
 
         return fn
 
-    points = [(model.bridge.blocks[l].attn.hook_q, grab("q", l)) for l in range(L)]
+    def on_layer(l: int, stats: Any, q: torch.Tensor, k: torch.Tensor, scale: float) -> None:
+        """Every statistic of layer ``l`` while the pass runs; its queries and keys are then dropped,
+        so the host holds one layer's q/k at a time (O(N x d)), never every layer's."""
+        q_pre = captured.pop(l)
+        q_rot, k_rot = q.float().cpu(), k.float().cpu()
+        n = q_rot.shape[2]
+        out: dict[str, Any] = {}
+        full = whole_context_profile(q_rot, k_rot, stats.lse.float().cpu(), scale, windows[l])  # [H, N]
+        out["prof"] = full[:, : cfg.max_offset]
+        out["stripes"] = offset_shares(full, n)
+        out["prune"] = q_similarity_prune(q_pre, cfg.prune_max_seq_len, cfg.prune_stride)
+        out["q_pre"] = q_similarity(q_pre, cfg.window, cfg.stride)
+        out["q_post"] = q_similarity(q_rot[0].transpose(0, 1), cfg.window, cfg.stride)
+        out["lag1"] = lag_similarity(q_pre)
+        out["ar"], out["persist"] = ar_predictability(q_pre, cfg.ar_order, cfg.ar_ridge, cfg.fit_fraction)
+        if rope:
+            assert rope_dims is not None  # a RoPE scheme always says how many dims it rotates
+            group = q_rot.shape[1] // k_rot.shape[1]
+            k_exp = k_rot[0].repeat_interleave(group, dim=0)
+            out["rope"] = rope_channel_shares(
+                q_rot[0], k_exp, rope_dims, cfg.rope_pairs_sampled, cfg.seed, geo.positional.pair_layout
+            )
+        per_layer_out[l] = out
+
+    points = [(model.bridge.blocks[l].attn.hook_q, grab(l)) for l in range(L)]
     for prompt in prompts:
         tokens = prompt.view(1, -1)
         captured.clear()
-        with temporary_hooks(points), AttentionRecorder(model, capture_qk=True) as rec, torch.no_grad():
+        per_layer_out.clear()
+        with temporary_hooks(points), AttentionRecorder(model, on_layer=on_layer) as rec, torch.no_grad():
             model.logits(tokens.to(model.device))
         record = rec.last
         n = tokens.shape[1]
@@ -381,26 +407,14 @@ def analyze_temporal(model: Model, prompts: Sequence[torch.Tensor], cfg: Tempora
         shares = []
         cols = record.stack("col_sum")[:, 0].double().numpy()  # [L, H, N] (every layer recorded)
         for l in range(L):
-            q_pre = captured[("q", l)]
-            q_rot, k_rot, scale = record.qk[l]
-            lse = record.layer(l).lse
-            full = whole_context_profile(q_rot, k_rot, lse, scale, windows[l])  # [H, N]
-            prof[l, :, : min(n, cfg.max_offset)] = full[:, : cfg.max_offset]
-            stripes[l] = offset_shares(full, n)
-            prune_rows[l].append(q_similarity_prune(q_pre, cfg.prune_max_seq_len, cfg.prune_stride))
-            acc["q_pre"].append(q_similarity(q_pre, cfg.window, cfg.stride))
-            acc["q_post"].append(q_similarity(q_rot[0].transpose(0, 1), cfg.window, cfg.stride))
-            acc["lag1"].append(lag_similarity(q_pre))
-            ar, persist = ar_predictability(q_pre, cfg.ar_order, cfg.ar_ridge, cfg.fit_fraction)
-            acc["ar"].append(ar)
-            acc["persist"].append(persist)
+            out = per_layer_out[l]
+            prof[l, :, : min(n, cfg.max_offset)] = out["prof"]
+            stripes[l] = out["stripes"]
+            prune_rows[l].append(out["prune"])
+            for key in ("q_pre", "q_post", "lag1", "ar", "persist"):
+                acc[key].append(out[key])
             if rope:
-                assert rope_dims is not None  # a RoPE scheme always says how many dims it rotates
-                group = q_rot.shape[1] // k_rot.shape[1]
-                k_exp = k_rot[0].repeat_interleave(group, dim=0)
-                shares.append(
-                    rope_channel_shares(q_rot[0], k_exp, rope_dims, cfg.rope_pairs_sampled, cfg.seed, geo.positional.pair_layout)
-                )
+                shares.append(out["rope"])
         profiles.append(prof)
         if n > stripe_sum.shape[-1]:
             stripe_sum = np.pad(stripe_sum, ((0, 0), (0, 0), (0, n - stripe_sum.shape[-1])))

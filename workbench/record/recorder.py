@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,12 +29,22 @@ from workbench.record.patch import instrumented_attention, layer_specs, plain_co
 from workbench.record.record import AttentionRecord
 from workbench.record.self_check import ensure_checked
 
+#: ``on_layer(layer, stats, q, k, scale)``: called inside the pass as each recorded layer's attention
+#: finishes, with its statistics and the post-RoPE queries and keys still on the device
+LayerCallback = Callable[[int, AttentionStats, torch.Tensor, torch.Tensor, float], None]
+
 
 class AttentionRecorder:
-    def __init__(self, model: Model, config: RecorderConfig | None = None, **overrides: Any) -> None:
+    def __init__(
+        self, model: Model, config: RecorderConfig | None = None, on_layer: LayerCallback | None = None, **overrides: Any
+    ) -> None:
+        """``on_layer`` lets an analysis use each layer's queries and keys while the pass runs and keep
+        only what it computes from them: its host memory then holds one layer's q/k, not every layer's
+        (``capture_qk`` keeps all of them, O(L x N x d))."""
         base = config or RecorderConfig()
         if overrides:
             base = RecorderConfig(**{**base.__dict__, **overrides})
+        self.on_layer = on_layer
         self.model = model
         self.config = base
         self.backend = base.resolved_backend(model.device.type)
@@ -42,6 +53,8 @@ class AttentionRecorder:
             bad = [layer for layer in base.layers if not 0 <= layer < n_layers]
             if bad:
                 raise WorkbenchError(f"layers {bad} out of range: the model has {n_layers} layers", f"use 0..{n_layers - 1}")
+        if self.backend == "eager" and on_layer is not None:
+            raise WorkbenchError("on_layer needs an instrumented backend", "use backend='torch' or 'triton'")
         if self.backend == "eager" and base.capture_qk:
             raise WorkbenchError("capture_qk needs an instrumented backend", "use backend='torch' or 'triton'")
         self.records: list[AttentionRecord] = []
@@ -172,6 +185,8 @@ class AttentionRecorder:
             self._pending[layer] = self._keep(stats)
             if cfg.capture_qk:
                 self._qk[layer] = (q.detach().float().cpu(), k.detach().float().cpu(), scale)
+            if self.on_layer is not None:
+                self.on_layer(layer, stats, q.detach(), k.detach(), scale)
         return out
 
     def _keep(self, stats: AttentionStats) -> AttentionStats:

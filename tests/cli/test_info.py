@@ -76,3 +76,17 @@ def test_folder_errors_through_cli(tmp_path, tiny_model_dir):
     shutil.copy(tiny_model_dir("llama") / "config.json", tmp_path / "config.json")
     result = _run(["info", str(tmp_path)])
     assert result.returncode == 2 and "no weights" in result.stderr
+
+
+def test_info_names_a_single_kv_head_mqa(tiny_model_dir, capsys):
+    """Falcon's multi_query (n_kv_heads == 1) is MQA, not GQA; Llama's groups are GQA; GPT-2 is MHA."""
+    assert main(["info", str(tiny_model_dir("falcon")), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["n_kv_heads"] == 1 and data["n_heads"] > 1 and data["attention_kind"] == "MQA"
+    assert main(["info", str(tiny_model_dir("falcon"))]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"MQA, all {data['n_heads']} query heads share it" in out and "GQA" not in out
+    assert main(["info", str(tiny_model_dir("llama"))]) == 0
+    assert "GQA, 2 query heads each" in " ".join(capsys.readouterr().out.split())
+    assert main(["info", str(tiny_model_dir("gpt2")), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["attention_kind"] == "MHA"

@@ -7,6 +7,10 @@ and every table artefact (``<family>__<name>``). Parquet needs pyarrow.
 ``duo-attention``/``headkv``/``json``: the retrieval family's head labels for KV-cache compression
 engines (DuoAttention's pattern folder, read by kvpress; HeadKV's score JSON; the project's own
 JSON), with ``--full-fraction`` the share of KV heads kept whole (`workbench.report.kv_export`).
+
+``--out`` is a folder for every format (default ``<run folder>/export``): the table formats write
+their files into it, ``duo-attention`` its pattern files, ``headkv`` ``headkv.json`` and ``json``
+``head_labels.json``. Nothing heavier than the store is imported unless a label format is asked for.
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ import typer
 
 from workbench.cli.common import console
 from workbench.errors import WorkbenchError
+
+#: The table formats, then the head-label formats (`workbench.report.kv_export.FORMATS`, kept equal by a
+#: test; listed here so that the table formats never import it).
+TABLE_FORMATS = ("parquet", "csv")
+LABEL_FORMATS = ("duo-attention", "headkv", "json")
+#: What a label format writes inside the --out folder (duo-attention: its files straight into it).
+LABEL_FILES = {"headkv": "headkv.json", "json": "head_labels.json"}
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[list[Any]]) -> None:
@@ -40,23 +51,31 @@ def _write_parquet(path: Path, columns: list[str], rows: list[list[Any]]) -> Non
 
 def export(
     run: str = typer.Argument("latest", help="run id, unique id prefix, or 'latest'"),
-    fmt: str = typer.Option("parquet", "--format", help="parquet or csv"),
+    fmt: str = typer.Option(
+        "parquet", "--format", help="parquet or csv (tables); duo-attention, headkv or json (KV-head labels)"
+    ),
     results: Path = typer.Option(None, "--results", "-r", help="results folder (default ./wb-results or $WORKBENCH_RESULTS)"),
-    out: Path = typer.Option(None, "--out", "-o", help="output folder (default: <run folder>/export)"),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="output folder, for every format (default: <run folder>/export, duo-attention: .../export/duo-attention)",
+    ),
     full_fraction: float = typer.Option(
         0.25, "--full-fraction", help="head-label formats: share of KV heads kept on the full cache (the rest stream)"
     ),
 ) -> None:
     """Export a run's tables (Parquet, CSV) or its KV-head labels (duo-attention, headkv, json)."""
-    from workbench.report.kv_export import FORMATS
     from workbench.store import Store
 
     fmt = fmt.lower()
-    if fmt in FORMATS:
+    if fmt in LABEL_FORMATS:
         _export_labels(run, fmt, results, out, full_fraction)
         return
-    if fmt not in ("parquet", "csv"):
-        raise WorkbenchError(f"unknown export format {fmt!r}", f"use --format parquet, csv, {', '.join(FORMATS)}")
+    if fmt not in TABLE_FORMATS:
+        raise WorkbenchError(
+            f"unknown export format {fmt!r}", f"use --format {', '.join(TABLE_FORMATS)}, {', '.join(LABEL_FORMATS)}"
+        )
     if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
@@ -67,13 +86,7 @@ def export(
     write = _write_parquet if fmt == "parquet" else _write_csv
     with Store.open(results) as store:
         info = store.run(run)
-        folder = out if out is not None else store.run_dir(info.run_id) / "export"
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise WorkbenchError(
-                f"cannot create export folder {str(folder)!r}: {exc.strerror}", "choose a writable --out"
-            ) from exc
+        folder = _folder(out if out is not None else store.run_dir(info.run_id) / "export")
         kv = info.geometry.get("head_to_kv") if isinstance(info.geometry, dict) else None
         rows = [
             [info.run_id, info.model, f, m, layer, h, (kv[h] if kv and h < len(kv) else None), s if s == s else None]
@@ -101,18 +114,26 @@ def export(
         console.print(str(p), highlight=False, soft_wrap=True)
 
 
+def _folder(folder: Path) -> Path:
+    """Create the export folder (``--out`` is a folder for every format) or say why it cannot be."""
+    if folder.exists() and not folder.is_dir():
+        raise WorkbenchError(f"--out {str(folder)!r} is a file; --out names a folder", "give a folder (it is created)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WorkbenchError(f"cannot create export folder {str(folder)!r}: {exc.strerror}", "choose a writable --out") from exc
+    return folder
+
+
 def _export_labels(run: str, fmt: str, results: Path | None, out: Path | None, full_fraction: float) -> None:
     from workbench.report.kv_export import export_labels, head_labels
     from workbench.store import Store
 
     with Store.open(results) as store:
         labels = head_labels(store, run, full_fraction)
-        default = (
-            store.run_dir(labels.run_id)
-            / "export"
-            / {"duo-attention": "duo-attention", "headkv": "headkv.json", "json": "head_labels.json"}[fmt]
-        )
-    target = out if out is not None else default
+        export = store.run_dir(labels.run_id) / "export"
+    folder = _folder(out if out is not None else (export / "duo-attention" if fmt == "duo-attention" else export))
+    target = folder / LABEL_FILES[fmt] if fmt in LABEL_FILES else folder
     try:
         written = export_labels(labels, fmt, target)
     except OSError as exc:

@@ -38,7 +38,13 @@ def info(
     loaded = load_model(model, device=device, dtype=dtype)
     geo = loaded.geometry
     if as_json:
-        payload = {"model": loaded.name, "path": str(loaded.source.path), "kind": loaded.source.kind, **geo.to_dict()}
+        payload = {
+            "model": loaded.name,
+            "path": str(loaded.source.path),
+            "kind": loaded.source.kind,
+            **geo.to_dict(),
+            "attention_kind": geo.attention_kind,
+        }
         print(json.dumps(payload, indent=2))
         return
     table = Table(title=f"{loaded.name}  ({loaded.source.kind}: {loaded.source.path})", show_header=False)
@@ -48,7 +54,7 @@ def info(
         ("query heads per layer", str(geo.n_heads)),
         (
             "KV heads per layer",
-            f"{geo.n_kv_heads}" + (f"  (GQA, {geo.group_size} query heads each)" if geo.group_size > 1 else ""),
+            f"{geo.n_kv_heads}" + (f"  ({geo.kv_sharing()})" if geo.kv_sharing() else ""),
         ),
         ("head -> KV head", " ".join(f"{h}->{kv}" for h, kv in enumerate(geo.head_to_kv))),
         ("head dim", str(geo.d_head)),

@@ -80,6 +80,23 @@ class HeadGeometry:
         return self.n_heads // self.n_kv_heads
 
     @property
+    def attention_kind(self) -> str:
+        """How query heads share KV heads: "MHA" (one KV head each), "MQA" (a single KV head for all
+        query heads, as Falcon's multi_query) or "GQA" (groups of query heads per KV head)."""
+        if self.n_kv_heads == self.n_heads:
+            return "MHA"
+        return "MQA" if self.n_kv_heads == 1 else "GQA"
+
+    def kv_sharing(self) -> str:
+        """The KV-head sharing in words: "MQA, all 8 query heads share it" / "GQA, 4 query heads each" / ""."""
+        kind = self.attention_kind
+        if kind == "MQA":
+            return f"MQA, all {self.n_heads} query heads share it"
+        if kind == "GQA":
+            return f"GQA, {self.group_size} query heads each"
+        return ""
+
+    @property
     def n_total_heads(self) -> int:
         return self.n_layers * self.n_heads
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,40 @@ from workbench.models.loading import (
 
 #: longest input `Model.run_with_cache` accepts (its cache stores N x N patterns per layer and head)
 CACHE_MAX_TOKENS = 4096
+#: a typed prompt whose (non-special) tokens are more than this share the unknown token gets a warning
+MOSTLY_UNKNOWN = 0.5
+
+
+class UnknownTokensWarning(UserWarning):
+    """A prompt is mostly the tokenizer's unknown token: the model sees `<unk>`, not the text."""
+
+
+def _typed_by_user(frame: Any) -> bool:
+    """Whether a prompt comes from the user's code (a script, a notebook), not from the library: the
+    atlas and the families check their own data sets (`workbench.families.prompts.usable_text`) and the
+    dashboard shows its own notice, so only typed prompts warn in Python."""
+    name = str(frame.f_globals.get("__name__", "")) if frame is not None else ""
+    return not (name == "workbench" or name.startswith("workbench."))
+
+
+def unknown_token_warning(tokenizer: Any, ids: Sequence[int], threshold: float = MOSTLY_UNKNOWN) -> str | None:
+    """Why a prompt will mislead (more than ``threshold`` of its non-special tokens are unknown), or
+    None. Byte-level tokenizers have no unknown token and never warn. One place for the message, so
+    Python and the dashboard say the same thing."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return None
+    special = set(getattr(tokenizer, "all_special_ids", []) or []) - {unk}
+    body = [int(i) for i in ids if int(i) not in special]
+    n_unk = sum(i == unk for i in body)
+    if not body or n_unk / len(body) <= threshold:
+        return None
+    unk_text = getattr(tokenizer, "unk_token", None) or "<unk>"
+    return (
+        f"{n_unk} of the prompt's {len(body)} tokens are the unknown token {unk_text!r}: the model does not know most "
+        f"of these words (its vocabulary has {len(tokenizer)} tokens), so it sees {unk_text!r}, not the text; "
+        "type text in the model's own vocabulary (see model.tokenizer.get_vocab())"
+    )
 
 
 @dataclass
@@ -50,10 +87,21 @@ class Model:
         return self.bridge.original_model
 
     def to_tokens(self, text: str | list[str], prepend_bos: bool | None = None) -> torch.Tensor:
-        """Token ids [batch, seq] on the model's device; BOS follows the tokenizer unless told."""
+        """Token ids [batch, seq] on the model's device; BOS follows the tokenizer unless told.
+        A text typed by the user that is mostly unknown tokens gives an `UnknownTokensWarning`."""
+        return self._encode(text, prepend_bos)
+
+    def _encode(self, text: str | list[str], prepend_bos: bool | None = None) -> torch.Tensor:
+        """`to_tokens`, called only by the public methods (the caller two frames up is the user's code)."""
         texts = [text] if isinstance(text, str) else list(text)
         enc = self.tokenizer(texts, add_special_tokens=True, return_tensors="pt", padding=True)
         ids = enc["input_ids"]
+        if _typed_by_user(sys._getframe(2)):
+            for row in ids.tolist():
+                message = unknown_token_warning(self.tokenizer, row)
+                if message:
+                    warnings.warn(message, UnknownTokensWarning, stacklevel=3)
+                    break
         bos = self.geometry.bos.token_id
         if prepend_bos is True and not self.geometry.bos.prepends and bos is not None:
             ids = torch.cat([torch.full((ids.shape[0], 1), bos, dtype=ids.dtype), ids], dim=1)
@@ -61,18 +109,28 @@ class Model:
             ids = ids[:, 1:]
         return ids.to(self.device)
 
+    def unknown_tokens(self, text: str | torch.Tensor | list[int]) -> str | None:
+        """Why ``text`` (or token ids) would mislead, when it is mostly the unknown token; else None.
+        The dashboard shows the same message next to its prompt box."""
+        if isinstance(text, str):
+            ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        else:
+            ids = text.flatten().tolist() if isinstance(text, torch.Tensor) else list(text)
+        return unknown_token_warning(self.tokenizer, ids)
+
     def to_str_tokens(self, tokens: str | torch.Tensor | list[int]) -> list[str]:
-        """Token strings of a text (tokenised as `to_tokens` does, BOS included) or of token ids."""
+        """Token strings of a text (tokenised as `to_tokens` does, BOS included) or of token ids, decoded
+        one token at a time as TransformerLens does: ``' cat'``, not the raw BPE piece ``'Ġcat'``."""
         if isinstance(tokens, str):
-            tokens = self.to_tokens(tokens)
+            tokens = self._encode(tokens)
         ids = tokens.flatten().tolist() if isinstance(tokens, torch.Tensor) else list(tokens)
-        return list(self.tokenizer.convert_ids_to_tokens(ids))
+        return list(self.tokenizer.batch_decode([[int(i)] for i in ids], clean_up_tokenization_spaces=False))
 
     def run_with_cache(self, text_or_tokens: str | torch.Tensor, **kwargs: Any) -> tuple[torch.Tensor, Any]:
         """TransformerLens's ``logits, cache = model.run_with_cache(...)``; ``cache["pattern", layer]`` is
         [batch, head, query, key]. The cache holds every N x N pattern, so it is refused past
         `CACHE_MAX_TOKENS`; long prompts go through `workbench.record.record_attention` instead."""
-        tokens = self.to_tokens(text_or_tokens) if isinstance(text_or_tokens, str) else text_or_tokens.to(self.device)
+        tokens = self._encode(text_or_tokens) if isinstance(text_or_tokens, str) else text_or_tokens.to(self.device)
         if tokens.shape[-1] > CACHE_MAX_TOKENS:
             raise WorkbenchError(
                 f"run_with_cache on {tokens.shape[-1]} tokens would hold every N x N attention pattern in memory",

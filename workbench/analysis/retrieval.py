@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +32,12 @@ import numpy as np
 import torch
 
 from workbench.analysis.scores import HeadScores
+from workbench.analysis.sinks import BatchLimits
 from workbench.data.needles import NeedleTrial
 from workbench.errors import InputDataError
-from workbench.interventions.kv_budget import STREAMING_RECENT, STREAMING_SINK
+from workbench.interventions.kv_budget import STREAMING_RECENT, STREAMING_SINK, streaming_windows
 from workbench.models.generate import last_logits_kwargs
-from workbench.models.heads import Head
+from workbench.models.heads import Head, HeadLike
 from workbench.models.model import Model
 from workbench.record import AttentionRecord, AttentionRecorder, RecorderConfig
 from workbench.record.decode import generate
@@ -325,7 +326,95 @@ def needle_outcomes(model: Model, trials: Sequence[NeedleTrial]) -> list[bool]:
 
 def needle_accuracy(model: Model, trials: Sequence[NeedleTrial]) -> float:
     """Exact-match accuracy of greedy answers (hooks active in the caller's context apply)."""
-    return sum(needle_outcomes(model, trials)) / max(len(trials), 1)
+    return _accuracy(needle_outcomes(model, trials))
+
+
+def _accuracy(outcomes: Sequence[bool]) -> float:
+    return sum(outcomes) / max(len(outcomes), 1)
+
+
+# -- batched causal checks: one condition per batch row -------------------------------------------
+
+
+@dataclass(frozen=True)
+class NeedleCondition:
+    """What one batch row of a needle check runs under: query heads ablated (in the sweep's mode) and
+    query heads streaming with (sink, recent) windows (a KV budget). Hashable: equal conditions run once.
+    ``NeedleCondition()`` is the unedited model."""
+
+    ablated: frozenset[Head] = frozenset()
+    streamed: frozenset[tuple[Head, int, int]] = frozenset()  # (head, sink, recent)
+
+    @property
+    def windows(self) -> dict[Head, tuple[int, int]]:
+        return {h: (sink, recent) for h, sink, recent in self.streamed}
+
+
+def ablation_condition(model: Model, heads: str | Iterable[HeadLike]) -> NeedleCondition:
+    """The condition that ablates ``heads`` (checked against the model)."""
+    from workbench.interventions.ablation import resolve_heads
+
+    return NeedleCondition(ablated=frozenset(resolve_heads(model, heads)))
+
+
+def budget_condition(
+    model: Model, full_kv_heads: Iterable[tuple[int, int]], sink: int = STREAMING_SINK, recent: int = STREAMING_RECENT
+) -> NeedleCondition:
+    """`kv_budget_by_kv_heads` as a condition: these KV heads keep the full cache, every query head of
+    another KV head streams with (sink, recent)."""
+    windows = streaming_windows(model.geometry, full_kv_heads, sink, recent)
+    return NeedleCondition(streamed=frozenset((h, s, r) for h, (s, r) in windows.items()))
+
+
+def _as_condition(model: Model, condition: NeedleCondition | str | Iterable[HeadLike]) -> NeedleCondition:
+    return condition if isinstance(condition, NeedleCondition) else ablation_condition(model, condition)
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@torch.no_grad()
+def needle_outcomes_many(
+    model: Model,
+    trials: Sequence[NeedleTrial],
+    conditions: Sequence[NeedleCondition | str | Iterable[HeadLike]],
+    mode: AblationMode = "uniform",
+    limits: BatchLimits = BatchLimits(),
+    progress: Callable[[int, int], None] | None = None,
+    **ablation_kwargs: Any,
+) -> list[list[bool]]:
+    """`needle_outcomes` under each condition: ``out[c][t]`` is trial ``t``'s exact match under
+    ``conditions[c]`` (a `NeedleCondition`, or heads to ablate in ``mode``).
+
+    Per trial, the teacher-forced sequence is repeated over batch rows, row ``r`` under its own condition
+    (`ablate_rows` for the ablated heads, per-row streaming kernel edits for the KV budget), at most
+    ``limits.rows_for(n)`` rows per pass; equal conditions run once. So a trial costs
+    ceil(U / R) passes for U distinct conditions instead of U. ``ablation_kwargs`` go to `ablate_rows`
+    (``means=`` for mean ablation)."""
+    from workbench.interventions.ablation import ablate_rows
+    from workbench.interventions.kernel_edits import kernel_edits
+    from workbench.interventions.kv_budget import row_streaming_edits
+
+    conds = [_as_condition(model, c) for c in conditions]
+    unique = list(dict.fromkeys(conds))
+    found: dict[NeedleCondition, list[bool]] = {c: [] for c in unique}
+    with AttentionRecorder(model, layers=(), columns=False):
+        for t, trial in enumerate(trials):
+            n = trial.answer.numel()
+            seq = torch.cat([trial.prompt, trial.answer[:-1]]).view(1, -1).to(model.device)
+            answer = trial.answer.cpu()
+            for chunk in _chunks(unique, limits.rows_for(seq.shape[1])):
+                rows = [sorted(c.ablated) for c in chunk]
+                edits = row_streaming_edits([c.windows for c in chunk])
+                with ablate_rows(model, rows, mode, **ablation_kwargs), kernel_edits(model, edits):
+                    logits = model.bridge(seq.expand(len(chunk), -1), **last_logits_kwargs(model, n))
+                pred = logits[:, -n:].argmax(-1).cpu()
+                for c, row in zip(chunk, pred):
+                    found[c].append(torch.equal(row, answer))
+            if progress:
+                progress(t + 1, len(trials))
+    return [list(found[c]) for c in conds]
 
 
 @dataclass
@@ -343,6 +432,29 @@ class AblationComparison:
         return float(np.mean(self.random_accuracies))
 
 
+def comparison_sets(
+    model: Model, ranking: Sequence[Head], k: int, n_random: int = 3, seed: int = 0
+) -> tuple[list[Head], list[list[Head]]]:
+    """(top-k heads, ``n_random`` draws of k random heads not in the top k) of `top_vs_random_ablation`."""
+    top = list(ranking[:k])
+    rng = random.Random(seed)
+    others = [h for h in model.geometry.all_heads() if h not in set(top)]
+    return top, [rng.sample(others, k) for _ in range(n_random)]
+
+
+def comparison_conditions(model: Model, top: Sequence[Head], random_sets: Sequence[Sequence[Head]]) -> list[NeedleCondition]:
+    """The conditions of a comparison, in `comparison_result`'s order: base, top, each random set."""
+    return [NeedleCondition(), ablation_condition(model, top), *(ablation_condition(model, s) for s in random_sets)]
+
+
+def comparison_result(
+    k: int, top: Sequence[Head], random_sets: Sequence[Sequence[Head]], outcomes: Sequence[Sequence[bool]], mode: str
+) -> AblationComparison:
+    """The comparison from the outcomes of `comparison_conditions` (same order)."""
+    accs = [_accuracy(o) for o in outcomes]
+    return AblationComparison(k, accs[0], list(top), accs[1], [list(s) for s in random_sets], accs[2:], mode)
+
+
 def top_vs_random_ablation(
     model: Model,
     trials: Sequence[NeedleTrial],
@@ -351,24 +463,13 @@ def top_vs_random_ablation(
     n_random: int = 3,
     mode: AblationMode = "uniform",
     seed: int = 0,
+    limits: BatchLimits = BatchLimits(),
 ) -> AblationComparison:
-    """Needle accuracy with the top-k ranked heads ablated vs k random heads (not in the top k)."""
-    from workbench.interventions.ablation import ablate_heads
-
-    geo = model.geometry
-    base = needle_accuracy(model, trials)
-    top = list(ranking[:k])
-    with ablate_heads(model, top, mode=mode):
-        top_acc = needle_accuracy(model, trials)
-    rng = random.Random(seed)
-    others = [h for h in geo.all_heads() if h not in set(top)]
-    rand_sets, rand_accs = [], []
-    for _ in range(n_random):
-        chosen = rng.sample(others, k)
-        with ablate_heads(model, chosen, mode=mode):
-            rand_accs.append(needle_accuracy(model, trials))
-        rand_sets.append(chosen)
-    return AblationComparison(k, base, top, top_acc, rand_sets, rand_accs, mode)
+    """Needle accuracy with the top-k ranked heads ablated vs k random heads (not in the top k), the
+    conditions batched (`needle_outcomes_many`)."""
+    top, random_sets = comparison_sets(model, ranking, k, n_random, seed)
+    outcomes = needle_outcomes_many(model, trials, comparison_conditions(model, top, random_sets), mode, limits)
+    return comparison_result(k, top, random_sets, outcomes, mode)
 
 
 @dataclass
@@ -385,7 +486,24 @@ class BudgetCurve:
     recent: int
 
 
-def kv_budget_curve(
+@dataclass(frozen=True)
+class BudgetDraws:
+    """The KV-head sets of a budget curve: per fraction the ranked set and the random draws."""
+
+    fractions: list[float]
+    ranked: list[list[tuple[int, int]]]
+    random: list[list[list[tuple[int, int]]]]
+    cache_share: list[float]
+    sink: int
+    recent: int
+
+    def conditions(self, model: Model) -> list[NeedleCondition]:
+        """Base, each ranked set, then each fraction's random draws (`budget_result`'s order)."""
+        sets = [*self.ranked, *(s for draws in self.random for s in draws)]
+        return [NeedleCondition(), *(budget_condition(model, s, self.sink, self.recent) for s in sets)]
+
+
+def budget_draws(
     model: Model,
     trials: Sequence[NeedleTrial],
     kv_ranking: Sequence[tuple[int, int]],
@@ -394,11 +512,9 @@ def kv_budget_curve(
     recent: int = STREAMING_RECENT,
     seed: int = 0,
     n_random: int = 2,
-) -> BudgetCurve:
-    """Needle accuracy when the top fraction of ranked *KV heads* keeps the full cache (with every
-    query head they serve) and the other KV heads keep sink + recent only, against the same number
-    of random KV heads. ``kv_ranking``: (layer, KV head) pairs, best first (`kv_head_ranking`)."""
-    from workbench.interventions.kv_budget import cache_fraction, kv_budget_by_kv_heads
+) -> BudgetDraws:
+    """The sets `kv_budget_curve` measures (the random draws in its order of the seed's stream)."""
+    from workbench.interventions.kv_budget import cache_fraction
 
     geo = model.geometry
     all_kv = [(layer, kv) for layer in range(geo.n_layers) for kv in range(geo.n_kv_heads)]
@@ -409,22 +525,44 @@ def kv_budget_curve(
             "rank KV heads with workbench.interventions.kv_budget.kv_head_ranking or kv_ranking_from_heads",
         )
     total = len(all_kv)
-    full = needle_accuracy(model, trials)
-    ranked_acc, random_acc, shares = [], [], []
     rng = random.Random(seed)
     n_tokens = int(np.mean([t.context_len for t in trials]))
+    ranked, drawn, shares = [], [], []
     for frac in fractions:
         n_full = int(round(frac * total))
-        with kv_budget_by_kv_heads(model, list(kv_ranking[:n_full]), sink=sink, recent=recent):
-            ranked_acc.append(needle_accuracy(model, trials))
-        accs = []
-        for _ in range(n_random):
-            chosen = rng.sample(all_kv, n_full)
-            with kv_budget_by_kv_heads(model, chosen, sink=sink, recent=recent):
-                accs.append(needle_accuracy(model, trials))
-        random_acc.append(float(np.mean(accs)))
+        ranked.append(list(kv_ranking[:n_full]))
+        drawn.append([rng.sample(all_kv, n_full) for _ in range(n_random)])
         shares.append(cache_fraction(n_tokens, n_full, total, sink, recent))
-    return BudgetCurve(list(fractions), shares, ranked_acc, random_acc, full, sink, recent)
+    return BudgetDraws(list(fractions), ranked, drawn, shares, sink, recent)
+
+
+def budget_result(draws: BudgetDraws, outcomes: Sequence[Sequence[bool]]) -> BudgetCurve:
+    """The curve from the outcomes of ``draws.conditions(model)`` (same order)."""
+    accs = [_accuracy(o) for o in outcomes]
+    n = len(draws.fractions)
+    rest = iter(accs[1 + n :])
+    random_acc = [float(np.mean([next(rest) for _ in d])) for d in draws.random]
+    return BudgetCurve(list(draws.fractions), draws.cache_share, accs[1 : 1 + n], random_acc, accs[0], draws.sink, draws.recent)
+
+
+def kv_budget_curve(
+    model: Model,
+    trials: Sequence[NeedleTrial],
+    kv_ranking: Sequence[tuple[int, int]],
+    fractions: Sequence[float],
+    sink: int = STREAMING_SINK,
+    recent: int = STREAMING_RECENT,
+    seed: int = 0,
+    n_random: int = 2,
+    limits: BatchLimits = BatchLimits(),
+) -> BudgetCurve:
+    """Needle accuracy when the top fraction of ranked *KV heads* keeps the full cache (with every
+    query head they serve) and the other KV heads keep sink + recent only, against the same number
+    of random KV heads. ``kv_ranking``: (layer, KV head) pairs, best first (`kv_head_ranking`).
+    Every budget, ranked and random, is a batch row with its own streaming kernel edits
+    (`needle_outcomes_many`)."""
+    draws = budget_draws(model, trials, kv_ranking, fractions, sink, recent, seed, n_random)
+    return budget_result(draws, needle_outcomes_many(model, trials, draws.conditions(model), limits=limits))
 
 
 @torch.no_grad()

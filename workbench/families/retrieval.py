@@ -54,6 +54,10 @@ class RetrievalFamilyConfig(RetrievalConfig):
     recent: int = STREAMING_RECENT
     budget_fractions: tuple = (0.05, 0.1, 0.2, 0.4)  # shares of KV heads kept on the full cache
     kv_reduce: str = "max"  # a KV head's score from its query heads: max (RazorAttention, DuoAttention) or mean
+    # the causal checks run one condition (ablated heads, a KV budget) per batch row of a trial's repeated
+    # sequence: at most check_batch rows and check_batch_tokens tokens per pass
+    check_batch: int = 8
+    check_batch_tokens: int = 16384
 
 
 #: new tokens a model's own needle set may ask for (the organisms' answers are a few tokens)
@@ -244,16 +248,22 @@ class RetrievalFamily(Family):
 
     def run_part(self, model: Model, ctx: RunContext, part: str) -> PartResult:
         from workbench.analysis.retrieval import (
+            NeedleCondition,
+            ablation_condition,
+            budget_draws,
+            budget_result,
+            comparison_conditions,
+            comparison_result,
+            comparison_sets,
             detector_scores,
             echo_induction_scores,
-            kv_budget_curve,
-            needle_outcomes,
+            needle_outcomes_many,
             razor_selection,
             repeated_random_tokens,
             retrieval_scores,
-            top_vs_random_ablation,
         )
-        from workbench.interventions.ablation import ablate_heads
+        from workbench.analysis.sinks import BatchLimits
+        from workbench.interventions.kv_budget import kv_head_ranking
 
         cfg = self.config
         geo = model.geometry
@@ -279,45 +289,21 @@ class RetrievalFamily(Family):
 
         ranking_metric = "retrieval_score" if report.n_counted else RAZOR_INDUCTION
         ranking = ranked_heads(scores, ranking_metric)
-        # Each head's verdict: needle outcomes per trial with nothing, the head, and random single heads
-        # ablated (the control draws; a drawn head that is also tested is not run twice).
-        base_ok = needle_outcomes(model, trials)
-        base_acc = float(np.mean(base_ok))
-        outcomes: dict[Any, list[bool]] = {}
-
-        def ablated(head: Any) -> list[bool]:
-            if head not in outcomes:
-                with ablate_heads(model, [head], mode="uniform"):
-                    outcomes[head] = needle_outcomes(model, trials)
-            return outcomes[head]
-
-        drop = np.full((geo.n_layers, geo.n_heads), np.nan)
+        # Every causal check is a condition of one batched sweep (`needle_outcomes_many`: one condition per
+        # batch row, equal conditions run once): the base; each tested head and the random single heads
+        # ablated (each head's verdict and its control draws); the top-k vs random-k sets; every KV budget.
         k = min(cfg.evidence_heads, geo.n_total_heads)
         tested = ranking[:k]
-        for i, head in enumerate(tested):
-            drop[head.layer, head.head] = base_acc - float(np.mean(ablated(head)))
-            ctx.report("retrieval: single-head ablations", i + 1, k)
-        scores.add("ablation_accuracy_drop", drop, "needle accuracy lost when this head attends uniformly")
         controls = draw_controls(
             geo.all_heads(), cfg.n_controls, random.Random(int(ctx.rng("retrieval", "controls").integers(2**31)))
         )
-        for i, head in enumerate(controls):
-            ablated(head)
-            ctx.report("retrieval: random-head controls", i + 1, len(controls))
-
-        comparison = top_vs_random_ablation(
-            model,
-            trials,
-            ranking,
-            min(cfg.compare_k, geo.n_total_heads // 2),
-            cfg.n_random,
-            seed=int(ctx.rng("retrieval", "random").integers(2**31)),
+        singles = list(dict.fromkeys([*tested, *controls]))
+        compare_k = min(cfg.compare_k, geo.n_total_heads // 2)
+        top, random_sets = comparison_sets(
+            model, ranking, compare_k, cfg.n_random, seed=int(ctx.rng("retrieval", "random").integers(2**31))
         )
-        ctx.report("retrieval: top vs random", 1, 1)
-        from workbench.interventions.kv_budget import kv_head_ranking
-
         kv_ranking = kv_head_ranking(scores[ranking_metric], geo, cfg.kv_reduce)
-        curve = kv_budget_curve(
+        draws = budget_draws(
             model,
             trials,
             kv_ranking,
@@ -326,6 +312,28 @@ class RetrievalFamily(Family):
             cfg.recent,
             seed=int(ctx.rng("retrieval", "budget").integers(2**31)),
         )
+        single_conds = [ablation_condition(model, [h]) for h in singles]
+        compare_conds = comparison_conditions(model, top, random_sets)
+        budget_conds = draws.conditions(model)
+        checked = needle_outcomes_many(
+            model,
+            trials,
+            [NeedleCondition(), *single_conds, *compare_conds, *budget_conds],
+            "uniform",
+            BatchLimits(cfg.check_batch, cfg.check_batch_tokens),
+            progress=lambda i, n: ctx.report("retrieval: causal checks (batched)", i, n),
+        )
+        base_ok = checked[0]
+        base_acc = float(np.mean(base_ok))
+        outcomes: dict[Any, list[bool]] = dict(zip(singles, checked[1 : 1 + len(singles)]))
+        drop = np.full((geo.n_layers, geo.n_heads), np.nan)
+        for head in tested:
+            drop[head.layer, head.head] = base_acc - float(np.mean(outcomes[head]))
+        scores.add("ablation_accuracy_drop", drop, "needle accuracy lost when this head attends uniformly")
+        at = 1 + len(singles)
+        comparison = comparison_result(compare_k, top, random_sets, checked[at : at + len(compare_conds)], "uniform")
+        curve = budget_result(draws, checked[at + len(compare_conds) :])
+        ctx.report("retrieval: top vs random", 1, 1)
         ctx.report("retrieval: KV budget", 1, 1)
         hits = [
             {"trial": r.index, "layer": l, "head": h, "position": pos, "recall": r.recall}

@@ -17,7 +17,7 @@ DuoAttention-style mask", not DuoAttention (which learns its gates).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -90,12 +90,27 @@ def kv_budget_by_kv_heads(
     model: Model, full_kv_heads: Iterable[KvHead], sink: int = STREAMING_SINK, recent: int = STREAMING_RECENT
 ):
     """Context: the given (layer, KV head) pairs keep the full cache; every other KV head streams."""
-    geo = model.geometry
-    keep = {(int(layer), int(kv)) for layer, kv in full_kv_heads}
-    windows: dict[HeadLike, tuple[int, int]] = {
-        h: (sink, recent) for h in geo.all_heads() if (h.layer, geo.kv_head(h.head)) not in keep
-    }
+    windows: dict[HeadLike, tuple[int, int]] = dict(streaming_windows(model.geometry, full_kv_heads, sink, recent))
     return streaming_heads(model, windows)
+
+
+def streaming_windows(geo: Any, full_kv_heads: Iterable[KvHead], sink: int, recent: int) -> dict[Head, tuple[int, int]]:
+    """{query head: (sink, recent)} for every query head whose KV head is not in ``full_kv_heads``."""
+    keep = {(int(layer), int(kv)) for layer, kv in full_kv_heads}
+    return {h: (sink, recent) for h in geo.all_heads() if (h.layer, geo.kv_head(h.head)) not in keep}
+
+
+def row_streaming_edits(rows: Sequence[Mapping[Head, tuple[int, int]]]) -> dict[int, list[HeadEdit]]:
+    """Kernel edits for a batched sweep: batch row ``r`` streams the heads of ``rows[r]`` with their
+    windows, the other rows are untouched. One `HeadEdit` per (head, window), listing its rows."""
+    grouped: dict[tuple[int, int, tuple[int, int]], list[int]] = {}
+    for r, windows in enumerate(rows):
+        for head, (sink, recent) in windows.items():
+            grouped.setdefault((int(head.layer), int(head.head), (int(sink), int(recent))), []).append(r)
+    edits: dict[int, list[HeadEdit]] = {}
+    for (layer, head, window), where in sorted(grouped.items()):
+        edits.setdefault(layer, []).append(HeadEdit(head=head, rows=tuple(where), stream=window))
+    return edits
 
 
 def cache_fraction(n_tokens: int, n_full: int, n_total: int, sink: int, recent: int) -> float:
@@ -152,6 +167,8 @@ __all__ = [
     "kv_head_scores",
     "rank_kv_heads",
     "kv_heads_of",
+    "row_streaming_edits",
+    "streaming_windows",
     "kv_ranking_from_heads",
     "streaming_heads",
     "streaming_mask",

@@ -26,7 +26,13 @@ from workbench.analysis.verdicts import draw_controls
 from workbench.data.needles import NeedleTrial
 from workbench.families import RunContext
 from workbench.families import retrieval as family_mod
-from workbench.families.retrieval import NeedleSetup, RetrievalFamily, RetrievalFamilyConfig, ranked_heads
+from workbench.families.retrieval import (
+    NeedleSetup,
+    RetrievalFamily,
+    RetrievalFamilyConfig,
+    check_conditions,
+    ranked_heads,
+)
 from workbench.interventions.ablation import ablate_heads
 from workbench.interventions.kv_budget import cache_fraction, kv_budget_by_kv_heads, kv_head_ranking
 from workbench.models.generate import greedy_generate
@@ -84,6 +90,10 @@ def test_retrieval_family_passes_are_the_formula_and_checks_the_slow_loops(tiny_
     u = len(set(conditions))
     k, c, b, lh = cfg.evidence_heads, cfg.n_controls, len(cfg.budget_fractions), geo.n_total_heads
     assert u <= 1 + min(k + c, lh) + (1 + cfg.n_random) + b * (1 + 2)
+    bound = check_conditions(cfg, lh, geo.n_layers * geo.n_kv_heads)
+    assert u <= bound  # random draws of 1 or 3 of 4 KV heads often coincide here
+    # the defaults on this model (8 heads, 4 KV heads: budgets keep 0, 0, 1, 2 KV heads)
+    assert check_conditions(RetrievalFamilyConfig(), 8, 4) == 1 + 8 + 4 + (1 + 3 + 3)
     assert u > R  # more than one pass per trial
     assert counts == {"prefill": T, "step": T * (G - 1), "pass": 2 + T * math.ceil(u / R)}, counts
     before = T * (1 + k + c + (2 + cfg.n_random) + (1 + b * 3))  # the per-condition loop this replaces

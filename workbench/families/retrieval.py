@@ -199,6 +199,21 @@ def needle_trials(model: Model, ctx: RunContext, cfg: RetrievalFamilyConfig):
     return setup.trials, setup.source
 
 
+def check_conditions(cfg: RetrievalFamilyConfig, n_heads: int, n_kv_heads: int) -> int:
+    """Distinct conditions of the causal-check sweep (an upper bound: random draws that happen to be
+    equal, or a control that is also tested, run once), for ``n_heads`` query heads and ``n_kv_heads``
+    KV heads in all: base + single heads + top and random sets + budgets. A budget with no KV head on the
+    full cache is one condition (everything streams) whatever its draws; one with every KV head is the
+    base. Each trial costs ceil(U / R) passes, R = ``BatchLimits(check_batch, check_batch_tokens).rows_for``
+    of its prompt + answer - 1 tokens."""
+    singles = min(min(cfg.evidence_heads, n_heads) + cfg.n_controls, n_heads)
+    compare = 1 + cfg.n_random
+    n_full = [int(round(f * n_kv_heads)) for f in cfg.budget_fractions]
+    partial = [n for n in n_full if 0 < n < n_kv_heads]  # each: its ranked set (shared by equal n) and 2 draws
+    budgets = len(set(partial)) + 2 * len(partial) + (1 if 0 in n_full else 0)
+    return 1 + singles + compare + budgets
+
+
 def ranked_heads(scores: Any, metric: str) -> list:
     """Heads by ``metric``, ties (common: many heads copy every needle token, score 1.0) broken by the
     attention probability of their copies, so the sharpest copy heads come first."""

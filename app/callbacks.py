@@ -15,7 +15,7 @@ from dash import ALL, MATCH, Input, Output, State, ctx, dcc, html, no_update
 
 from workbench.app import blocks as B
 from workbench.app import layout as L
-from workbench.app.data import StoreUnavailable, current_signature, reading, run_prompts
+from workbench.app.data import StoreUnavailable, current_signature, reading, run_prompts, scored_prompts
 from workbench.app.export import file_name, write_export
 from workbench.app.live import PLAYGROUND_MODE, PromptSpec
 from workbench.app.patterns import label_position
@@ -73,10 +73,11 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
                 with reading(results) as store:
                     run = store.run(route.run)
                     prompts = run_prompts(store, run.run_id)
-                if route.view == "playground":
-                    return L.playground_page(route, run, prompts)
-                layer, head = parse_head_label(route.head, run)
-                return L.head_page(route, run, layer, head, prompts, remembered)
+                    if route.view == "playground":
+                        return L.playground_page(route, run, prompts)
+                    layer, head = parse_head_label(route.head, run)
+                    scored = scored_prompts(store, run.run_id, layer, head)
+                return L.head_page(route, run, layer, head, prompts, remembered, scored)
             return L.missing_page(route)
         except Exception as exc:
             return [html.H2("Attention Workbench", id="page-title"), *explain(exc), dcc.Link("list of runs", href="/")]
@@ -159,12 +160,17 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
         State("prompt-index", "value"),
         State("prompt-length", "value"),
         State("prompt-seed", "value"),
+        State("prompt-scored", "value"),
         State("url", "pathname"),
         prevent_initial_call=True,
     )
-    def start_pattern(_: int, source: str, text: str, index: int, length: int, seed: int, pathname: str) -> Any:
+    def start_pattern(
+        _: int, source: str, text: str, index: int, length: int, seed: int, scored: str | None, pathname: str
+    ) -> Any:
+        # Also runs when the head page is drawn (its inputs arrive with the page, one output is in the
+        # shell): the page opens on a pattern, by default of the prompt the atlas scored the head on.
         route = L.parse_route(pathname, "")
-        chosen = {"source": source, "text": text or "", "index": index, "length": length, "seed": seed}
+        chosen = {"source": source, "text": text or "", "index": index, "length": length, "seed": seed, "scored": scored}
         try:
             with reading(results) as store:
                 run = store.run(route.run)
@@ -252,6 +258,25 @@ def register(app: Any, state: Any) -> None:  # one place that wires every callba
             return B.to_dash(token_blocks(entry, ready["layer"], ready["head"], q))
         except Exception as exc:
             return explain(exc)
+
+    def prompt_warning(text: str | None, pathname: str) -> list[Any]:
+        """A notice beside a prompt box while its text is mostly the model's unknown token."""
+        try:
+            route = L.parse_route(pathname, "")
+            with reading(results) as store:
+                run = store.run(route.run)
+            message = state.prompts.check(run, text)
+        except Exception:  # the page itself shows store problems; this notice is only advice
+            return []
+        return L.problem(message, None, "warn") if message else []
+
+    @app.callback(Output("prompt-warning", "children"), Input("prompt-text", "value"), State("url", "pathname"))
+    def head_prompt_warning(text: str | None, pathname: str) -> list[Any]:
+        return prompt_warning(text, pathname)
+
+    @app.callback(Output("play-prompt-warning", "children"), Input("play-prompt", "value"), State("url", "pathname"))
+    def play_prompt_warning(text: str | None, pathname: str) -> list[Any]:
+        return prompt_warning(text, pathname)
 
     # -- a new atlas run ---------------------------------------------------------------------------
 

@@ -18,6 +18,10 @@ import numpy as np
 
 from workbench.errors import WorkbenchError
 
+#: The families whose prompts are plain text built by `workbench.families.prompts.family_prompts` from
+#: the run's seed and options: the dashboard can rebuild exactly the prompt they scored a head on.
+TEXT_FAMILIES = ("sinks", "temporal")
+
 
 class StoreUnavailable(Exception):
     """The results store cannot be read; ``message`` and ``hint`` are for the page."""
@@ -211,3 +215,21 @@ def run_prompts(store: Any, run_id: str) -> list[str]:
     except (OSError, ValueError):
         return []
     return [t for t in texts if isinstance(t, str)] if isinstance(texts, list) else []
+
+
+def scored_prompts(store: Any, run_id: str, layer: int | None = None, head: int | None = None) -> list[dict[str, Any]]:
+    """The text prompts the run's finished text families scored every head on, one entry per family
+    (family, n, source: the data set as the family's summary names it), the family that claims
+    (layer, head) first. The texts themselves are rebuilt live (`workbench.app.live.atlas_prompt`)."""
+    out = []
+    for fam in store.families(run_id):
+        if fam.family not in TEXT_FAMILIES or fam.status != "done":
+            continue
+        summary = fam.summary or {}
+        n = summary.get("n_prompts")
+        if not isinstance(n, int) or n < 1:
+            continue
+        claims = layer is not None and [layer, head] in [list(m) for m in fam.members]
+        out.append({"family": fam.family, "n": n, "source": str(summary.get("prompt_source") or ""), "claims": bool(claims)})
+    out.sort(key=lambda r: not r["claims"])
+    return out

@@ -190,7 +190,18 @@ def atlas_page(route: Route) -> list[Any]:
     return page_frame(f"Head atlas · run {rid}", route, "atlas", top=[links])
 
 
-def head_page(route: Route, run: Any, layer: int, head: int, prompts: list[str], remembered: dict | None) -> list[Any]:
+def head_page(
+    route: Route,
+    run: Any,
+    layer: int,
+    head: int,
+    prompts: list[str],
+    remembered: dict | None,
+    scored: list[dict[str, Any]] | None = None,
+) -> list[Any]:
+    """The head page's frame and live panels. The pattern opens on the prompt the atlas scored the
+    head on: a prompt of the run's file, else prompt 0 of the text family that claims the head (rebuilt
+    from the run's seed, `workbench.app.live.atlas_prompt`); random tokens only when neither exists."""
     rid, label = run.run_id, f"L{layer}H{head}"
     n_heads = run.n_heads or 1
     flat = layer * n_heads + head
@@ -205,10 +216,20 @@ def head_page(route: Route, run: Any, layer: int, head: int, prompts: list[str],
     )
     mem = remembered if remembered and remembered.get("run") == rid else {}
     max_tokens = int((run.config or {}).get("max_tokens") or 64)
-    default_source = "run" if prompts else "random"
+    scored = [] if prompts else list(scored or [])  # a prompt file is what every text family scored
+    default_source = "run" if prompts else "atlas" if scored else "random"
     sources = [{"label": "typed text", "value": "text"}, {"label": "random tokens", "value": "random"}]
     if prompts:
-        sources.insert(0, {"label": "a prompt of the run", "value": "run"})
+        sources.insert(0, {"label": "the run's prompts (scored by the atlas)", "value": "run"})
+    if scored:
+        sources.insert(0, {"label": "the prompts the atlas scored it on", "value": "atlas"})
+    scored_options = [
+        {"label": f"{s['family']} prompt {i}" + (f" ({s['source']})" if s["source"] else ""), "value": f"{s['family']}:{i}"}
+        for s in scored
+        for i in range(int(s["n"]))
+    ]
+    scored_values = [o["value"] for o in scored_options]
+    scored_value = mem.get("scored") if mem.get("scored") in scored_values else (scored_values[0] if scored_values else None)
     controls = html.Div(
         [
             field_(
@@ -227,6 +248,14 @@ def head_page(route: Route, run: Any, layer: int, head: int, prompts: list[str],
                     "260px",
                 ),
                 style=None if prompts else {"display": "none"},
+            ),
+            html.Div(
+                field_(
+                    "scored prompt",
+                    dcc.Dropdown(id="prompt-scored", clearable=False, value=scored_value, options=scored_options),
+                    "300px",
+                ),
+                style=None if scored else {"display": "none"},
             ),
             field_(
                 "random tokens: length",
@@ -267,6 +296,7 @@ def head_page(route: Route, run: Any, layer: int, head: int, prompts: list[str],
             ),
             controls,
             text,
+            html.Div(id="prompt-warning", className="prompt-warning"),
             html.Div(id="pattern-progress"),
             dcc.Interval(id="pattern-poll", interval=POLL_MS, disabled=True),
             dcc.Store(id="pattern-job"),
@@ -339,6 +369,7 @@ def playground_page(route: Route, run: Any, prompts: list[str]) -> list[Any]:
             dcc.Textarea(
                 id="play-prompt", className="wb-prompt", value=prompts[0] if prompts else "", placeholder="type a prompt"
             ),
+            html.Div(id="play-prompt-warning", className="prompt-warning"),
             html.Div(id="play-progress"),
             dcc.Interval(id="play-poll", interval=POLL_MS, disabled=True),
             dcc.Store(id="play-job"),

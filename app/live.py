@@ -16,11 +16,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from workbench.app import patterns as P
+from workbench.app.data import TEXT_FAMILIES
 from workbench.app.jobs import Progress
 from workbench.errors import InputDataError, WorkbenchError
 
@@ -153,13 +155,15 @@ def layer_progress(model: Model, progress: Progress | None, start: float, end: f
 
 @dataclass(frozen=True)
 class PromptSpec:
-    """What the user chose: ``source`` is "text", "run" (a prompt of the run's file) or "random"."""
+    """What the user chose: ``source`` is "text", "run" (a prompt of the run's file), "atlas" (prompt
+    ``index`` of ``family``, rebuilt as the atlas built it) or "random"."""
 
     source: str = "text"
     text: str = ""
     index: int = 0
     length: int = 64
     seed: int = 0
+    family: str = ""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PromptSpec:
@@ -171,12 +175,17 @@ class PromptSpec:
             except (TypeError, ValueError):
                 return default
 
+        family, index = "", as_int(d.get("index"), 0)
+        if str(d.get("source")) == "atlas":  # the scored-prompt dropdown's value: "family:index"
+            family, _, number = str(d.get("scored") or "").partition(":")
+            index = as_int(number, 0)
         return cls(
             source=str(d.get("source") or "text"),
             text=str(d.get("text") or ""),
-            index=as_int(d.get("index"), 0),
+            index=index,
             length=as_int(d.get("length"), 64),
             seed=as_int(d.get("seed"), 0),
+            family=family,
         )
 
     def key(self) -> str:
@@ -184,10 +193,41 @@ class PromptSpec:
             return "text:" + hashlib.sha256(self.text.encode()).hexdigest()[:16]
         if self.source == "run":
             return f"run:{self.index}"
+        if self.source == "atlas":
+            return f"atlas:{self.family}:{self.index}"
         return f"random:{self.length}:{self.seed}"
 
 
-def prompt_tokens(model: Model, spec: PromptSpec, run_texts: list[str]) -> Any:
+def atlas_prompt(model: Model, run: Any, family: str, index: int, run_texts: list[str]) -> Any:
+    """Prompt ``index`` of a text family exactly as the atlas built it: `family_prompts` with the run's
+    seed, max tokens, prompt count, prompt file and the family's own options (all kept in the run's config)."""
+    from workbench.families.context import RunContext
+    from workbench.families.prompts import DEFAULT_N_PROMPTS, family_prompts
+
+    if family not in TEXT_FAMILIES:
+        raise InputDataError(
+            f"the {family or '(no)'} family's prompts cannot be rebuilt here",
+            f"choose a prompt of {' or '.join(TEXT_FAMILIES)}, type text or use random tokens",
+        )
+    cfg = (run.config if run is not None else None) or {}
+    options = dict((cfg.get("family_options") or {}).get(family) or {})
+    n_prompts = cfg.get("n_prompts")
+    ctx = RunContext(
+        seed=int(cfg.get("seed") or 0),
+        max_tokens=int(cfg.get("max_tokens") or 256),
+        n_prompts=None if n_prompts is None else int(n_prompts),
+        prompts=list(run_texts) or None,
+    )
+    prompts, _ = family_prompts(model, ctx, family, default_n=int(options.get("n_prompts") or DEFAULT_N_PROMPTS))
+    if not 0 <= index < len(prompts):
+        raise InputDataError(
+            f"the {family} family scored {len(prompts)} prompts; there is no prompt {index}",
+            f"choose a prompt between 0 and {len(prompts) - 1}",
+        )
+    return prompts[index]
+
+
+def prompt_tokens(model: Model, spec: PromptSpec, run_texts: list[str], run: Any = None) -> Any:
     """Token ids [1, N] (CPU) for the chosen prompt, checked against the model's context."""
     import torch
 
@@ -200,6 +240,8 @@ def prompt_tokens(model: Model, spec: PromptSpec, run_texts: list[str]) -> Any:
                 f"choose a prompt between 0 and {len(run_texts) - 1}",
             )
         ids = model.to_tokens(run_texts[spec.index]).cpu()
+    elif spec.source == "atlas":
+        ids = atlas_prompt(model, run, spec.family, spec.index, run_texts).cpu()
     elif spec.source == "random":
         from workbench.families.prompts import random_token_prompts
 
@@ -219,6 +261,63 @@ def prompt_tokens(model: Model, spec: PromptSpec, run_texts: list[str]) -> Any:
     if ids.shape[1] < 1:
         raise InputDataError("the prompt has no tokens", "type some text first")
     return ids
+
+
+# -- typed prompts: the unknown-token check ----------------------------------------------------------
+
+
+class _FileTokenizer:
+    """The few facts `workbench.models.model.unknown_token_warning` reads, from a folder's tokenizer.json
+    (the file load_model keeps faithful to): no transformers, no lock shared with a loading model."""
+
+    def __init__(self, path: Path) -> None:
+        import json
+
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(path))
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        self.unk_token = (spec.get("model") or {}).get("unk_token")
+        self.unk_token_id = self.tokenizer.token_to_id(self.unk_token) if self.unk_token else None
+        self.all_special_ids = [int(t["id"]) for t in spec.get("added_tokens") or [] if t.get("special")]
+
+    def __len__(self) -> int:
+        return int(self.tokenizer.get_vocab_size())
+
+    def ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text).ids)
+
+
+class PromptChecker:
+    """Says, as the user types, when a prompt is mostly the model's unknown token (the same message
+    `Model.to_tokens` warns with in Python). Reads only the run's tokenizer.json, once per folder."""
+
+    def __init__(self) -> None:
+        self._tokenizers: dict[str, _FileTokenizer | None] = {}
+        self._lock = threading.Lock()
+
+    def _tokenizer(self, folder: str | None) -> _FileTokenizer | None:
+        if not folder:
+            return None
+        with self._lock:
+            if folder not in self._tokenizers:
+                path = Path(folder) / "tokenizer.json"
+                try:
+                    self._tokenizers[folder] = _FileTokenizer(path) if path.is_file() else None
+                except Exception:  # an unreadable file: the live view itself will say what is wrong
+                    self._tokenizers[folder] = None
+            return self._tokenizers[folder]
+
+    def check(self, run: Any, text: str | None) -> str | None:
+        """The warning for ``text`` typed on a page of ``run``, or None (also when it cannot tell)."""
+        from workbench.models.model import unknown_token_warning
+
+        if not (text or "").strip():
+            return None
+        tok = self._tokenizer(getattr(run, "model_path", None))
+        if tok is None:
+            return None
+        return unknown_token_warning(tok, tok.ids(text or ""))
 
 
 # -- recorded patterns ------------------------------------------------------------------------------

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from workbench.app.jobs import JobManager
-from workbench.app.live import ModelCache, PatternCache, PromptSpec, prompt_tokens, record_layer, run_ablation, using
+from workbench.app.live import (
+    ModelCache,
+    PatternCache,
+    PromptChecker,
+    PromptSpec,
+    prompt_tokens,
+    record_layer,
+    run_ablation,
+    using,
+)
 from workbench.errors import InputDataError, WorkbenchError
 
 if TYPE_CHECKING:
@@ -39,6 +48,7 @@ class AppState:
     jobs: JobManager = field(default_factory=JobManager)
     models: ModelCache = field(default_factory=ModelCache)
     patterns: PatternCache = field(default_factory=PatternCache)
+    prompts: PromptChecker = field(default_factory=PromptChecker)
     last_export: Path | None = None
     _exports: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -66,10 +76,11 @@ class AppState:
                 return key
             live = self.models.get(run, progress)
             with using(live, progress) as model:
-                ids = prompt_tokens(model, spec, run_texts)
+                ids = prompt_tokens(model, spec, run_texts, run)
+                unknown = model.unknown_tokens(ids) if spec.source in ("text", "run") else None
                 progress(0.12, f"recording {ids.shape[1]} tokens")
                 entry = record_layer(model, ids, layer, progress)
-            entry.warnings = list(live.warnings)
+            entry.warnings = list(live.warnings) + ([unknown] if unknown else [])
             self.patterns.put(key, entry)
             return key
 
@@ -120,8 +131,9 @@ class AppState:
             live = self.models.get(run, progress)
             with using(live, progress) as model:
                 ids = prompt_tokens(model, PromptSpec("text", prompt), [])
+                unknown = model.unknown_tokens(ids)
                 result = run_ablation(model, ids, parsed, mode, k, n, progress)
-            result["warnings"] = list(live.warnings)
+            result["warnings"] = list(live.warnings) + ([unknown] if unknown else [])
             return result
 
         key = f"play|{run.run_id}|{','.join(map(str, parsed))}|{mode}|{hash(prompt)}|{k}|{n}"

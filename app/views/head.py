@@ -167,11 +167,57 @@ def _evidence_section(
     return B.Section("Ablation evidence", blocks, name="evidence")
 
 
+def _role_section(store: Any, run_id: str, label: str, score_rows: list[dict]) -> Any:
+    """What the head does and how sure we are, first on the page: its roles, the score behind each,
+    every causal check with baseline, control and p-values, and the verdict (`build_findings`, the
+    same reading as the run page's findings and the report)."""
+    from workbench.report.findings import build_findings
+
+    blocks: list[Any] = []
+    try:
+        found = build_findings(store, run_id)
+    except Exception as exc:  # a damaged artefact must not hide the scores below
+        return B.Section(
+            f"What {label} does", [B.Notice(f"the findings cannot be built ({type(exc).__name__}: {exc})", "warn")], name="role"
+        )
+    mine = next((h for h in found.heads if h.head == label), None)
+    if mine is None:
+        blocks.append(B.Text(f"No family claims {label}: no role, so no verdict."))
+        primary = [r for r in score_rows if r["role"] == "primary"]
+        if primary:
+            blocks.append(B.Text("Its primary scores (rank among the run's heads):", muted=True))
+            blocks.append(B.Table(primary, ["family", "metric", "value", "rank"], name="role-primary"))
+        return B.Section(f"What {label} does", blocks, name="role")
+    roles = ", ".join(mine.roles) or "none"
+    blocks.append(B.Text(f"Role: {roles} · verdict: {mine.verdict}"))
+    if mine.scores:
+        blocks.append(B.Text("Scores behind the roles: " + "; ".join(mine.scores), muted=True))
+    rows = [
+        {
+            "role": e.role,
+            "causal check": e.check,
+            "baseline -> ablated (control mean ± spread)": e.effect(),
+            "n, p-value (corrected)": e.statistics(),
+            "verdict": e.verdict + (f" ({e.reason})" if e.reason else ""),
+        }
+        for e in mine.evidence
+    ]
+    if rows:
+        blocks.append(B.Table(rows, list(rows[0]), name="role-evidence"))
+    else:
+        blocks.append(B.Text("No causal check ran for this head.", muted=True))
+    blocks += [B.Notice(note, "info") for note in mine.notes]
+    return B.Section(f"What {label} does", blocks, name="role")
+
+
 def head_blocks(store: Any, run_id: str, layer: int, head: int) -> list[Any]:
+    """The head page's store-backed part: its roles, verdicts and causal evidence first, then every
+    score, then the family details (sinks, temporal, the ablation artefacts that mention it)."""
     info = store.run(run_id)
     label = f"L{layer}H{head}"
     out = run_header(info)
     rows = head_score_rows(store, info.run_id, layer, head)
+    out.append(_role_section(store, info.run_id, label, rows))
     scores_blocks: list[Any] = []
     if rows:
         scores_blocks.append(B.Table(rows, ["family", "metric", "value", "rank", "role", "description"], name="head-scores"))

@@ -96,6 +96,7 @@ def playground_blocks(result: dict[str, Any]) -> list[Any]:
         B.Text("with ablation:", muted=True),
         B.Text(result["text_with"] or "(nothing)"),
     ]
+    out[1:1] = [B.Notice(w, "warn") for w in result.get("warnings", [])]
     diverge = next((i for i, (a, b) in enumerate(zip(result["tokens_without"], result["tokens_with"])) if a != b), None)
     if diverge is not None:
         out.append(B.Text(f"The two continuations part at generated token {diverge}.", muted=True))

@@ -61,7 +61,7 @@ def _errors(d) -> list[str]:
 
 def _pattern_finished(d) -> bool:
     """The live pattern (started by itself on open) is drawn, or its job said why not."""
-    return bool(d.execute_script("return !!document.querySelector('#pattern-graph .main-svg, #section-pattern .notice');"))
+    return bool(d.execute_script("return !!document.querySelector('#pattern-graph .main-svg, #pattern-output .notice');"))
 
 
 def _reader(base: str, key: dict, stop: threading.Event, failures: list[str]) -> None:
@@ -109,7 +109,7 @@ def test_head_page_opened_first_on_a_fresh_server(synthetic_results, browser):
         errors += _errors(d)
         assert errors == [], f"error boxes on the first open: {errors}\nserver log:\n{log.read_text()[-4000:]}"
         assert failures == [], f"{len(failures)} failed reads of the head page, the first:\n{failures[0]}"
-        for section in ("#section-scores", "#section-temporal", "#section-evidence"):
+        for section in ("#section-role", "#section-scores", "#section-temporal", "#section-evidence"):
             assert d.find_elements("css selector", section), f"{section} missing; page:\n{text_of(d, 'body')[:2000]}"
     finally:
         stop.set()

@@ -90,7 +90,8 @@ def kv_budget_by_kv_heads(
     model: Model, full_kv_heads: Iterable[KvHead], sink: int = STREAMING_SINK, recent: int = STREAMING_RECENT
 ):
     """Context: the given (layer, KV head) pairs keep the full cache; every other KV head streams."""
-    windows: dict[HeadLike, tuple[int, int]] = dict(streaming_windows(model.geometry, full_kv_heads, sink, recent))
+    found = streaming_windows(model.geometry, full_kv_heads, sink, recent)
+    windows: dict[HeadLike, tuple[int, int]] = {h: w for h, w in found.items()}
     return streaming_heads(model, windows)
 
 
@@ -108,8 +109,8 @@ def row_streaming_edits(rows: Sequence[Mapping[Head, tuple[int, int]]]) -> dict[
         for head, (sink, recent) in windows.items():
             grouped.setdefault((int(head.layer), int(head.head), (int(sink), int(recent))), []).append(r)
     edits: dict[int, list[HeadEdit]] = {}
-    for (layer, head, window), where in sorted(grouped.items()):
-        edits.setdefault(layer, []).append(HeadEdit(head=head, rows=tuple(where), stream=window))
+    for (layer, q_head, window), where in sorted(grouped.items()):
+        edits.setdefault(layer, []).append(HeadEdit(head=q_head, rows=tuple(where), stream=window))
     return edits
 
 

@@ -180,13 +180,15 @@ def sinks_steps(geo: PlanGeometry, cfg: Any, n_prompts: int, n_tokens: int, act_
 
 def retrieval_steps(geo: PlanGeometry, cfg: Any, n_trials: int, context: int, new_tokens: int, probe_tokens: int) -> list[Step]:
     """`families/retrieval.py`: each trial decoded with the cache (1 prefill + G - 1 steps, recorded);
-    echo/induction and the detectors on the repeated probe; needle outcomes (one teacher-forced pass per
-    trial) with nothing, each evidence head, each control head, the top-k vs random sets, and every KV
-    budget (ranked and random)."""
+    echo/induction and the detectors on the repeated probe; then one batched sweep of the causal checks
+    per trial: U conditions (base, each evidence head and control, the top-k and random sets, every KV
+    budget ranked and random; `check_conditions`), one per batch row, R rows per pass, teacher-forced."""
+    from workbench.families.retrieval import check_conditions
+
     t = n_trials
-    k = min(cfg.evidence_heads, geo.n_total_heads)
-    budgets = len(cfg.budget_fractions)
-    budget_random = 2  # kv_budget_curve's random draws per fraction
+    u = check_conditions(cfg, geo.n_total_heads, geo.n_layers * geo.n_kv_heads)
+    n = context + 1
+    r = max(1, min(int(cfg.check_batch), int(cfg.check_batch_tokens) // max(n, 1)))
     return [
         Step(
             "retrieval",
@@ -197,16 +199,14 @@ def retrieval_steps(geo: PlanGeometry, cfg: Any, n_trials: int, context: int, ne
             decode_context=context + new_tokens // 2,
         ),
         Step("retrieval", "echo/induction + detectors", 2, probe_tokens),
-        Step("retrieval", "needle outcomes: base", t, context + 1),
         Step(
             "retrieval",
-            f"needle outcomes: {k} heads + {cfg.n_controls} controls",
-            min(k + cfg.n_controls, geo.n_total_heads) * t,
-            context + 1,
-            note="a control also tested is run once (fewer passes)",
+            f"needle outcomes: {u} conditions (base, heads, controls, top vs random, KV budgets), one per row",
+            t * math.ceil(u / r),
+            n,
+            batch=r,
+            note="equal conditions run once (fewer passes)",
         ),
-        Step("retrieval", f"top-{cfg.compare_k} vs {cfg.n_random} random sets (with base)", (2 + cfg.n_random) * t, context + 1),
-        Step("retrieval", f"KV budget curve, {budgets} budgets", (1 + budgets * (1 + budget_random)) * t, context + 1),
     ]
 
 

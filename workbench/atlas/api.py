@@ -142,7 +142,9 @@ class AtlasResult:
 class Atlas:
     """Run (or resume) the head atlas of one model into one results store.
 
-    ``model``: a loaded `Model`, or a spec (shipped name, local folder, cached hub id). ``families``:
+    ``model``: a loaded `Model`, a spec (shipped name, local folder, cached hub id), or a model in memory:
+    a transformers ``PreTrainedModel`` (``tokenizer=`` unless its ``name_or_path`` is a folder or cached
+    hub id) or a TransformerLens ``TransformerBridge`` (see `workbench.models.load_model`). ``families``:
     names, a comma-separated string, or "all". ``store``: a `Store`, a results folder, or None
     ($WORKBENCH_RESULTS, else ./wb-results). ``executor``: "local", "ray", or an executor object.
     ``options``: per-family options, ``{"sinks": {"eps": 0.2}}``. ``prompts``: a prompt file or a
@@ -152,7 +154,7 @@ class Atlas:
 
     def __init__(
         self,
-        model: Model | str | Path | None = None,
+        model: Model | str | Path | Any | None = None,
         families: str | Sequence[str] | None = None,
         store: Store | str | Path | None = None,
         executor: Executor | str | None = None,
@@ -172,9 +174,18 @@ class Atlas:
         set_options: Sequence[str] = (),
         progress: AtlasProgress | None = None,
         budget_minutes: float | None = None,
+        tokenizer: Any = None,
     ) -> None:
-        self._model: Model | None = None if model is None or isinstance(model, (str, Path)) else model
-        spec = None if model is None else (str(model) if isinstance(model, (str, Path)) else model.name)
+        self._model: Model | None = None
+        if model is not None and not isinstance(model, (str, Path)):
+            from workbench.models import load_model
+
+            # a Model as it is; a transformers model or a TransformerBridge wrapped now (no file is read,
+            # the weights stay where they are unless device= / dtype= are given); anything else refused
+            self._model = load_model(model, device=device, dtype=dtype, tokenizer=tokenizer)
+        elif tokenizer is not None:
+            raise WorkbenchError("tokenizer= is for a model given in memory", "a spec brings its own tokenizer")
+        spec = None if model is None else (str(model) if self._model is None else self._model.name)
         self._texts = list(prompts) if prompts is not None and not isinstance(prompts, (str, Path)) else None
         self._executor = executor if executor is not None and not isinstance(executor, str) else None
         root = store.root if isinstance(store, Store) else store
@@ -196,6 +207,8 @@ class Atlas:
         }
         fam_opts = {k: dict(v) for k, v in (options or {}).items()}
         self.opts: AtlasOptions = resolve_options(cli, config, list(set_options), fam_opts)
+        if self._model is not None and "dtype" not in self.opts.given:
+            self.opts.dtype = str(self._model.dtype).removeprefix("torch.")  # the run records the model's own
         self.progress: AtlasProgress = progress or SilentProgress()
         self.warnings: list[InputProblem] = []
         if budget_minutes is not None and not budget_minutes > 0:
@@ -306,6 +319,11 @@ class Atlas:
         executor, owned = self._make_executor()  # a missing optional dependency (Ray) fails before the model loads
         try:
             model = self.model
+            if model.source.kind == "memory" and o.executor == "ray" and self._executor is None:
+                raise WorkbenchError(
+                    f"the Ray executor loads the model on each worker, and {model.name!r} was given in memory",
+                    "save it (model.save_pretrained(FOLDER), with its tokenizer) and give the folder, or use the local executor",
+                )
             ctx = self._context(texts, o.device)
             self.warnings = preflight(model, fams, ctx, explicit_max_tokens="max_tokens" in o.given)
             if self.budget_minutes is not None:
@@ -376,6 +394,11 @@ class Atlas:
                             f"{key} = {getattr(o, key)!r} differs from run {info.run_id}, which was started with {key} = {recorded.get(key)!r}",
                             "drop the option to resume with the recorded one, or start a new run",
                         )
+                if info.model_kind == "memory" and (self._model is None or self._model.name != info.model):
+                    raise WorkbenchError(
+                        f"run {info.run_id} is of the model {info.model!r}, which was given in memory",
+                        "give the same model again: Atlas(model, store=...).resume()",
+                    )
                 if self._model is None or self._model.name != info.model:
                     from workbench.models import load_model
 
@@ -384,7 +407,7 @@ class Atlas:
                     self._model = load_model(info.model, device=device, dtype=recorded.get("dtype", "float32"))
                 model = self._model
                 now = model_identity(model)
-                if info.model_hash and now["hash"] != info.model_hash:
+                if info.model_hash and now["hash"] != info.model_hash and not _same_weights(model, info.model_hash):
                     raise WorkbenchError(
                         f"model {info.model!r} changed since run {info.run_id} started "
                         f"(fingerprint {now['hash'][:12]} vs {info.model_hash[:12]})",
@@ -446,6 +469,18 @@ class Atlas:
                     )
                 changed.setdefault(name, {})[key] = value
         return changed
+
+
+def _same_weights(model: Model, recorded: str) -> bool:
+    """Whether ``model``'s weights have the fingerprint a run recorded for a model given in memory (a run of
+    an in-memory model loaded from a folder may be resumed from that folder, and the other way round)."""
+    from workbench.models.loading import weights_fingerprint
+    from workbench.store.runs import model_fingerprint
+
+    if model.source.kind == "memory":
+        folder = getattr(model.hf_model, "name_or_path", None)
+        return bool(folder) and model_fingerprint(folder) == recorded
+    return weights_fingerprint(model.hf_model) == recorded
 
 
 def pick_run(store: Store, ref: str | None) -> RunInfo:

@@ -4,11 +4,17 @@ A spec is, in this order: the name of a shipped model, a local folder in Hugging
 format, or a Hugging Face hub id already in the local cache (downloads only happen when the
 user is online and has not set HF_HUB_OFFLINE). Every failure is a `WorkbenchError` naming
 the spec and what to do.
+
+A model already in memory (a transformers ``PreTrainedModel`` or a TransformerLens
+``TransformerBridge``) has no folder to fingerprint: `weights_fingerprint` hashes its parameters
+instead, and `memory_name` gives it a stable, readable name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -20,7 +26,7 @@ import torch
 from workbench.errors import ModelNotFoundError, UnsupportedModelError, WorkbenchError
 from workbench.models.registry import shipped_models
 
-SpecKind = Literal["shipped", "folder", "hub"]
+SpecKind = Literal["shipped", "folder", "hub", "memory"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model.safetensors.index.json")
 _DTYPES = {
@@ -39,10 +45,63 @@ _DTYPES = {
 
 @dataclass(frozen=True)
 class ResolvedSpec:
+    """Where a model came from. ``kind`` "memory": an object given in Python; ``path`` is then the folder
+    its tokenizer was read from (or None) and ``fingerprint`` the hash of its weights."""
+
     spec: str
     kind: SpecKind
-    path: Path
+    path: Path | None
     revision: str | None = None
+    fingerprint: str | None = None
+
+
+#: elements of each parameter that `weights_fingerprint` reads (a strided sample past this)
+FINGERPRINT_SAMPLE = 1 << 16
+
+#: what `load_model` accepts, for the message that refuses anything else
+ACCEPTED_MODELS = (
+    "a shipped model name, a Hugging Face folder or cached hub id, a transformers PreTrainedModel "
+    "(tokenizer= when its name_or_path is not a folder or cached id), a TransformerLens TransformerBridge, "
+    "or a workbench Model"
+)
+
+
+@torch.no_grad()
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 over a model's parameters, read where they are (no copy of the whole model).
+
+    Each parameter gives its shape, dtype and its elements (all of them up to `FINGERPRINT_SAMPLE`, else
+    that many at an even stride, plus the last); the per-parameter digests are hashed sorted, so the
+    fingerprint does not depend on parameter names or order: a model wrapped in a TransformerBridge (which
+    renames its submodules) has the fingerprint it had before. Like the folder fingerprint it is cheap for
+    large models and changes when the weights change (an edit to a single unsampled element of a large
+    matrix is the one change it can miss).
+    """
+    digests = []
+    for param in module.parameters():  # shared (tied) parameters once
+        flat = param.detach().reshape(-1)
+        n = flat.numel()
+        if n > FINGERPRINT_SAMPLE:
+            step = math.ceil(n / FINGERPRINT_SAMPLE)
+            flat = torch.cat([flat[::step], flat[-1:]])
+        data = flat.to("cpu").contiguous().view(torch.uint8).numpy().tobytes()
+        h = hashlib.sha256(f"{tuple(param.shape)}:{str(param.dtype).removeprefix('torch.')}\n".encode())
+        h.update(data)
+        digests.append(h.hexdigest())
+    total = hashlib.sha256()
+    for digest in sorted(digests):
+        total.update(digest.encode())
+    return total.hexdigest()
+
+
+def memory_name(hf_model: Any, fingerprint: str) -> str:
+    """The name of a model given in memory: its ``name_or_path`` (a folder as an absolute path), else its
+    class name and the first 8 characters of its weights' fingerprint ("LlamaForCausalLM-1a2b3c4d")."""
+    name = str(getattr(hf_model, "name_or_path", "") or getattr(getattr(hf_model, "config", None), "_name_or_path", "") or "")
+    if name.strip():
+        path = Path(name).expanduser()
+        return str(path.resolve()) if path.is_dir() else name.strip()
+    return f"{type(hf_model).__name__}-{fingerprint[:8]}"
 
 
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import sys
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +19,16 @@ import torch
 from workbench.errors import UnsupportedModelError, WorkbenchError
 from workbench.models.geometry import HeadGeometry, geometry_from_config
 from workbench.models.loading import (
+    ACCEPTED_MODELS,
     ResolvedSpec,
     check_supported,
     faithful_tokenizer,
+    memory_name,
     parse_device,
     parse_dtype,
     read_config,
     resolve_spec,
+    weights_fingerprint,
 )
 
 #: longest input `Model.run_with_cache` accepts (its cache stores N x N patterns per layer and head)
@@ -151,8 +156,11 @@ def _keep_folder_tokenizer(bridge: Any, folder: Path) -> None:
     which would bring the rebuilt class back.
     """
     kept = faithful_tokenizer(folder, bridge.tokenizer)
-    if kept is None:
-        return
+    if kept is not None:
+        _set_tokenizer(bridge, kept)
+
+
+def _set_tokenizer(bridge: Any, kept: Any) -> None:
     # Not through the bridge's tokenizer setter: it re-runs TransformerLens' tokenizer setup, which
     # reloads through AutoTokenizer (the rebuilt class again) and resizes cfg.d_vocab to the tokenizer.
     bridge._tokenizer = kept
@@ -165,19 +173,66 @@ def _keep_folder_tokenizer(bridge: Any, folder: Path) -> None:
 
 
 def load_model(
-    spec: str | Path,
+    spec: str | Path | Any,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
+    tokenizer: Any = None,
 ) -> Model:
-    """Load a shipped model, a local Hugging Face folder, or a cached hub id as a `Model`."""
+    """Load a shipped model, a local Hugging Face folder, or a cached hub id as a `Model`; or wrap a model
+    already in memory: a transformers ``PreTrainedModel`` (its tokenizer given as ``tokenizer=``, else read
+    from its ``name_or_path`` when that is a folder or a cached hub id) or a TransformerLens
+    ``TransformerBridge`` (its own tokenizer unless ``tokenizer=`` is given). A `Model` is returned as it is.
+
+    An in-memory model stays where it is unless ``device`` / ``dtype`` are given (then it is moved in
+    place); wrapping a ``PreTrainedModel`` in a bridge switches it to eager attention and eval mode, as
+    loading from a folder does. Anything else is refused with a `WorkbenchError` naming what is accepted.
+    """
+    if isinstance(spec, Model):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        if tokenizer is not None:
+            raise WorkbenchError(
+                "tokenizer= is for a model given in memory", "a folder, hub id or shipped model brings its own tokenizer"
+            )
+        return _load_spec(spec, device, dtype, revision)
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedModel
+
+    if isinstance(spec, TransformerBridge):
+        return _from_bridge(spec, tokenizer, device, dtype)
+    if isinstance(spec, PreTrainedModel):
+        return _from_hf(spec, tokenizer, device, dtype)
+    raise WorkbenchError(f"cannot analyse a {type(spec).__module__}.{type(spec).__qualname__}", f"give {ACCEPTED_MODELS}")
+
+
+def _load_spec(
+    spec: str | os.PathLike, device: str | torch.device | None, dtype: str | torch.dtype | None, revision: str | None
+) -> Model:
     from transformer_lens.model_bridge import TransformerBridge
 
     dev = parse_device(device)  # cheap checks first, before any file is read
     dt = parse_dtype(dtype)
     resolved = resolve_spec(spec, revision)
-    config = read_config(resolved.path)
+    assert resolved.path is not None
+    folder = resolved.path
+    config = read_config(folder)
     check_supported(config, resolved.spec)
+    try:
+        with _quiet_loading():
+            bridge = TransformerBridge.boot_transformers(str(folder), device=str(dev), dtype=dt)
+            _keep_folder_tokenizer(bridge, folder)
+    except (OSError, ValueError, KeyError) as exc:
+        raise WorkbenchError(
+            f"could not load model {resolved.spec!r} from {folder}: {type(exc).__name__}: {exc}",
+            "check that the folder is a complete Hugging Face checkpoint (config, weights, tokenizer)",
+        ) from exc
+    return _wrap(bridge, resolved, dev, dt)
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Any:
+    """TransformerLens' and transformers' loading chatter (logs, progress bars, prints) silenced."""
     quiet = io.StringIO()
     tl_logger = logging.getLogger("transformer_lens")
     previous = tl_logger.level
@@ -188,22 +243,137 @@ def load_model(
     hf_logging.disable_progress_bar()
     try:
         with contextlib.redirect_stdout(quiet):
-            bridge = TransformerBridge.boot_transformers(str(resolved.path), device=str(dev), dtype=dt)
-            _keep_folder_tokenizer(bridge, resolved.path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise WorkbenchError(
-            f"could not load model {resolved.spec!r} from {resolved.path}: {type(exc).__name__}: {exc}",
-            "check that the folder is a complete Hugging Face checkpoint (config, weights, tokenizer)",
-        ) from exc
+            yield
     finally:
         tl_logger.setLevel(previous)
         if bars_were_on:
             hf_logging.enable_progress_bar()
+
+
+def _wrap(bridge: Any, source: ResolvedSpec, dev: torch.device, dt: torch.dtype) -> Model:
     bridge.eval()
     tokenizer = bridge.tokenizer
     if tokenizer is None:
-        raise UnsupportedModelError(
-            f"model {resolved.spec!r} has no tokenizer", "add tokenizer.json (and tokenizer_config.json) to the folder"
+        hint = (
+            "add tokenizer.json (and tokenizer_config.json) to the folder"
+            if source.kind != "memory"
+            else "give its tokenizer: load_model(model, tokenizer=...) / Atlas(model, tokenizer=...)"
         )
+        raise UnsupportedModelError(f"model {source.spec!r} has no tokenizer", hint)
     geometry = geometry_from_config(bridge.original_model.config, tokenizer, bridge.cfg, hf_model=bridge.original_model)
-    return Model(bridge=bridge, tokenizer=tokenizer, geometry=geometry, source=resolved, device=dev, dtype=dt)
+    return Model(bridge=bridge, tokenizer=tokenizer, geometry=geometry, source=source, device=dev, dtype=dt)
+
+
+def _placement(
+    module: torch.nn.Module, device: str | torch.device | None, dtype: str | torch.dtype | None
+) -> tuple[torch.device, torch.dtype]:
+    """Where an in-memory model's weights are, or the device / dtype asked for ("auto": where they are)."""
+    first = next(module.parameters(), None)
+    here_dev = first.device if first is not None else torch.device("cpu")
+    here_dt = first.dtype if first is not None else torch.float32
+    dev = here_dev if device is None or str(device) == "auto" else parse_device(device)
+    dt = here_dt if dtype is None else parse_dtype(dtype)
+    return dev, dt
+
+
+def _memory_source(hf_model: Any, tokenizer_folder: Path | None) -> ResolvedSpec:
+    fingerprint = weights_fingerprint(hf_model)
+    return ResolvedSpec(memory_name(hf_model, fingerprint), "memory", tokenizer_folder, None, fingerprint)
+
+
+def _architecture(hf_model: Any) -> dict:
+    """The architecture of a model in memory, as `check_supported` reads a config; a model built with
+    ``from_config`` has no ``config.architectures`` until saved: it gets its class name, as saving gives it."""
+    config = getattr(hf_model, "config", None)
+    if config is not None and not getattr(config, "architectures", None):
+        config.architectures = [type(hf_model).__name__]
+    archs = [type(hf_model).__name__, *(getattr(config, "architectures", None) or [])]
+    return {"architectures": archs, "model_type": getattr(config, "model_type", None)}
+
+
+def _from_hf(hf_model: Any, tokenizer: Any, device: str | torch.device | None, dtype: str | torch.dtype | None) -> Model:
+    """Wrap a transformers model given in memory in a TransformerBridge (same weights, no copy)."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    dev, dt = _placement(hf_model, device, dtype)
+    name_or_path = str(getattr(hf_model, "name_or_path", "") or "")
+    check_supported(_architecture(hf_model), name_or_path or type(hf_model).__name__)
+    folder: Path | None = None
+    if tokenizer is None:
+        try:
+            resolved = resolve_spec(name_or_path) if name_or_path.strip() else None
+        except WorkbenchError:
+            resolved = None
+        if resolved is None or resolved.path is None or not _has_tokenizer(resolved.path):
+            where = (
+                f"its name_or_path {name_or_path!r} is not a folder or cached hub id with a tokenizer"
+                if name_or_path
+                else "it has no name_or_path"
+            )
+            raise WorkbenchError(
+                f"no tokenizer for the {type(hf_model).__name__} given in memory ({where})",
+                "give it: load_model(model, tokenizer=tok) / Atlas(model, tokenizer=tok), "
+                "e.g. tok = AutoTokenizer.from_pretrained(FOLDER)",
+            )
+        folder = resolved.path
+    if next(hf_model.parameters()).device != dev or next(hf_model.parameters()).dtype != dt:
+        hf_model.to(device=dev, dtype=dt)
+    source = _memory_source(hf_model, folder)  # before the bridge renames the submodules
+    try:
+        with _quiet_loading():
+            bridge = _cached_bridge(hf_model)
+            if bridge is None:
+                bridge = TransformerBridge.boot_transformers(
+                    str(folder) if folder is not None else (name_or_path or type(hf_model).__name__),
+                    hf_model=hf_model,
+                    tokenizer=tokenizer,
+                    device=str(dev),
+                    dtype=dt,
+                )
+                _BRIDGES[id(hf_model)] = bridge
+            elif tokenizer is not None:
+                _use_tokenizer(bridge, tokenizer)
+            if folder is not None:
+                _keep_folder_tokenizer(bridge, folder)
+    except (OSError, ValueError, KeyError) as exc:
+        raise WorkbenchError(
+            f"could not wrap the {type(hf_model).__name__} given in memory in a TransformerBridge: {type(exc).__name__}: {exc}",
+            "give a causal language model of a supported architecture, with its tokenizer",
+        ) from exc
+    return _wrap(bridge, source, dev, dt)
+
+
+#: bridges built around in-memory models, by id of the model: wrapping one model twice reuses its bridge
+_BRIDGES: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def _cached_bridge(hf_model: Any) -> Any:
+    bridge = _BRIDGES.get(id(hf_model))
+    return bridge if bridge is not None and bridge.original_model is hf_model else None
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    names = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    return any((folder / n).is_file() for n in names)
+
+
+def _use_tokenizer(bridge: Any, tokenizer: Any) -> None:
+    from transformer_lens.model_bridge.sources._bridge_builder import configure_tokenizer
+
+    _set_tokenizer(bridge, configure_tokenizer(tokenizer, bridge.cfg))
+
+
+def _from_bridge(bridge: Any, tokenizer: Any, device: str | torch.device | None, dtype: str | torch.dtype | None) -> Model:
+    """Use a TransformerBridge given in memory as it is (its Hugging Face model, its tokenizer)."""
+    hf_model = bridge.original_model
+    _architecture(hf_model)
+    dev, dt = _placement(hf_model, device, dtype)
+    first = next(hf_model.parameters())
+    if first.device != dev or first.dtype != dt:
+        raise WorkbenchError(
+            f"the TransformerBridge given is on {first.device} in {first.dtype}, not {dev} in {dt}",
+            "move it first (bridge.to(device, dtype)), or leave device / dtype unset to use it where it is",
+        )
+    if tokenizer is not None:
+        _use_tokenizer(bridge, tokenizer)
+    return _wrap(bridge, _memory_source(hf_model, None), dev, dt)

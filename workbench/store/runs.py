@@ -401,8 +401,11 @@ class RunWriter:
 
 
 def model_identity(model: Model) -> dict[str, Any]:
+    """What a run records of its model. A model given in memory (kind "memory") has no folder: its name,
+    no path, and the fingerprint of its weights (`workbench.models.loading.weights_fingerprint`)."""
     src = model.source
-    path = str(src.path) if getattr(src, "path", None) is not None else None
+    memory = src.kind == "memory"
+    path = str(src.path) if getattr(src, "path", None) is not None and not memory else None
     revision = getattr(src, "revision", None)
     if revision is None and src.kind == "hub" and path:
         revision = path.rstrip("/").rsplit("/", 1)[-1]  # the snapshot folder is the commit hash
@@ -414,7 +417,7 @@ def model_identity(model: Model) -> dict[str, Any]:
         "kind": src.kind,
         "path": path,
         "revision": revision,
-        "hash": model_fingerprint(path),
+        "hash": getattr(src, "fingerprint", None) if memory else model_fingerprint(path),
         "n_layers": geo.n_layers,
         "n_heads": geo.n_heads,
         "geometry": geo.to_dict() if hasattr(geo, "to_dict") else {},

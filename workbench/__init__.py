@@ -14,6 +14,7 @@ __all__ = ["Atlas", "AtlasResult", "__version__"]
 def __getattr__(name: str) -> Any:
     if name in ("Atlas", "AtlasResult", "AtlasProgress"):
         import workbench.atlas as atlas
+        import workbench.report.notebook  # noqa: F401  (installs AtlasResult's findings and report views)
 
         return getattr(atlas, name)
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")

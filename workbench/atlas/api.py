@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from workbench.atlas.options import RESULT_KEYS, AtlasOptions, resolve_options
 from workbench.atlas.preflight import preflight
@@ -86,6 +86,31 @@ class AtlasResult:
     model: str
     families: list[str]
     warnings: list[str] = field(default_factory=list)
+    #: the findings and report views (`workbench.report.notebook`, which installs itself here on import:
+    #: the report layer is above this one, so this module cannot import it)
+    views: ClassVar[Any] = None
+
+    def _views(self) -> Any:
+        if AtlasResult.views is None:
+            raise WorkbenchError(
+                "the findings and report views of AtlasResult are not loaded",
+                "import workbench.report.notebook (`from workbench import Atlas` does it for you)",
+            )
+        return AtlasResult.views
+
+    def findings(self) -> pd.DataFrame:
+        """The role table (as in the report and at the end of `workbench atlas`): one row per head a family
+        claims, with its role, score, causal effect, n and p-value, and verdict; confirmed heads first."""
+        return self._views().findings_frame(self)
+
+    def report(self, path: str | Path | None = None) -> Path:
+        """Write the run's HTML report (as `workbench report`) to ``path`` (a .html file or a folder; default
+        the run's folder in the store) and return the HTML file's path."""
+        return self._views().write_result_report(self, path)
+
+    def _repr_html_(self) -> str:
+        """How a notebook shows the result: the run, the findings' headlines, warnings and role table."""
+        return self._views().result_html(self)
 
     def _store(self) -> Store:
         return Store.open(self.root)

@@ -45,14 +45,22 @@ _DTYPES = {
 
 @dataclass(frozen=True)
 class ResolvedSpec:
-    """Where a model came from. ``kind`` "memory": an object given in Python; ``path`` is then the folder
-    its tokenizer was read from (or None) and ``fingerprint`` the hash of its weights."""
-
     spec: str
     kind: SpecKind
-    path: Path | None
+    path: Path
     revision: str | None = None
-    fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class MemorySource:
+    """Where a model given in Python came from: ``path`` is the folder its tokenizer was read from (or
+    None), ``fingerprint`` the hash of its weights (`weights_fingerprint`)."""
+
+    spec: str
+    fingerprint: str
+    path: Path | None = None
+    kind: SpecKind = "memory"
+    revision: str | None = None
 
 
 #: elements of each parameter that `weights_fingerprint` reads (a strided sample past this)

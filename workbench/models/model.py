@@ -20,6 +20,7 @@ from workbench.errors import UnsupportedModelError, WorkbenchError
 from workbench.models.geometry import HeadGeometry, geometry_from_config
 from workbench.models.loading import (
     ACCEPTED_MODELS,
+    MemorySource,
     ResolvedSpec,
     check_supported,
     faithful_tokenizer,
@@ -76,7 +77,7 @@ class Model:
     bridge: Any  # transformer_lens.model_bridge.TransformerBridge
     tokenizer: Any
     geometry: HeadGeometry
-    source: ResolvedSpec
+    source: ResolvedSpec | MemorySource
     device: torch.device
     dtype: torch.dtype
     #: passed instrumented-core self-checks, per (backend, dtype, device) (see workbench.record.self_check)
@@ -214,7 +215,6 @@ def _load_spec(
     dev = parse_device(device)  # cheap checks first, before any file is read
     dt = parse_dtype(dtype)
     resolved = resolve_spec(spec, revision)
-    assert resolved.path is not None
     folder = resolved.path
     config = read_config(folder)
     check_supported(config, resolved.spec)
@@ -250,7 +250,7 @@ def _quiet_loading() -> Any:
             hf_logging.enable_progress_bar()
 
 
-def _wrap(bridge: Any, source: ResolvedSpec, dev: torch.device, dt: torch.dtype) -> Model:
+def _wrap(bridge: Any, source: ResolvedSpec | MemorySource, dev: torch.device, dt: torch.dtype) -> Model:
     bridge.eval()
     tokenizer = bridge.tokenizer
     if tokenizer is None:
@@ -276,9 +276,9 @@ def _placement(
     return dev, dt
 
 
-def _memory_source(hf_model: Any, tokenizer_folder: Path | None) -> ResolvedSpec:
+def _memory_source(hf_model: Any, tokenizer_folder: Path | None) -> MemorySource:
     fingerprint = weights_fingerprint(hf_model)
-    return ResolvedSpec(memory_name(hf_model, fingerprint), "memory", tokenizer_folder, None, fingerprint)
+    return MemorySource(memory_name(hf_model, fingerprint), fingerprint, tokenizer_folder)
 
 
 def _architecture(hf_model: Any) -> dict:
@@ -304,7 +304,7 @@ def _from_hf(hf_model: Any, tokenizer: Any, device: str | torch.device | None, d
             resolved = resolve_spec(name_or_path) if name_or_path.strip() else None
         except WorkbenchError:
             resolved = None
-        if resolved is None or resolved.path is None or not _has_tokenizer(resolved.path):
+        if resolved is None or not _has_tokenizer(resolved.path):
             where = (
                 f"its name_or_path {name_or_path!r} is not a folder or cached hub id with a tokenizer"
                 if name_or_path

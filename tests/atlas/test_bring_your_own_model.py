@@ -96,3 +96,27 @@ def test_wrong_type_gets_one_clear_message(wrong):
         assert "cannot analyse a" in text and type(wrong).__name__ in text
         for accepted in ("PreTrainedModel", "TransformerBridge", "workbench Model", "Hugging Face folder"):
             assert accepted in text
+
+
+def test_a_run_of_an_in_memory_model_resumes_with_the_same_weights(saved, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, folder = saved
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(tiny_config("llama"))
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    atlas = Atlas(hf, store=tmp_path / "r", device="cpu", tokenizer=tok, **ATLAS)
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    atlas.progress.on_part = stop  # stop before the first part, as Ctrl-C would
+    with pytest.raises(KeyboardInterrupt):
+        atlas.run()
+    with pytest.raises(WorkbenchError, match="given in memory"):
+        Atlas(store=tmp_path / "r").resume()  # a fresh process has no such model to load
+    other = AutoModelForCausalLM.from_config(tiny_config("llama"))  # other weights, other fingerprint and name
+    with pytest.raises(WorkbenchError, match="no interrupted run of 'LlamaForCausalLM-"):
+        Atlas(other, store=tmp_path / "r", tokenizer=tok).resume()
+    result = Atlas(hf, store=tmp_path / "r", tokenizer=tok).resume()
+    assert result.status == "complete" and result.model == f"LlamaForCausalLM-{weights_fingerprint(hf)[:8]}"

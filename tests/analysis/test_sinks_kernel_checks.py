@@ -231,3 +231,26 @@ def test_act_skips_heads_without_sinks_and_they_truly_have_no_effect(organism):
     layers = len({h.layer for h in result.selected})
     expected = 1 + -(-len(tried) // 8) + (1 + 2 * layers if result.selected else 1)
     assert result.passes == expected
+
+
+def test_a_long_sequence_is_scored_under_the_chunked_core_not_eager_attention(tiny_llama, monkeypatch):
+    """Past EAGER_LOSS_MAX_TOKENS the loss forward runs under the instrumented core (no N x N scores);
+    the loss equals the eager one (float32 attention in both, summed in float64)."""
+    import workbench.analysis.metrics as metrics
+    from workbench.models.generate import is_instrumented
+
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(4, 60, (40,), generator=g)
+    eager = metrics.lm_loss(tiny_llama, [prompt])
+    seen = []
+    original = metrics._forward_hidden
+
+    def spy(model, tokens):
+        seen.append(is_instrumented(model))
+        return original(model, tokens)
+
+    monkeypatch.setattr(metrics, "_forward_hidden", spy)
+    monkeypatch.setattr(metrics, "EAGER_LOSS_MAX_TOKENS", 16)
+    chunked = metrics.lm_loss(tiny_llama, [prompt])
+    assert seen == [True]
+    assert abs(chunked - eager) < 1e-5 * abs(eager)

@@ -15,13 +15,14 @@ is scored in one forward: `row_logprob_sums`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from workbench.models.generate import last_logits_kwargs
+from workbench.models.generate import is_instrumented, last_logits_kwargs
 from workbench.models.model import Model
 
 #: float64 logits held at once by the chunked scoring (16M = 128 MiB)
@@ -89,6 +90,21 @@ def _forward_hidden(model: Model, tokens: torch.Tensor) -> tuple[torch.Tensor | 
     return hidden, logits
 
 
+#: longer sequences are scored under the instrumented core (chunked attention), never the bridge's eager
+#: N x N attention: 32 heads x 16k^2 float32 scores are 32 GiB for one layer of an 8B model
+EAGER_LOSS_MAX_TOKENS = 2048
+
+
+def _long_context_attention(model: Model, n_tokens: int) -> contextlib.AbstractContextManager[Any]:
+    """The chunked instrumented attention (recording nothing) for a long sequence, unless the caller
+    already runs under a recorder; short sequences keep the bridge's own attention."""
+    if n_tokens <= EAGER_LOSS_MAX_TOKENS or is_instrumented(model):
+        return contextlib.nullcontext()
+    from workbench.record import AttentionRecorder
+
+    return AttentionRecorder(model, columns=False, layers=())
+
+
 def _head_logits(model: Model, hidden: torch.Tensor) -> torch.Tensor:
     return _finish_logits(model.hf_model.config, model.hf_model.get_output_embeddings()(hidden))
 
@@ -101,11 +117,12 @@ def row_logprob_sums(model: Model, tokens: torch.Tensor, positions: torch.Tensor
     rows = tokens.shape[0]
     pos = positions.to(model.device, torch.long)
     tgt = targets.to(model.device, torch.long)
-    hidden, logits = _forward_hidden(model, tokens)
-    if hidden is not None:
-        check = _head_logits(model, hidden[:, -1:]).float()
-        if not torch.allclose(check, logits[:, -1:].float(), rtol=1e-3, atol=1e-3):
-            hidden, logits = None, model.bridge(tokens)  # post-processing this module does not know
+    with _long_context_attention(model, tokens.shape[-1]):
+        hidden, logits = _forward_hidden(model, tokens)
+        if hidden is not None:
+            check = _head_logits(model, hidden[:, -1:]).float()
+            if not torch.allclose(check, logits[:, -1:].float(), rtol=1e-3, atol=1e-3):
+                hidden, logits = None, model.bridge(tokens)  # post-processing this module does not know
     vocab = int(logits.shape[-1])
     step = max(1, LOGIT_CHUNK_ELEMENTS // max(1, rows * vocab))
     total = torch.zeros(rows, dtype=torch.float64, device=model.device)

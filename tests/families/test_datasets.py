@@ -146,4 +146,7 @@ def test_atlas_with_no_flags_on_real_models_runs_every_family_on_the_shipped_set
         assert (
             group["prompt_source"] == "shipped:harmful-requests" and group["n_harmful"] == 40 and group["max_new_tokens"] == 128
         )
-        assert np.isfinite(group["base_asr"]) and run.config["warnings"] == []
+        # the only warning: the default needle context (--max-tokens 256) cut to what the 256-position
+        # model holds with its 50-token answer room
+        assert np.isfinite(group["base_asr"])
+        assert [w for w in run.config["warnings"] if "needle context 206 tokens" not in w] == [], run.config["warnings"]

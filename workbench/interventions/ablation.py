@@ -138,6 +138,23 @@ def _check_mode(mode: str, epsilon: float) -> None:
         )
 
 
+def _layer_means(
+    model: Model, layers: Iterable[int], means: HeadMeans | None, reference: torch.Tensor | Sequence[torch.Tensor] | None
+) -> HeadMeans:
+    """The head means mean ablation needs for ``layers``: given, or computed from ``reference``."""
+    layers = list(layers)
+    if means is None:
+        if reference is None:
+            raise WorkbenchError(
+                "mean ablation needs the head means or a reference batch", "pass means=... or reference=<token ids>"
+            )
+        means = head_means(model, reference, layers=layers)
+    missing = [layer for layer in layers if layer not in means]
+    if missing:
+        raise WorkbenchError(f"the head means have no entry for layer(s) {missing}", "compute them with head_means")
+    return means
+
+
 def ablation_hooks(
     model: Model,
     heads: str | Iterable[HeadLike],
@@ -152,15 +169,7 @@ def ablation_hooks(
     parsed = resolve_heads(model, heads)
     by_layer = _heads_by_layer(parsed)
     if mode == "mean":
-        if means is None:
-            if reference is None:
-                raise WorkbenchError(
-                    "mean ablation needs the head means or a reference batch", "pass means=... or reference=<token ids>"
-                )
-            means = head_means(model, reference, layers=by_layer)
-        missing = [layer for layer in by_layer if layer not in means]
-        if missing:
-            raise WorkbenchError(f"the head means have no entry for layer(s) {missing}", "compute them with head_means")
+        means = _layer_means(model, by_layer, means, reference)
     hooks: list[tuple[str, object]] = []
     for layer, idx in by_layer.items():
         index = torch.tensor(idx, dtype=torch.long)
@@ -255,15 +264,7 @@ def row_ablation_hooks(
     parsed = [resolve_heads(model, heads) for heads in rows]
     masks = _row_masks(model, parsed)
     if mode == "mean":
-        if means is None:
-            if reference is None:
-                raise WorkbenchError(
-                    "mean ablation needs the head means or a reference batch", "pass means=... or reference=<token ids>"
-                )
-            means = head_means(model, reference, layers=masks)
-        missing = [layer for layer in masks if layer not in means]
-        if missing:
-            raise WorkbenchError(f"the head means have no entry for layer(s) {missing}", "compute them with head_means")
+        means = _layer_means(model, masks, means, reference)
     hooks: list[tuple[str, object]] = []
     for layer, mask in masks.items():
         if mode == "uniform":

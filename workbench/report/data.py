@@ -4,6 +4,10 @@
 run, its config and versions, and per family the summary, members, every metric as a
 [layer][head] list (null = NaN), the top heads with their evidence, and the artefacts. The
 HTML is drawn from this dict only, so the report's numbers are the store's numbers.
+
+A missing or unreadable artefact file does not stop the report: it is left out, listed under the
+family's ``damaged`` and the report's ``damaged`` (path and reason), and named in the findings'
+warnings, so everything else is still shown.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.store.artefacts import to_jsonable
+from workbench.store.artefacts import to_jsonable, tolerant
 from workbench.store.store import Store
 
 MAX_TABLE_ROWS = 200
@@ -72,9 +76,10 @@ def _artefact_view(name: str, value: Any) -> dict[str, Any]:
 
 
 def collect(store: Store, run_ref: str, top_k: int = 10) -> dict[str, Any]:
-    info = store.run(run_ref)
-    fams = store.families(info.run_id)
-    scores = store.scores(info.run_id)
+    reader: Any = tolerant(store)  # damaged artefacts are listed, not raised
+    info = reader.run(run_ref)
+    fams = reader.families(info.run_id)
+    scores = reader.scores(info.run_id)
     families: list[dict[str, Any]] = []
     for fam in fams:
         hs = scores.get(fam.family)
@@ -92,20 +97,28 @@ def collect(store: Store, run_ref: str, top_k: int = 10) -> dict[str, Any]:
             "descriptions": {},
             "top_heads": [],
             "artefacts": {},
+            "damaged": [],
         }
         if hs is not None:
             entry["metrics"] = {m: _grid(v) for m, v in hs.metrics.items()}
             entry["descriptions"] = dict(hs.descriptions)
             entry["top_heads"] = top_heads(hs, fam.primary_metric, fam.evidence_metric, top_k)
         if fam.status == "done":
-            entry["artefacts"] = {name: _artefact_view(name, v) for name, v in store.artefacts(info.run_id, fam.family).items()}
+            loaded = reader.artefacts(info.run_id, fam.family)
+            entry["artefacts"] = {name: _artefact_view(name, v) for name, v in loaded.items()}
+            entry["damaged"] = [d.to_dict() for d in loaded.damaged]
         families.append(entry)
     from workbench.report.findings import build_findings
 
-    found = build_findings(store, info.run_id)
+    found = build_findings(reader, info.run_id)
+    damaged = [d.to_dict() for d in reader.damaged]
+    findings = {**found.to_dict(), "rows": found.rows()}
+    if damaged:  # the findings were read without these files: say so where the verdicts are
+        findings["warnings"] = [d["note"] for d in damaged] + list(findings.get("warnings", []))
     return {
         "format": REPORT_FORMAT,
-        "findings": {**found.to_dict(), "rows": found.rows()},
+        "damaged": damaged,
+        "findings": findings,
         "run": {k: v for k, v in info.to_dict().items() if k not in ("config", "versions")},
         "config": info.config,
         "versions": info.versions,

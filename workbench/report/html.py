@@ -18,7 +18,7 @@ from typing import Any
 
 from workbench.report import figures as F
 from workbench.report.data import collect
-from workbench.store.artefacts import atomic_write_text, dumps
+from workbench.store.artefacts import AtomicFiles, dumps
 from workbench.store.store import Store
 
 CSS = """
@@ -164,6 +164,7 @@ def _family_section(page: Page, fam: dict[str, Any], n_layers: int, n_heads: int
         )
         page.add("".join(out))
         return
+    out.append(damaged_note(fam.get("damaged", []), "These files of the family cannot be read; they are left out:"))
     scalars = {k: v for k, v in fam["summary"].items() if not isinstance(v, (dict, list))}
     if scalars:
         out.append("<h3>Summary</h3>" + kv_table(scalars))
@@ -405,6 +406,9 @@ def render_report(data: dict[str, Any]) -> str:
             f'<p class="warn">This run is <b>{esc(run["status"])}</b> ({run["parts_done"]}/{run["parts_total"]} parts done): '
             f"finished families are shown. Resume it with <code>workbench atlas --resume {esc(run['run_id'])}</code>.</p>"
         )
+    if data.get("damaged"):
+        intro = "Some files of this run are missing or unreadable: they are left out, everything else is shown."
+        page.add(damaged_note(data["damaged"], intro, "damaged"))
     _findings_section(page, data.get("findings"))
     overview = [
         {
@@ -449,11 +453,18 @@ def write_report(store: Store, run_ref: str, out: str | Path | None = None, top_
 
 
 def write_outputs(json_path: Path, json_text: str, html_path: Path, html_text: str) -> None:
-    """Write both files; a folder that cannot be written is a user error, not a traceback."""
-    from workbench.store.db import StoreError
+    """Write both files under temporary names, then rename both into place: a failed write (a full
+    disk) leaves the previous report whole and no truncated file, and is a `WriteError` naming the
+    folder (exit 2), not a traceback."""
+    with AtomicFiles() as out:
+        out.write_text(json_path, json_text)
+        out.write_text(html_path, html_text)
 
-    try:
-        atomic_write_text(json_path, json_text)
-        atomic_write_text(html_path, html_text)
-    except OSError as exc:
-        raise StoreError(f"cannot write {str(html_path)!r}: {exc.strerror or exc}", "pass --out with a writable folder") from exc
+
+def damaged_note(damaged: list[dict[str, Any]], intro: str = "", ident: str = "") -> str:
+    """A visible warning naming each damaged file (``damaged: <path>: <reason>``)."""
+    if not damaged:
+        return ""
+    items = "".join(f'<li class="wb-damaged-file" data-path="{esc(d["path"])}">{esc(d["note"])}</li>' for d in damaged)
+    id_attr = f' id="{esc(ident)}"' if ident else ""
+    return f'<div class="warn wb-damaged"{id_attr}>{esc(intro)}<ul>{items}</ul></div>'
